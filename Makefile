@@ -1,0 +1,36 @@
+# esper-ab: two commands on a fresh machine, `make demo` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: venv demo test test-fast lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch pinned first: a bare `torch` would pull several GB of CUDA packages.
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/esper-ab demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow and not gpu" -x $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check esper_ab tests benchmarks jobs
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/telemetry_overhead.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

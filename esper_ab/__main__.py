@@ -1,0 +1,5 @@
+import sys
+
+from esper_ab.cli import main
+
+sys.exit(main())

@@ -1,0 +1,28 @@
+"""One error hierarchy for the whole project.
+
+Every message names the bad value and says how to fix it. The CLI turns any
+``EsperABError`` into one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+
+class EsperABError(Exception):
+    """Base class of every error esper-ab raises on purpose."""
+
+
+class ConfigError(EsperABError, ValueError):
+    """A configuration value (strategy parameter, gate setting, YAML field) is invalid."""
+
+
+class DataError(EsperABError, ValueError):
+    """An input table or dataset is missing, malformed or has the wrong types."""
+
+
+class NotFittedError(EsperABError, RuntimeError):
+    """A calibrating strategy was used before ``fit`` was called."""
+
+
+def bad_value(name: str, value: object, fix: str) -> ConfigError:
+    """Build a ConfigError whose message names the value and the fix."""
+    return ConfigError(f"{name}={value!r} is invalid: {fix}")
