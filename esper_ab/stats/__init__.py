@@ -1,0 +1,75 @@
+"""Statistics for gate A/B tests: per-blueprint fairness, significance, A/A and power.
+
+Pipeline: a decisions table (:func:`validate_decisions`) → :class:`GroupMetrics` (strategy ×
+blueprint) → disparities with cluster-bootstrap CIs over replicates → within-strategy and
+paired strategy-vs-baseline tests (:class:`TestResult`, Holm / BH adjusted) → matched
+comparison → :class:`Verdict` under a :class:`SelectionRule`. :func:`analyze` runs all of it.
+The replicate is the independent unit throughout. Uses numpy, scipy, statsmodels and pandas
+only.
+"""
+
+from esper_ab.stats._aa import AAResult, aa_test, default_aa_design
+from esper_ab.stats._analysis import Analysis, analyze
+from esper_ab.stats._counts import DISPARITY_METRICS, STRATEGY_METRICS
+from esper_ab.stats._disparities import (
+    equal_opportunity_gap,
+    equalized_odds_gap,
+    pass_rate_gap,
+    pass_rate_ratio,
+)
+from esper_ab.stats._groups import GroupMetrics
+from esper_ab.stats._matched import MatchedComparison, matched_threshold, rethreshold
+from esper_ab.stats._paired import cochran_q, mcnemar
+from esper_ab.stats._power import (
+    PowerEstimate,
+    SimulatedPower,
+    pilot_sd_per_replicate,
+    power,
+    power_from_pilot,
+    simulate_power,
+)
+from esper_ab.stats._results import TestResult, adjust_tests, benjamini_hochberg, holm
+from esper_ab.stats._schema import REQUIRED_COLUMNS, load_decisions_csv, validate_decisions
+from esper_ab.stats._simulate import SimulationDesign, StrategySpec, simulate_decisions
+from esper_ab.stats._verdict import NO_WINNER, Candidate, SelectionRule, Verdict, select_winner
+
+__all__ = [
+    "AAResult",
+    "Analysis",
+    "Candidate",
+    "DISPARITY_METRICS",
+    "GroupMetrics",
+    "MatchedComparison",
+    "NO_WINNER",
+    "PowerEstimate",
+    "REQUIRED_COLUMNS",
+    "STRATEGY_METRICS",
+    "SelectionRule",
+    "SimulatedPower",
+    "SimulationDesign",
+    "StrategySpec",
+    "TestResult",
+    "Verdict",
+    "aa_test",
+    "adjust_tests",
+    "analyze",
+    "benjamini_hochberg",
+    "cochran_q",
+    "default_aa_design",
+    "equal_opportunity_gap",
+    "equalized_odds_gap",
+    "holm",
+    "load_decisions_csv",
+    "matched_threshold",
+    "mcnemar",
+    "pass_rate_gap",
+    "pass_rate_ratio",
+    "pilot_sd_per_replicate",
+    "power",
+    "power_from_pilot",
+    "rethreshold",
+    "select_winner",
+    "simulate_decisions",
+    "simulate_power",
+    "validate_decisions",
+]

@@ -1,0 +1,165 @@
+"""``analyze``: the one entry point from a decisions table to a verdict."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from esper_ab.errors import DataError, bad_value
+from esper_ab.stats._counts import STRATEGY_METRICS, build_arrays
+from esper_ab.stats._disparities import disparity_table
+from esper_ab.stats._groups import GroupMetrics, compute_group_metrics
+from esper_ab.stats._matched import MatchedComparison, matched_comparison_from
+from esper_ab.stats._paired import cochran_test, mcnemar_tests, paired_metric_tests
+from esper_ab.stats._resample import bootstrap_weights
+from esper_ab.stats._results import TestResult, adjust_tests
+from esper_ab.stats._schema import validate_decisions
+from esper_ab.stats._verdict import SelectionRule, Verdict, decide
+from esper_ab.stats._within import blueprint_pass_test, kruskal_test
+
+SPEARMAN_NAME = "statistic_value_spearman"
+# Stream ids for the seeded random generators, one per component.
+_BOOT, _WITHIN, _PAIRED = 1, 2, 3
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Everything ``analyze`` computed; ``to_dict()`` is the issue §8 JSON layout."""
+
+    baseline: str
+    alpha: float
+    ci_level: float
+    n_boot: int
+    n_perm: int
+    seed: int
+    rule: SelectionRule
+    n_replicates: int
+    metrics: GroupMetrics
+    disparities: pd.DataFrame
+    tests: tuple[TestResult, ...]
+    matched: MatchedComparison
+    verdict: Verdict
+
+    @property
+    def strategies(self) -> tuple[str, ...]:
+        return self.metrics.strategies
+
+    @property
+    def blueprints(self) -> tuple[str, ...]:
+        return self.metrics.blueprints
+
+    def find_test(self, name: str, *, strategy: str | None = None,
+                  blueprint: str | None = None) -> TestResult:
+        """The test with this name, strategy and blueprint (KeyError naming what exists)."""
+        for t in self.tests:
+            if t.name == name and t.strategy == strategy and t.blueprint == blueprint:
+                return t
+        names = sorted({t.name for t in self.tests})
+        raise KeyError(f"no test {name!r} for strategy={strategy!r}, blueprint={blueprint!r}; "
+                       f"test names: {names}")
+
+    def tests_frame(self) -> pd.DataFrame:
+        """The tests as a table (one row per test)."""
+        return pd.DataFrame([t.to_dict() for t in self.tests])
+
+    def to_dict(self) -> dict[str, object]:
+        from esper_ab.stats._report import analysis_to_dict
+
+        return analysis_to_dict(self)
+
+    def format_table(self) -> str:
+        from esper_ab.stats._report import format_analysis
+
+        return format_analysis(self)
+
+
+def _check_options(alpha: float, n_boot: int, n_perm: int, ci_level: float) -> None:
+    if not (isinstance(alpha, int | float) and 0 < alpha < 1):
+        raise bad_value("alpha", alpha, "use a significance level in (0, 1), e.g. 0.05")
+    if not (isinstance(ci_level, int | float) and 0 < ci_level < 1):
+        raise bad_value("ci_level", ci_level, "use a confidence level in (0, 1), e.g. 0.95")
+    if not (isinstance(n_boot, int) and n_boot >= 0):
+        raise bad_value("n_boot", n_boot, "use a number of bootstrap resamples >= 0 (1000 typical)")
+    if not (isinstance(n_perm, int) and n_perm >= 1):
+        raise bad_value("n_perm", n_perm, "use a number of permutations >= 1 (2000 typical)")
+
+
+def _spearman_tests(metrics: GroupMetrics) -> list[TestResult]:
+    out = []
+    for (s, b), row in metrics.by_group.iterrows():
+        if math.isnan(row["spearman_pvalue"]):
+            continue
+        out.append(TestResult(
+            name=SPEARMAN_NAME,
+            method="Spearman rank correlation of statistic and value (t approximation), "
+                   "unmeasured statistics left out",
+            statistic=float(row["spearman_rho"]), pvalue=float(row["spearman_pvalue"]),
+            effect_size=float(row["spearman_rho"]), effect_size_name="spearman_rho",
+            strategy=str(s), blueprint=str(b), n_units=int(row["n"] - row["n_unmeasured"])))
+    return out
+
+
+def analyze(
+    df: pd.DataFrame,
+    *,
+    baseline: str = "baseline",
+    alpha: float = 0.05,
+    rule: SelectionRule | None = None,
+    n_boot: int = 1000,
+    n_perm: int = 2000,
+    ci_level: float = 0.95,
+    matched_pass_rate: float | None = None,
+    seed: int = 0,
+) -> Analysis:
+    """Group metrics, disparities with CIs, every test (raw and adjusted p), the matched
+    comparison and the verdict for one decisions table. Deterministic given ``seed``.
+
+    ``matched_pass_rate`` defaults to the baseline's overall pass rate.
+    """
+    _check_options(alpha, n_boot, n_perm, ci_level)
+    rule = rule if rule is not None else SelectionRule()
+    frame = validate_decisions(df)
+    names = sorted(pd.unique(frame["strategy"]))
+    if baseline not in names:
+        raise DataError(f"baseline strategy {baseline!r} is not in the table (strategies: "
+                        f"{names}): pass the baseline's name with baseline=... / --baseline")
+    order = (baseline,) + tuple(s for s in names if s != baseline)
+    arrays = build_arrays(frame, strategies=order)
+    weights = bootstrap_weights(np.random.default_rng([seed, _BOOT]), n_boot, arrays.n_replicates)
+    metrics = compute_group_metrics(arrays, weights=weights, ci_level=ci_level)
+    disparities = disparity_table(arrays, weights, ci_level=ci_level)
+
+    tests: list[TestResult] = []
+    within_rng = np.random.default_rng([seed, _WITHIN])
+    for s in order:
+        for t in (blueprint_pass_test(arrays, strategy=s, n_perm=n_perm, rng=within_rng),
+                  kruskal_test(arrays, strategy=s)):
+            if t is not None:
+                tests.append(t)
+    for i, s in enumerate(order[1:], start=1):
+        rng = np.random.default_rng([seed, _PAIRED, i])
+        tests += paired_metric_tests(arrays, strategy=s, baseline=baseline,
+                                     metrics=STRATEGY_METRICS, n_perm=n_perm, n_boot=n_boot,
+                                     ci_level=ci_level, rng=rng)
+        tests += mcnemar_tests(arrays, strategy=s, baseline=baseline, ci_level=ci_level)
+    q = cochran_test(arrays)
+    if q is not None:
+        tests.append(q)
+    tests += _spearman_tests(metrics)
+    adjusted = adjust_tests(tests)
+
+    target = matched_pass_rate
+    if target is None:
+        target = float(metrics.overall.loc[baseline, "pass_rate"])
+    matched = matched_comparison_from(frame, strategies=order, target_pass_rate=target,
+                                      weights=weights, ci_level=ci_level)
+    verdict = decide(disparities=disparities, tests=adjusted, baseline=baseline, rule=rule,
+                     alpha=alpha)
+    return Analysis(
+        baseline=baseline, alpha=float(alpha), ci_level=float(ci_level), n_boot=n_boot,
+        n_perm=n_perm, seed=seed, rule=rule, n_replicates=arrays.n_replicates,
+        metrics=metrics, disparities=disparities, tests=adjusted, matched=matched,
+        verdict=verdict)
