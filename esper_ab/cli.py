@@ -18,6 +18,7 @@ from esper_ab.errors import EsperABError
 COMMAND_MODULES: tuple[str, ...] = (
     "esper_ab.commands.strategies",
     "esper_ab.commands.demo",
+    "esper_ab.commands.analyze",
 )
 
 
@@ -29,7 +30,7 @@ class _Parser(argparse.ArgumentParser):
     """ArgumentParser whose errors are one line and exit code 2 (no usage dump)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message} (see '{self.prog} --help')")
+        raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
 def build_parser() -> argparse.ArgumentParser:

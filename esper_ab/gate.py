@@ -159,11 +159,17 @@ def _window(values: np.ndarray, valid: np.ndarray, window: Window) -> np.ndarray
             cnt = cnt + v
         out = acc / np.maximum(cnt, 1)
     else:
-        with np.errstate(all="ignore"):
-            masked = np.where(valid, values, np.nan)
-            out = np.full(values.shape[:-1], np.nan)
-            if any_valid.any():
-                out[any_valid] = np.nanmedian(masked[any_valid], axis=-1)
+        # Sort with invalid entries as +inf at the end; the median of the n valid values
+        # is (x[(n-1)//2] + x[n//2]) / 2, exact for odd n as well.
+        ordered = np.sort(np.where(valid, values, np.inf), axis=-1)
+        n = valid.sum(axis=-1)
+        lo = np.maximum((n - 1) // 2, 0)[..., None]
+        hi = np.maximum(n // 2, 0)[..., None]
+        hi = np.minimum(hi, values.shape[-1] - 1)
+        a = np.take_along_axis(ordered, lo, axis=-1)[..., 0]
+        b = np.take_along_axis(ordered, hi, axis=-1)[..., 0]
+        with np.errstate(invalid="ignore"):
+            out = (a + b) / 2.0
     return np.where(any_valid, out, np.nan)
 
 
@@ -284,7 +290,8 @@ class Gate:
                   f"value {val if val is None else round(val, 6)} vs threshold {thr}"),
         )
         return GateDecision(blueprint=blueprint, passed=passed,
-                            epoch=e + 1 if passed else None, epochs_observed=n_ep, value=val,
+                            epoch=e + 1 if passed else None,
+                            epochs_observed=e + 1 if passed else n_ep, value=val,
                             value_unclamped=raw,
                             clamped=bool(arrays.epoch_clamped[i, e]) if n_ep else False,
                             state=STATE_NAMES[st], reason=reason, threshold=thr, checks=checks)

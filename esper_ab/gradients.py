@@ -249,15 +249,17 @@ class GradientCollector:
                 buckets.setdefault((p.grad.device, p.grad.dtype), []).append(i)
                 n_with_grad[self._group_of[i]] += 1
         acc: torch.Tensor | None = None
-        for (device, _dtype), idx in buckets.items():
+        for (device, dtype), idx in buckets.items():
             grads = [self._params[i].grad for i in idx]
+            # Half-precision gradients are reduced in float32; float64 stays float64.
+            red = torch.float64 if dtype == torch.float64 else torch.float32
             # Four fused passes: L2, L1, L0 (non-zero count, NaN/inf included) and the
             # L0 of g*0, which is NaN exactly where g is non-finite.
-            l2 = torch._foreach_norm(grads, 2, dtype=torch.float32)
-            l1 = torch._foreach_norm(grads, 1, dtype=torch.float32)
-            l0 = torch._foreach_norm(grads, 0, dtype=torch.float32)
+            l2 = torch._foreach_norm(grads, 2, dtype=red)
+            l1 = torch._foreach_norm(grads, 1, dtype=red)
+            l0 = torch._foreach_norm(grads, 0, dtype=red)
             nonfinite = torch._foreach_norm(torch._foreach_mul(grads, 0.0), 0,
-                                            dtype=torch.float32)
+                                            dtype=red)
             l2s = torch.stack(l2).double()
             per_tensor = torch.stack(
                 [l2s * l2s, torch.stack(l1).double(),

@@ -1,0 +1,1 @@
+"""CLI command groups, one module per subsystem (see esper_ab.cli)."""

@@ -1,0 +1,43 @@
+"""The CLI shell: fast --help, one-line errors with exit 2, the strategies listing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from esper_ab.cli import main
+
+
+def run_cli(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "esper_ab", *args], capture_output=True,
+                          text=True, timeout=120, **kw)
+
+
+def test_help_imports_no_heavy_library():
+    code = ("import sys; from esper_ab.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in ('torch', 'ray', 'mlflow', 'scipy', 'optuna') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_strategies_json_lists_every_strategy_with_its_space():
+    out = run_cli("strategies", "--json")
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)
+    names = [r["name"] for r in rows]
+    assert "baseline" in names and "first_order_value" in names and len(names) == 8
+    exponent = next(r for r in rows if r["name"] == "exponent")
+    assert exponent["params"][0]["name"] == "a" and exponent["params"][0]["domain"] == [0.0, 2.0]
+    assert all("formula" in r and "threshold" in r for r in rows)
+
+
+@pytest.mark.parametrize("argv", [["nonsense"], ["strategies", "--jsn"], []])
+def test_usage_errors_are_one_line_and_exit_2(argv, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("esper-ab: error:")
+    assert "Traceback" not in err
