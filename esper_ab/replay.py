@@ -1,0 +1,259 @@
+"""Replay: exact G2 decisions of any gate from recorded traces, without retraining.
+
+During TRAINING the host is unaffected by its seeds (DOMAIN.md §1, §7), so the decision
+of *any* strategy is a pure function of the recorded per-step gradient statistics. This
+module computes it for every seed at once: the strategy's statistic over all trace rows
+(one numpy call), scattered into [seeds, epochs, steps] arrays, then the gate's own
+vectorized decision core. The online ``GateTracker`` runs the very same two functions,
+which is why replay equals the online gate exactly (tests/test_replay.py checks it on
+recorded episodes).
+
+Calibrating strategies (per-blueprint thresholds, z-scores) are cross-fitted: replicates
+are split into folds; each fold is evaluated by a strategy fitted on the other folds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from esper_ab.errors import ConfigError, DataError
+from esper_ab.gate import DecisionArrays, Gate, GateConfig
+from esper_ab.strategies import (
+    REASONS,
+    STATE_NAMES,
+    CalibrationData,
+    ContextBatch,
+    StatsBatch,
+    Strategy,
+    get_strategy,
+)
+
+TRACE_KEYS = ("replicate", "seed_id", "blueprint", "epoch", "step")
+SEED_KEYS = ("replicate", "seed_id", "blueprint")
+CONTROL_BLUEPRINTS = frozenset({"placebo"})  # the control is measured against, never gated
+
+
+@dataclass(frozen=True)
+class TraceSet:
+    """Per-seed values and per-step traces of one or more recorded episodes."""
+
+    seeds: pd.DataFrame
+    trace: pd.DataFrame
+    _cache: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for name, table, keys in (("trace", self.trace, TRACE_KEYS),
+                                  ("seeds", self.seeds, SEED_KEYS + ("value_acc_pp",
+                                                                     "valuable"))):
+            missing = [k for k in keys if k not in table.columns]
+            if missing:
+                raise DataError(f"{name} table lacks column(s) {missing}: record it with "
+                                "'esper-ab record' or esper_ab.episode")
+
+    @property
+    def replicates(self) -> list[int]:
+        return sorted(int(r) for r in self.trace["replicate"].unique())
+
+    def subset(self, replicates: Sequence[int]) -> TraceSet:
+        keep = set(replicates)
+        return TraceSet(self.seeds[self.seeds["replicate"].isin(keep)].reset_index(drop=True),
+                        self.trace[self.trace["replicate"].isin(keep)].reset_index(drop=True))
+
+    @classmethod
+    def concat(cls, parts: Sequence[TraceSet]) -> TraceSet:
+        if not parts:
+            raise DataError("no traces to combine: record at least one replicate")
+        return cls(pd.concat([p.seeds for p in parts], ignore_index=True),
+                   pd.concat([p.trace for p in parts], ignore_index=True))
+
+    @classmethod
+    def load(cls, directory: str | Path) -> TraceSet:
+        """Every ``*seeds*.parquet`` / ``*trace*.parquet`` pair below ``directory``."""
+        root = Path(directory)
+        if not root.is_dir():
+            raise DataError(f"traces directory {str(root)!r} does not exist: record traces "
+                            "first with 'esper-ab record SPACE.yaml --out DIR'")
+        seeds = sorted(root.rglob("*seeds*.parquet"))
+        traces = sorted(root.rglob("*trace*.parquet"))
+        if not seeds or not traces:
+            raise DataError(f"no seeds/trace parquet files under {str(root)!r}: record traces "
+                            "first with 'esper-ab record SPACE.yaml --out DIR'")
+        return cls(pd.concat([pd.read_parquet(p) for p in seeds], ignore_index=True),
+                   pd.concat([pd.read_parquet(p) for p in traces], ignore_index=True))
+
+    def arrays(self) -> ReplayArrays:
+        """Columnar form of the trace, computed once and reused by every replay."""
+        if "arrays" not in self._cache:
+            self._cache["arrays"] = ReplayArrays.build(self)
+        return self._cache["arrays"]
+
+
+@dataclass(frozen=True)
+class ReplayArrays:
+    """The trace as numpy batches plus the [seed, epoch, step] index of every row."""
+
+    seed_table: pd.DataFrame   # one row per gated seed, in seed-index order
+    seed: StatsBatch
+    host: StatsBatch
+    context: ContextBatch
+    row_seed: np.ndarray
+    row_epoch: np.ndarray
+    row_step: np.ndarray
+    row_replicate: np.ndarray
+    shape: tuple[int, int, int]
+
+    @classmethod
+    def build(cls, traces: TraceSet) -> ReplayArrays:
+        trace = traces.trace[~traces.trace["blueprint"].isin(CONTROL_BLUEPRINTS)]
+        trace = trace.sort_values(["replicate", "seed_id", "epoch", "step"], kind="stable")
+        trace = trace.reset_index(drop=True)
+        keys = trace[list(SEED_KEYS)].drop_duplicates().reset_index(drop=True)
+        seed_index = pd.MultiIndex.from_frame(keys[["replicate", "seed_id"]])
+        row_seed = seed_index.get_indexer(pd.MultiIndex.from_frame(
+            trace[["replicate", "seed_id"]]))
+        epochs = np.sort(trace["epoch"].unique())
+        row_epoch = np.searchsorted(epochs, trace["epoch"].to_numpy())
+        # Position of each step within its (seed, epoch), in recorded order.
+        row_step = trace.groupby([row_seed, row_epoch], sort=False).cumcount().to_numpy()
+        k = int(row_step.max()) + 1 if len(trace) else 1
+
+        def opt(col: str) -> np.ndarray:
+            if col in trace.columns:
+                return trace[col].to_numpy(dtype=np.float64)
+            return np.full(len(trace), np.nan)
+
+        ctx = ContextBatch(blueprint=trace["blueprint"].to_numpy(dtype=object),
+                           first_order=opt("first_order"), grad_out_norm=opt("grad_out_norm"),
+                           delta_norm=opt("delta_norm"))
+        return cls(seed_table=keys, seed=StatsBatch.from_columns(trace, "seed_"),
+                   host=StatsBatch.from_columns(trace, "host_"), context=ctx,
+                   row_seed=row_seed, row_epoch=row_epoch, row_step=row_step,
+                   row_replicate=trace["replicate"].to_numpy(),
+                   shape=(len(keys), len(epochs), k))
+
+    def rows_of(self, replicates: Sequence[int]) -> np.ndarray:
+        return np.isin(self.row_replicate, np.asarray(list(replicates)))
+
+    def calibration(self, rows: np.ndarray) -> CalibrationData:
+        def take(b: StatsBatch) -> StatsBatch:
+            return StatsBatch(**{f: getattr(b, f)[rows] for f in b.__dataclass_fields__})
+
+        ctx = self.context
+        return CalibrationData(
+            blueprint=ctx.blueprint[rows], seed=take(self.seed), host=take(self.host),
+            context=ContextBatch(blueprint=ctx.blueprint[rows],
+                                 first_order=ctx.first_order[rows],
+                                 grad_out_norm=ctx.grad_out_norm[rows],
+                                 delta_norm=ctx.delta_norm[rows]))
+
+
+@dataclass(frozen=True)
+class CrossFitSplit:
+    """Which replicates calibrated which: one entry per fold."""
+
+    folds: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]  # (calibration, evaluation)
+
+    def to_dict(self) -> list[dict[str, list[int]]]:
+        return [{"calibration": list(c), "evaluation": list(e)} for c, e in self.folds]
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    decisions: pd.DataFrame          # the stats decisions table (+ diagnostic columns)
+    split: CrossFitSplit | None      # None when the strategy needs no calibration
+    n_seed_epochs: int
+
+
+def fold_split(replicates: Sequence[int], folds: int) -> CrossFitSplit:
+    reps = sorted(replicates)
+    if folds < 2 or len(reps) < 2:
+        raise ConfigError(f"folds={folds} with replicates {reps}: a calibrating strategy needs "
+                          "folds >= 2 and at least 2 replicates to cross-fit")
+    folds = min(folds, len(reps))
+    groups = [tuple(reps[i::folds]) for i in range(folds)]
+    return CrossFitSplit(tuple((tuple(r for r in reps if r not in g), g) for g in groups))
+
+
+def replay_decisions(traces: TraceSet, config: GateConfig, *, label: str | None = None,
+                     folds: int = 2, split: CrossFitSplit | None = None) -> ReplayResult:
+    """Decisions of the gate ``config`` for every recorded seed (placebo excluded)."""
+    arr = traces.arrays()
+    strategy = get_strategy(config.strategy, **dict(config.strategy_params))
+    gate = Gate(replace(config, calibration=None), strategy=strategy)
+    if strategy.needs_calibration and config.calibration is None:
+        split = split or fold_split(sorted(set(arr.row_replicate.tolist())), folds)
+        value, state, reason = _cross_fitted(arr, strategy, split)
+    else:
+        if strategy.needs_calibration:
+            strategy.load_fitted_state(config.calibration)
+        split = None
+        stat = strategy.statistic_batch(arr.seed, arr.host, arr.context)
+        value, state, reason = stat.value, stat.state, stat.reason
+    decided = decide_rows(gate, arr, value, state, reason)
+    return ReplayResult(decisions=decisions_table(traces, arr, gate, decided,
+                                                  label or config.strategy),
+                        split=split, n_seed_epochs=int(decided.n_epochs.sum()))
+
+
+def _cross_fitted(arr: ReplayArrays, template: Strategy, split: CrossFitSplit):
+    n = len(arr.row_seed)
+    value = np.full(n, np.nan)
+    state = np.zeros(n, dtype=np.int8)
+    reason = np.zeros(n, dtype=np.int8)
+    for cal_reps, eval_reps in split.folds:
+        fitted = type(template)(**template.params).fit(arr.calibration(arr.rows_of(cal_reps)))
+        rows = arr.rows_of(eval_reps)
+        sub = arr.calibration(rows)
+        stat = fitted.statistic_batch(sub.seed, sub.host, sub.context)
+        value[rows], state[rows], reason[rows] = stat.value, stat.state, stat.reason
+    return value, state, reason
+
+
+def decide_rows(gate: Gate, arr: ReplayArrays, value: np.ndarray, state: np.ndarray,
+                reason: np.ndarray) -> DecisionArrays:
+    """Scatter per-row statistics into [S, E, K] and run the gate's vectorized core."""
+    s, e, k = arr.shape
+    v = np.full((s, e, k), np.nan)
+    st = np.ones((s, e, k), dtype=np.int8)
+    rs = np.zeros((s, e, k), dtype=np.int8)
+    mask = np.zeros((s, e, k), dtype=bool)
+    idx = (arr.row_seed, arr.row_epoch, arr.row_step)
+    v[idx], st[idx], rs[idx], mask[idx] = value, state, reason, True
+    thresholds = np.array([gate.threshold_for(bp) for bp in arr.seed_table["blueprint"]])
+    return gate.decide_arrays(v, st, rs, mask, thresholds)
+
+
+def decisions_table(traces: TraceSet, arr: ReplayArrays, gate: Gate, d: DecisionArrays,
+                    label: str) -> pd.DataFrame:
+    s_count = arr.shape[0]
+    last = np.where(d.passed, d.pass_epoch - 1, np.maximum(d.n_epochs - 1, 0))
+    rows = np.arange(s_count)
+    ep_state = d.epoch_state[rows, last]
+    stat = np.where(ep_state == 0, d.epoch_value[rows, last], np.nan)
+    out = arr.seed_table.copy()
+    out["strategy"] = label
+    out["passed"] = d.passed.astype(bool)
+    out["pass_epoch"] = pd.array(np.where(d.passed, d.pass_epoch, 0), dtype="Int64")
+    out.loc[~d.passed, "pass_epoch"] = pd.NA
+    out["statistic"] = stat
+    out["statistic_state"] = [STATE_NAMES[int(x)] for x in ep_state]
+    out["reason"] = [REASONS[int(x)] for x in d.epoch_reason[rows, last]]
+    out["clamped"] = d.epoch_clamped[rows, last]
+    out["threshold"] = d.threshold
+    values = traces.seeds.drop_duplicates(["replicate", "seed_id"])
+    keep = [c for c in ("replicate", "seed_id", "value_acc_pp", "value_loss", "valuable",
+                        "workload", "slot", "n_params", "dead_at_birth")
+            if c in values.columns]
+    out = out.merge(values[keep], on=["replicate", "seed_id"], how="left", validate="1:1")
+    out = out.rename(columns={"value_acc_pp": "value"})
+    if out["value"].isna().any():
+        bad = out.loc[out["value"].isna(), "seed_id"].iloc[0]
+        raise DataError(f"seed {bad!r} has a trace but no measured value: re-record the "
+                        "episode (values are needed for every seed, accepted or not)")
+    out["valuable"] = out["valuable"].astype(bool)
+    return out
