@@ -227,8 +227,9 @@ class Gate:
         clamp = math.inf if cfg.clamp is None else cfg.clamp
         step_clamped = measured & (value > clamp)
         clamped_vals = np.where(step_clamped, clamp, value)
-        w_val = _window(clamped_vals, measured, cfg.window)
         w_raw = _window(value, measured, cfg.window)
+        any_clamped = bool(step_clamped.any())
+        w_val = _window(clamped_vals, measured, cfg.window) if any_clamped else w_raw
         w_flag = _window(step_clamped.astype(np.float64), measured, "last") > 0 \
             if cfg.window == "last" else (step_clamped & measured).any(axis=-1)
         has = measured.any(axis=-1)
@@ -240,7 +241,8 @@ class Gate:
                              _last_reason(reason, mask)).astype(np.int8)
         ep_dead = has & ~(measured & (reason != R["dead_seed"])).any(axis=-1)
         if cfg.ema_decay is not None:
-            w_val, w_raw = self._ema(w_val, has), self._ema(w_raw, has)
+            w_raw = self._ema(w_raw, has)
+            w_val = self._ema(w_val, has) if any_clamped else w_raw
             seen = np.maximum.accumulate(has, axis=1)
             ep_state = np.where(seen & ~has, VALUE, ep_state).astype(np.int8)
         epoch_no = np.arange(1, e_count + 1)[None, :]

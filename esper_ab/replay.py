@@ -28,10 +28,13 @@ from esper_ab.strategies import (
     STATE_NAMES,
     CalibrationData,
     ContextBatch,
+    StatisticBatch,
     StatsBatch,
     Strategy,
     get_strategy,
 )
+from esper_ab.strategies._calibrated import BaselineCalibrated, usable_rows
+from esper_ab.strategies._ratio import Baseline
 
 TRACE_KEYS = ("replicate", "seed_id", "blueprint", "epoch", "step")
 SEED_KEYS = ("replicate", "seed_id", "blueprint")
@@ -106,6 +109,9 @@ class ReplayArrays:
     row_step: np.ndarray
     row_replicate: np.ndarray
     shape: tuple[int, int, int]
+    row_flat: np.ndarray        # flat index of each row in the [S, E, K] arrays
+    dense: bool                 # row_flat == arange: the rows already are [S, E, K]
+    seed_blueprints: np.ndarray
 
     @classmethod
     def build(cls, traces: TraceSet) -> ReplayArrays:
@@ -130,11 +136,16 @@ class ReplayArrays:
         ctx = ContextBatch(blueprint=trace["blueprint"].to_numpy(dtype=object),
                            first_order=opt("first_order"), grad_out_norm=opt("grad_out_norm"),
                            delta_norm=opt("delta_norm"))
+        shape = (len(keys), len(epochs), k)
+        row_flat = (row_seed * shape[1] + row_epoch) * k + row_step
         return cls(seed_table=keys, seed=StatsBatch.from_columns(trace, "seed_"),
                    host=StatsBatch.from_columns(trace, "host_"), context=ctx,
                    row_seed=row_seed, row_epoch=row_epoch, row_step=row_step,
-                   row_replicate=trace["replicate"].to_numpy(),
-                   shape=(len(keys), len(epochs), k))
+                   row_replicate=trace["replicate"].to_numpy(), shape=shape,
+                   row_flat=row_flat,
+                   dense=len(row_flat) == int(np.prod(shape))
+                   and bool(np.array_equal(row_flat, np.arange(len(row_flat)))),
+                   seed_blueprints=keys["blueprint"].to_numpy(dtype=object))
 
     def rows_of(self, replicates: Sequence[int]) -> np.ndarray:
         return np.isin(self.row_replicate, np.asarray(list(replicates)))
@@ -201,30 +212,41 @@ def replay_decisions(traces: TraceSet, config: GateConfig, *, label: str | None 
 
 
 def _cross_fitted(arr: ReplayArrays, template: Strategy, split: CrossFitSplit):
-    n = len(arr.row_seed)
-    value = np.full(n, np.nan)
-    state = np.zeros(n, dtype=np.int8)
-    reason = np.zeros(n, dtype=np.int8)
+    """Fit on each fold's calibration replicates, score its evaluation replicates."""
+    if not isinstance(template, BaselineCalibrated):  # pragma: no cover - future strategies
+        raise ConfigError(f"strategy {template.name!r} cannot be cross-fitted by replay")
+    base = Baseline().statistic_batch(arr.seed, arr.host, arr.context)
+    usable = usable_rows(base)
+    bps = arr.context.blueprint
+    value = np.full(len(arr.row_seed), np.nan)
     for cal_reps, eval_reps in split.folds:
-        fitted = type(template)(**template.params).fit(arr.calibration(arr.rows_of(cal_reps)))
+        fitted = type(template)(**template.params)
+        cal = arr.rows_of(cal_reps)
+        fitted.load_fitted_state(fitted.fit_values(base.value[cal], usable[cal], bps[cal]))
         rows = arr.rows_of(eval_reps)
-        sub = arr.calibration(rows)
-        stat = fitted.statistic_batch(sub.seed, sub.host, sub.context)
-        value[rows], state[rows], reason[rows] = stat.value, stat.state, stat.reason
-    return value, state, reason
+        sub = StatisticBatch(base.value[rows], base.state[rows], base.reason[rows])
+        value[rows] = fitted.transform(sub, bps[rows]).value
+    return value, base.state, base.reason
 
 
 def decide_rows(gate: Gate, arr: ReplayArrays, value: np.ndarray, state: np.ndarray,
                 reason: np.ndarray) -> DecisionArrays:
     """Scatter per-row statistics into [S, E, K] and run the gate's vectorized core."""
-    s, e, k = arr.shape
-    v = np.full((s, e, k), np.nan)
-    st = np.ones((s, e, k), dtype=np.int8)
-    rs = np.zeros((s, e, k), dtype=np.int8)
-    mask = np.zeros((s, e, k), dtype=bool)
-    idx = (arr.row_seed, arr.row_epoch, arr.row_step)
-    v[idx], st[idx], rs[idx], mask[idx] = value, state, reason, True
-    thresholds = np.array([gate.threshold_for(bp) for bp in arr.seed_table["blueprint"]])
+    shape = arr.shape
+    if arr.dense:  # every seed has every epoch with the same step count: a reshape
+        v, st, rs = value.reshape(shape), state.reshape(shape), reason.reshape(shape)
+        mask = np.ones(shape, dtype=bool)
+    else:
+        v = np.full(shape, np.nan)
+        st = np.ones(shape, dtype=np.int8)
+        rs = np.zeros(shape, dtype=np.int8)
+        mask = np.zeros(shape, dtype=bool)
+        for target, src in ((v, value), (st, state), (rs, reason), (mask, True)):
+            np.put(target, arr.row_flat, src)
+    if gate.thresholds:
+        thresholds = np.array([gate.threshold_for(bp) for bp in arr.seed_blueprints])
+    else:
+        thresholds = np.full(shape[0], gate.threshold)
     return gate.decide_arrays(v, st, rs, mask, thresholds)
 
 
@@ -241,8 +263,8 @@ def decisions_table(traces: TraceSet, arr: ReplayArrays, gate: Gate, d: Decision
     out["pass_epoch"] = pd.array(np.where(d.passed, d.pass_epoch, 0), dtype="Int64")
     out.loc[~d.passed, "pass_epoch"] = pd.NA
     out["statistic"] = stat
-    out["statistic_state"] = [STATE_NAMES[int(x)] for x in ep_state]
-    out["reason"] = [REASONS[int(x)] for x in d.epoch_reason[rows, last]]
+    out["statistic_state"] = np.asarray(STATE_NAMES, dtype=object)[ep_state]
+    out["reason"] = np.asarray(REASONS, dtype=object)[d.epoch_reason[rows, last]]
     out["clamped"] = d.epoch_clamped[rows, last]
     out["threshold"] = d.threshold
     values = traces.seeds.drop_duplicates(["replicate", "seed_id"])

@@ -91,7 +91,7 @@ class StatsBatch:
     numel: np.ndarray
     n_with_grad: np.ndarray
     n_nonfinite: np.ndarray
-    type_sum_sq: np.ndarray    # [n, len(LAYER_TYPES)]
+    type_sum_sq: np.ndarray    # [n, len(LAYER_TYPES)], column-major
     type_sum_abs: np.ndarray   # [n, len(LAYER_TYPES)]
     type_numel: np.ndarray     # [n, len(LAYER_TYPES)]
 
@@ -118,7 +118,8 @@ class StatsBatch:
             return np.asarray(table[f"{prefix}{name}"], dtype=np.float64)
 
         def types(name: str) -> np.ndarray:
-            return np.stack([col(f"{t}_{name}") for t in LAYER_TYPES], axis=1)
+            # Column-major: each layer type's column is contiguous for per-type loops.
+            return np.asfortranarray(np.stack([col(f"{t}_{name}") for t in LAYER_TYPES], axis=1))
 
         return cls(sum_sq=col("sum_sq"), sum_abs=col("sum_abs"), numel=col("numel"),
                    n_with_grad=col("n_with_grad"), n_nonfinite=col("n_nonfinite"),

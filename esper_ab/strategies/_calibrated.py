@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from esper_ab.errors import ConfigError
 from esper_ab.strategies._base import (
@@ -27,14 +28,9 @@ from esper_ab.strategies._ratio import Baseline
 _FLOOR = 1e-12   # floor for calibrated thresholds and for log(0)
 
 
-def _baseline_values(cal: CalibrationData) -> tuple[np.ndarray, np.ndarray]:
-    """Baseline statistic per calibration row, and which rows are usable values."""
-    stat = Baseline().statistic_batch(cal.seed, cal.host, cal.context)
-    usable = (stat.state == VALUE) & (stat.reason == R["ok"])
-    if not usable.any():
-        raise ConfigError("calibration has no measurable baseline statistic: record "
-                          "calibration replicates whose seeds receive gradients")
-    return stat.value, usable
+def usable_rows(stat: StatisticBatch) -> np.ndarray:
+    """Rows whose baseline statistic is a real measurement (dead seeds excluded)."""
+    return (stat.state == VALUE) & (stat.reason == R["ok"])
 
 
 def _blueprints(ctx: ContextBatch, n: int) -> np.ndarray:
@@ -43,9 +39,32 @@ def _blueprints(ctx: ContextBatch, n: int) -> np.ndarray:
     return np.asarray(ctx.blueprint, dtype=object)
 
 
+def _codes(bps: np.ndarray) -> tuple[list, np.ndarray]:
+    """Distinct blueprints and each row's index into them (None maps to the last entry)."""
+    codes, uniq = pd.factorize(np.asarray(bps, dtype=object), use_na_sentinel=True)
+    uniq = [str(u) for u in uniq] + [None]
+    return uniq, np.where(codes < 0, len(uniq) - 1, codes)
+
+
+def _groups(bps: np.ndarray, usable: np.ndarray):
+    """(blueprint, row indices of its usable rows) in sorted blueprint order."""
+    uniq, inverse = _codes(bps)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.searchsorted(inverse[order], np.arange(len(uniq) + 1))
+    pairs = []
+    for code, bp in enumerate(uniq):
+        if bp is None:
+            continue
+        rows = order[bounds[code]:bounds[code + 1]]
+        pairs.append((bp, rows[usable[rows]]))
+    return sorted(pairs, key=lambda p: p[0])
+
+
 def _lookup(table: dict[str, float], pooled: float, bps: np.ndarray) -> np.ndarray:
-    return np.array([table.get(b, pooled) if b is not None else pooled for b in bps],
-                    dtype=np.float64)
+    uniq, inverse = _codes(bps)
+    per = np.array([table.get(u, pooled) if u is not None else pooled for u in uniq],
+                   dtype=np.float64)
+    return per[inverse]
 
 
 def _check_state(state: dict[str, Any], keys: tuple[str, ...], name: str) -> dict[str, Any]:
@@ -55,11 +74,46 @@ def _check_state(state: dict[str, Any], keys: tuple[str, ...], name: str) -> dic
     return state
 
 
-class PerBlueprintThreshold(Strategy):
+class BaselineCalibrated(Strategy):
+    """A strategy that re-scores the baseline statistic with a per-blueprint calibration.
+
+    ``fit_values``/``transform`` take baseline statistics already computed, so the replay
+    engine computes the baseline once per trace and cross-fits folds on it; the online
+    path (``_fit``/``_compute``) goes through the very same two methods.
+    """
+
+    needs_calibration = True
+
+    def _fit(self, cal: CalibrationData) -> dict[str, Any]:
+        stat = Baseline().statistic_batch(cal.seed, cal.host, cal.context)
+        return self.fit_values(stat.value, usable_rows(stat), cal.blueprint)
+
+    def _compute(self, seed: StatsBatch, host: StatsBatch, ctx: ContextBatch) -> StatisticBatch:
+        base = Baseline().statistic_batch(seed, host, ctx)
+        return self.transform(base, _blueprints(ctx, len(seed)))
+
+    def fit_values(self, values: np.ndarray, usable: np.ndarray,
+                   blueprints: np.ndarray) -> dict[str, Any]:
+        if not usable.any():
+            raise ConfigError("calibration has no measurable baseline statistic: record "
+                              "calibration replicates whose seeds receive gradients")
+        return self._fit_values(values, usable, blueprints)
+
+    def transform(self, base: StatisticBatch, blueprints: np.ndarray) -> StatisticBatch:
+        value = np.where(base.state == VALUE, self._score(base.value, blueprints), np.nan)
+        return StatisticBatch(value=value, state=base.state, reason=base.reason)
+
+    def _fit_values(self, values, usable, blueprints) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _score(self, values: np.ndarray, blueprints: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class PerBlueprintThreshold(BaselineCalibrated):
     name = "per_blueprint_threshold"
     formula = ("R_base / t_b, t_b = quantile_q of the blueprint's calibration R_base "
                "(equal calibration pass rates 1-q); pass when >= threshold (1.0 = at t_b)")
-    needs_calibration = True
     PARAMS = (
         ParamSpec("quantile", "float", 0.5, low=0.05, high=0.95, domain=(0.0, 1.0),
                   doc="calibration quantile per blueprint"),
@@ -70,13 +124,12 @@ class PerBlueprintThreshold(Strategy):
                           domain=(0.0, float("inf")),
                           doc="multiplier of each blueprint's calibrated threshold")
 
-    def _fit(self, cal: CalibrationData) -> dict[str, Any]:
-        values, usable = _baseline_values(cal)
+    def _fit_values(self, values, usable, blueprints) -> dict[str, Any]:
         q = self.params["quantile"]
         pooled = float(np.quantile(values[usable], q))
         thresholds, counts = {}, {}
-        for bp in sorted({b for b in cal.blueprint if b is not None}):
-            v = values[usable & (cal.blueprint == bp)]
+        for bp, rows in _groups(blueprints, usable):
+            v = values[rows]
             counts[bp] = int(len(v))
             if len(v) >= self.params["min_samples"]:
                 thresholds[bp] = float(np.quantile(v, q))
@@ -90,19 +143,15 @@ class PerBlueprintThreshold(Strategy):
         fitted = self._fitted or {}
         return {bp: multiplier * t for bp, t in fitted.get("thresholds", {}).items()}
 
-    def _compute(self, seed: StatsBatch, host: StatsBatch, ctx: ContextBatch) -> StatisticBatch:
-        base = Baseline().statistic_batch(seed, host, ctx)
-        t = _lookup(self._fitted["thresholds"], self._fitted["pooled"],
-                    _blueprints(ctx, len(seed)))
-        value = np.where(base.state == VALUE, base.value / np.maximum(t, _FLOOR), np.nan)
-        return StatisticBatch(value=value, state=base.state, reason=base.reason)
+    def _score(self, values, blueprints):
+        t = _lookup(self._fitted["thresholds"], self._fitted["pooled"], blueprints)
+        return values / np.maximum(t, _FLOOR)
 
 
-class ZScore(Strategy):
+class ZScore(BaselineCalibrated):
     name = "zscore"
     formula = ("(log R_base - mu_b) / sigma_b against the blueprint's calibration "
                "distribution, shrunk toward the pooled one with pseudo-count k")
-    needs_calibration = True
     PARAMS = (
         ParamSpec("shrinkage", "float", 10.0, low=0.1, high=1000.0, log=True,
                   domain=(0.0, float("inf")), doc="pseudo-count k toward the pooled fit"),
@@ -113,15 +162,14 @@ class ZScore(Strategy):
                           domain=(-float("inf"), float("inf")),
                           doc="pass when z >= threshold")
 
-    def _fit(self, cal: CalibrationData) -> dict[str, Any]:
-        values, usable = _baseline_values(cal)
+    def _fit_values(self, values, usable, blueprints) -> dict[str, Any]:
         logv = np.log(np.maximum(values, _FLOOR))
         pooled_mu = float(logv[usable].mean())
         pooled_var = float(logv[usable].var())
         k = self.params["shrinkage"]
         mu, sigma, counts = {}, {}, {}
-        for bp in sorted({b for b in cal.blueprint if b is not None}):
-            v = logv[usable & (cal.blueprint == bp)]
+        for bp, rows in _groups(blueprints, usable):
+            v = logv[rows]
             n = len(v)
             counts[bp] = n
             m_b = float(v.mean()) if n else pooled_mu
@@ -136,11 +184,7 @@ class ZScore(Strategy):
     def _validate_fitted(self, state):
         return _check_state(state, ("mu", "sigma", "pooled_mu", "pooled_sigma"), self.name)
 
-    def _compute(self, seed: StatsBatch, host: StatsBatch, ctx: ContextBatch) -> StatisticBatch:
-        base = Baseline().statistic_batch(seed, host, ctx)
-        bps = _blueprints(ctx, len(seed))
-        mu = _lookup(self._fitted["mu"], self._fitted["pooled_mu"], bps)
-        sigma = _lookup(self._fitted["sigma"], self._fitted["pooled_sigma"], bps)
-        z = (np.log(np.maximum(base.value, _FLOOR)) - mu) / sigma
-        value = np.where(base.state == VALUE, z, np.nan)
-        return StatisticBatch(value=value, state=base.state, reason=base.reason)
+    def _score(self, values, blueprints):
+        mu = _lookup(self._fitted["mu"], self._fitted["pooled_mu"], blueprints)
+        sigma = _lookup(self._fitted["sigma"], self._fitted["pooled_sigma"], blueprints)
+        return (np.log(np.maximum(values, _FLOOR)) - mu) / sigma

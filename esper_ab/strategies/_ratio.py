@@ -134,18 +134,22 @@ class PerLayerType(_RatioStrategy):
                         doc="leave the embedding out of the host reference"),)
 
     def _compute(self, seed, host, ctx):
-        excl = self.params["exclude_embedding"]
-        host_sq, host_n = host.type_sum_sq.copy(), host.type_numel.copy()
-        if excl:
-            host_sq[:, _EMB] = 0.0
-            host_n[:, _EMB] = 0.0
-        ref_sq, ref_n = host_sq.sum(axis=1), host_n.sum(axis=1)
+        types = [i for i, t in enumerate(LAYER_TYPES)
+                 if not (self.params["exclude_embedding"] and t == "embedding")]
+        ref_sq = sum(host.type_sum_sq[:, i] for i in types)
+        ref_n = sum(host.type_numel[:, i] for i in types)
         state, reason = gradient_checks(seed, host, host_l2=np.sqrt(ref_sq))
         overall_rms = np.sqrt(ref_sq / ref_n)
-        type_rms = np.sqrt(host_sq / host_n)
-        usable = (host_n > 0) & (host_sq > 0)
-        ref_rms = np.where(usable, type_rms, overall_rms[:, None])
-        seed_rms = np.sqrt(seed.type_sum_sq / seed.type_numel)
-        weight = seed.type_numel / seed.numel[:, None]
-        terms = np.where(seed.type_numel > 0, weight * seed_rms / ref_rms, 0.0)
-        return finish(terms.sum(axis=1), state, reason)
+        total = np.zeros(len(seed))
+        for i in range(len(LAYER_TYPES)):
+            n_seed = seed.type_numel[:, i]
+            if not n_seed.any():
+                continue  # this type adds exactly 0 on every row
+            ref = overall_rms
+            if i in types:
+                hs, hn = host.type_sum_sq[:, i], host.type_numel[:, i]
+                ref = np.where((hn > 0) & (hs > 0), np.sqrt(hs / hn), overall_rms)
+            # (n_t / N) * sqrt(sq_t / n_t) == sqrt(sq_t * n_t) / N
+            term = np.sqrt(seed.type_sum_sq[:, i] * n_seed) / ref
+            total = total + np.where(n_seed > 0, term, 0.0)
+        return finish(total / seed.numel, state, reason)
