@@ -92,13 +92,17 @@ def _spearman_tests(metrics: GroupMetrics) -> list[TestResult]:
     for (s, b), row in metrics.by_group.iterrows():
         if math.isnan(row["spearman_pvalue"]):
             continue
+        n_measured = int(row["n"] - row["n_unmeasured"])
+        units = int(row["spearman_units"])
+        how = ("over seeds" if units == n_measured else
+               f"over {units} replicate mean ranks (several seeds share a replicate)")
         out.append(TestResult(
             name=SPEARMAN_NAME,
-            method="Spearman rank correlation of statistic and value (t approximation), "
+            method=f"Spearman rank correlation of statistic and value, t approximation {how}; "
                    "unmeasured statistics left out",
             statistic=float(row["spearman_rho"]), pvalue=float(row["spearman_pvalue"]),
-            effect_size=float(row["spearman_rho"]), effect_size_name="spearman_rho",
-            strategy=str(s), blueprint=str(b), n_units=int(row["n"] - row["n_unmeasured"])))
+            effect_size=float(row["spearman_rho"]), effect_size_name="spearman_rho (seeds)",
+            strategy=str(s), blueprint=str(b), n_units=units))
     return out
 
 

@@ -29,6 +29,8 @@ STRATEGY_METRICS: tuple[str, ...] = (
     "realized_utility",
 )
 DISPARITY_METRICS: tuple[str, ...] = STRATEGY_METRICS[:4]
+# Smooth functions of the counts (BCa intervals); the max/min disparities are not.
+SMOOTH = np.array([m not in DISPARITY_METRICS for m in STRATEGY_METRICS])
 # +1: larger is better; -1: smaller is better.
 DIRECTION: dict[str, int] = {
     "pass_rate_gap": -1,

@@ -14,6 +14,7 @@ import pandas as pd
 
 from esper_ab.stats._counts import (
     DISPARITY_METRICS,
+    SMOOTH,
     STRATEGY_METRICS,
     DecisionArrays,
     nan_max2,
@@ -21,7 +22,7 @@ from esper_ab.stats._counts import (
     strategy_metrics,
 )
 from esper_ab.stats._groups import GroupMetrics
-from esper_ab.stats._resample import bca_ci, jackknife_weights
+from esper_ab.stats._resample import bootstrap_ci, jackknife_weights
 
 
 def pass_rate_gap(metrics: GroupMetrics) -> pd.Series:
@@ -57,13 +58,14 @@ def bootstrap_strategy_metrics(
 
 
 def disparity_table(arrays: DecisionArrays, weights: np.ndarray, *, ci_level: float) -> pd.DataFrame:
-    """Each disparity with its cluster-bootstrap BCa CI over replicates.
+    """Each disparity with its cluster-bootstrap CI over replicates (percentile for the
+    disparities, BCa for the smooth metrics; see ``bootstrap_ci``).
 
     Columns: ``<metric>``, ``<metric>_ci_low``, ``<metric>_ci_high`` for each disparity, and the
     same for balanced accuracy, MCC and realized utility. Index: strategy.
     """
     point, boot, jack = bootstrap_strategy_metrics(arrays, weights)
-    lo, hi = bca_ci(point, boot, jack, ci_level)
+    lo, hi = bootstrap_ci(point, boot, jack, ci_level, smooth=SMOOTH)
     data: dict[str, np.ndarray] = {}
     for j, name in enumerate(STRATEGY_METRICS):
         data[name] = point[:, j]

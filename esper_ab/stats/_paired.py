@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats as sps
 
-from esper_ab.stats._counts import STRATEGY_METRICS, DecisionArrays, N, strategy_metrics
+from esper_ab.stats._counts import SMOOTH, STRATEGY_METRICS, DecisionArrays, N, strategy_metrics
 from esper_ab.stats._resample import (
-    bca_ci,
+    bootstrap_ci,
     bootstrap_weights,
     jackknife_weights,
     permutation_pvalue,
@@ -59,14 +59,16 @@ def paired_metric_tests(
     boot = strategy_metrics((w @ flat.reshape(R, -1)).reshape((n_boot,) + pair.shape[1:]))
     boot_diff = boot[:, 0, cols] - boot[:, 1, cols]
     jack = strategy_metrics((jackknife_weights(R) @ flat.reshape(R, -1)).reshape((R,) + pair.shape[1:]))
-    lo, hi = bca_ci(diff, boot_diff, jack[:, 0, cols] - jack[:, 1, cols], ci_level)
+    lo, hi = bootstrap_ci(diff, boot_diff, jack[:, 0, cols] - jack[:, 1, cols], ci_level,
+                          smooth=SMOOTH[cols])
     how = "all 2^R swaps (exact)" if exact else f"{flips.shape[0]} random swap patterns"
+    ci_kind = {True: "BCa", False: "percentile"}
     out = []
     for i, m in enumerate(metrics):
         out.append(TestResult(
             name=metric_test_name(m),
-            method=(f"sign-flip permutation over replicates, {how}; BCa cluster "
-                    f"bootstrap CI of the difference ({n_boot} resamples)"),
+            method=(f"sign-flip permutation over replicates, {how}; {ci_kind[bool(SMOOTH[cols[i]])]} "
+                    f"cluster bootstrap CI of the difference ({n_boot} resamples)"),
             statistic=float(diff[i]), pvalue=float(pvals[i]), effect_size=float(diff[i]),
             effect_size_name=f"{m} difference (strategy - baseline)",
             ci=(float(lo[i]), float(hi[i])), ci_level=ci_level, strategy=strategy, n_units=R,

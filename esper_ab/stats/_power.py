@@ -94,9 +94,14 @@ def power(
         power=_power_at(n_replicates, effect, sd_per_replicate, alpha), replicates_needed=int(n))
 
 
+# Rate-type metrics only: realized utility is a sum that grows with the number of replicates.
+POWER_METRICS = tuple(m for m in STRATEGY_METRICS if m != "realized_utility")
+
+
 def _check_metric(metric: str) -> int:
-    if metric not in STRATEGY_METRICS:
-        raise bad_value("metric", metric, f"use one of {list(STRATEGY_METRICS)}")
+    if metric not in POWER_METRICS:
+        raise bad_value("metric", metric, f"use one of {list(POWER_METRICS)} (rates, whose "
+                        "standard error shrinks like 1/sqrt(replicates))")
     return STRATEGY_METRICS.index(metric)
 
 

@@ -74,11 +74,11 @@ def _as_float(series: pd.Series, column: str, *, allow_missing: bool) -> np.ndar
     if pd.api.types.is_bool_dtype(series.dtype):
         raise _bad(column, "holds booleans", "it must hold numbers")
     numeric = pd.to_numeric(series, errors="coerce")
-    unparsable = (numeric.isna() & series.notna()).to_numpy()
+    unparsable = (numeric.isna() & series.notna()).to_numpy().copy()
     if pd.api.types.is_object_dtype(series.dtype) or pd.api.types.is_string_dtype(series.dtype):
         text = series.astype(str).str.strip()
         blank = (text == "").to_numpy() | series.isna().to_numpy()
-        unparsable &= ~blank
+        unparsable = unparsable & ~blank
     if unparsable.any():
         raise _bad(column, f"must be numeric ({_first_bad(series, unparsable)})",
                    "write a number, or leave the cell empty where that is allowed")

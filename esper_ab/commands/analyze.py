@@ -1,0 +1,50 @@
+"""``esper-ab analyze``: per-blueprint fairness, tests and the verdict for a decisions CSV."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "analyze", help="analyze a decisions table (fairness per blueprint, tests, verdict)",
+        description="Read a decisions CSV (columns replicate, blueprint, strategy, passed, "
+                    "pass_epoch, statistic, value, valuable), print the per-blueprint table, "
+                    "the tests and the verdict, and optionally write them as JSON.")
+    p.add_argument("decisions", metavar="DECISIONS.csv", help="the decisions table")
+    p.add_argument("--baseline", default="baseline", metavar="NAME",
+                   help="name of the baseline strategy (default: %(default)s)")
+    p.add_argument("--alpha", type=float, default=0.05,
+                   help="significance level (default: %(default)s)")
+    p.add_argument("--json", dest="json_out", metavar="OUT", default=None,
+                   help="also write the analysis as JSON to OUT")
+    p.add_argument("--max-gap", type=float, default=None, metavar="EPS",
+                   help="bound on the equalized-odds gap in the selection rule (default 0.2)")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default: %(default)s)")
+    p.add_argument("--n-perm", type=int, default=2000, help="permutations (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of all resampling (default: %(default)s)")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    import os
+
+    from esper_ab.errors import DataError
+    from esper_ab.stats import SelectionRule, analyze, load_decisions_csv
+
+    rule = SelectionRule() if args.max_gap is None else SelectionRule(max_gap=args.max_gap)
+    table = load_decisions_csv(args.decisions)
+    result = analyze(table, baseline=args.baseline, alpha=args.alpha, rule=rule,
+                     n_boot=args.n_boot, n_perm=args.n_perm, seed=args.seed)
+    print(result.format_table())
+    if args.json_out:
+        try:
+            with open(args.json_out, "w", encoding="utf-8") as fh:
+                json.dump(result.to_dict(), fh, indent=2, allow_nan=False)
+                fh.write("\n")
+        except OSError as exc:
+            raise DataError(f"cannot write --json {args.json_out!r} ({exc.strerror}): pass a "
+                            "path in a writable directory") from exc
+        print(f"\nwrote {os.path.abspath(args.json_out)}")
+    return 0

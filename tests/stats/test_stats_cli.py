@@ -1,0 +1,69 @@
+"""`esper-ab analyze` end to end in a subprocess: JSON output, and one-line errors with exit 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from esper_ab.stats import SimulationDesign, StrategySpec, simulate_decisions
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "esper_ab", "analyze", *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def csv_path(tmp_path_factory):
+    design = SimulationDesign(
+        blueprints=("attention", "norm", "conv_light"), n_replicates=10, seeds_per_cell=2,
+        unmeasured_rate=0.1,
+        strategies=(StrategySpec("sqrt", (0.1, 0.5, 0.9), signal=0.2),
+                    StrategySpec("mean_abs", (0.5, 0.5, 0.5), signal=0.5)))
+    path = tmp_path_factory.mktemp("cli") / "decisions.csv"
+    simulate_decisions(design, seed=0).drop(columns=["seed"]).to_csv(path, index=False)
+    return path
+
+
+def test_analyze_prints_the_report_and_writes_json(csv_path, tmp_path):
+    out = tmp_path / "out.json"
+    proc = _run(str(csv_path), "--baseline", "sqrt", "--alpha", "0.1", "--json", str(out),
+                "--n-boot", "200", "--n-perm", "200")
+    assert proc.returncode == 0, proc.stderr
+    assert "Per blueprint" in proc.stdout and "Verdict:" in proc.stdout
+    data = json.loads(out.read_text())
+    assert data["baseline"] == "sqrt" and data["alpha"] == 0.1
+    assert set(data["per_blueprint"]) == {"sqrt", "mean_abs"}
+    assert set(data["per_blueprint"]["sqrt"]) == {"attention", "norm", "conv_light"}
+    assert "equalized_odds_gap" in data["disparities"]["mean_abs"]
+    assert all("pvalue_adjusted" in t for t in data["tests"])
+    assert "winner" in data["verdict"] and data["verdict"]["reason"]
+
+
+@pytest.mark.parametrize(
+    ("edit", "needle"),
+    [
+        (lambda text: text.replace("valuable", "worth", 1), "valuable"),
+        (lambda text: text.replace("True", "perhaps", 1), "must be boolean"),
+        (lambda text: "", "not a readable CSV"),
+    ],
+    ids=["missing-column", "bad-bool", "empty-file"],
+)
+def test_bad_csv_exits_2_with_one_stderr_line(csv_path, tmp_path, edit, needle):
+    bad = tmp_path / "bad.csv"
+    bad.write_text(edit(csv_path.read_text()))
+    proc = _run(str(bad), "--baseline", "sqrt")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("esper-ab: error:") and needle in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_unknown_baseline_exits_2(csv_path):
+    proc = _run(str(csv_path))  # default baseline name "baseline" is not in this table
+    assert proc.returncode == 2
+    assert "--baseline" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
