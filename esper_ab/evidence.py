@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,8 @@ from esper_ab.errors import DataError
 from esper_ab.gate import GateConfig
 from esper_ab.gradients import LAYER_TYPES
 
-__all__ = ["SYNTHETIC_BLUEPRINTS", "ReplayEvidence", "SyntheticBlueprint", "synthetic_traces"]
+__all__ = ["SYNTHETIC_BLUEPRINTS", "ReplayEvidence", "SyntheticBlueprint", "evidence_for_spec",
+           "synthetic_traces"]
 
 _SQRT_2_PI = math.sqrt(2.0 / math.pi)
 
@@ -177,3 +179,33 @@ class ReplayEvidence:
             return gate
         strategy.fit(arr.calibration(arr.rows_of(list(replicates))))
         return replace(gate, calibration=strategy.fitted_state())
+
+
+def evidence_for_spec(spec: Any, *, cache_dir: str | Path) -> ReplayEvidence:
+    """The evidence a sweep's trials share, from the spec's ``traces`` section."""
+    from esper_ab.replay import TraceSet
+
+    src = spec.traces
+    if src.source == "synthetic":
+        traces = synthetic_traces(replicates=spec.replicates, **src.synthetic)
+    elif src.source == "directory":
+        traces = TraceSet.load(src.path)
+        missing = sorted(set(spec.replicates) - set(traces.replicates))
+        if missing:
+            raise DataError(f"traces in {src.path!r} lack replicates {missing}: record them "
+                            "('esper-ab record SPACE.yaml') or list only recorded replicates")
+        traces = traces.subset(spec.replicates)
+    else:
+        traces = record_traces(spec, cache_dir=Path(cache_dir))
+    return ReplayEvidence(traces, folds=spec.calibration_folds)
+
+
+def record_traces(spec: Any, *, cache_dir: Path, device: str = "cpu") -> Any:
+    """Record (or load from ``cache_dir``) the episodes of every workload x replicate."""
+    try:
+        from esper_ab import episode
+    except ImportError:
+        raise DataError("traces source 'record' needs esper_ab.episode, which is not "
+                        "installed in this checkout: use traces: {source: directory, path: "
+                        "...} or {source: synthetic}") from None
+    return episode.traces_for_spec(spec, cache_dir=cache_dir, device=device)

@@ -25,7 +25,7 @@ from esper_ab.strategies import ParamSpec, strategy_class
 from esper_ab.sweep_config import DECLARED, Choices, Range, SweepSpec
 from esper_ab.trial import TrialParams
 
-__all__ = ["define_by_run", "grid_points", "params_from_flat", "space_summary"]
+__all__ = ["DefineByRun", "define_by_run", "grid_points", "params_from_flat", "space_summary"]
 
 _GATE_KEYS = ("window", "ema_decay", "min_epochs")
 
@@ -73,28 +73,34 @@ def _suggest(trial: Any, name: str, param: ParamSpec | None, value: Any) -> Any:
     return value
 
 
-def define_by_run(spec: SweepSpec) -> Callable[[Any], dict[str, Any]]:
-    """The define-by-run space: ``fn(optuna_trial) -> constants`` (sampled names are captured
-    by Optuna; fixed ones are returned)."""
-    strategies = _entries(spec)
-    gate = _gate_items(spec)
-    names = list(strategies)
+class DefineByRun:
+    """The define-by-run space: ``space(optuna_trial) -> constants``. Sampled names are
+    captured by Optuna; fixed ones are returned. A class, not a closure, so that Tune can
+    pickle the searcher into its experiment checkpoint."""
 
-    def space(trial: Any) -> dict[str, Any]:
+    def __init__(self, spec: SweepSpec) -> None:
+        self.strategies = _entries(spec)
+        self.gate = _gate_items(spec)
+        self.names = list(self.strategies)
+
+    def __call__(self, trial: Any) -> dict[str, Any]:
         fixed: dict[str, Any] = {}
-        if len(names) > 1:
-            chosen = trial.suggest_categorical("strategy", names)
+        if len(self.names) > 1:
+            chosen = trial.suggest_categorical("strategy", self.names)
         else:
-            chosen = fixed["strategy"] = names[0]
-        for name, (param, value) in {**strategies[chosen],
-                                     **{k: (None, v) for k, v in gate.items()}}.items():
+            chosen = fixed["strategy"] = self.names[0]
+        items = {**self.strategies[chosen], **{k: (None, v) for k, v in self.gate.items()}}
+        for name, (param, value) in items.items():
             if isinstance(value, Range | Choices):
                 _suggest(trial, name, param, value)
             else:
                 fixed[name] = value
         return fixed
 
-    return space
+
+def define_by_run(spec: SweepSpec) -> Callable[[Any], dict[str, Any]]:
+    """The spec's conditional space as a picklable define-by-run callable."""
+    return DefineByRun(spec)
 
 
 def _values(param: ParamSpec | None, value: Any) -> list[Any]:

@@ -44,7 +44,7 @@ from esper_ab.errors import ConfigError
 
 __all__ = [
     "OBJECTIVE_METRICS", "Choices", "GateSearch", "Objective", "Range", "Resources",
-    "SamplerSpec", "SchedulerSpec", "SelectionSpec", "StrategyEntry", "SweepSpec",
+    "SamplerSpec", "SchedulerSpec", "SelectionSpec", "StrategyEntry", "SweepSpec", "TracesSpec",
     "WorkloadEntry", "load_sweep_spec", "parse_sweep_spec",
 ]
 
@@ -215,6 +215,34 @@ def _slot_names(config: Any) -> tuple[str, ...]:
     return tuple(build_host(config.host).slot_names)
 
 
+SYNTHETIC_OPTIONS = ("epochs", "steps_per_epoch", "seeds_per_blueprint", "host_params",
+                     "value_sd_pp", "margin_pp", "first_order_signal", "nonfinite_rate", "seed")
+
+
+class TracesSpec(_Model):
+    """Where the per-step traces that trials replay come from.
+
+    ``record`` (default): record the workloads' episodes (cached on disk, reused by every
+    trial). ``directory``: traces recorded earlier (``path``). ``synthetic``: traces drawn from
+    a generative model (``esper_ab.evidence.synthetic_traces``) -- for exercising the sweep
+    machinery in seconds; its numbers are illustrative, not findings.
+    """
+
+    source: Literal["record", "directory", "synthetic"] = "record"
+    path: str | None = None
+    synthetic: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> TracesSpec:
+        if self.source == "directory" and not self.path:
+            raise ValueError("source directory needs path: the folder of recorded traces")
+        unknown = sorted(set(self.synthetic) - set(SYNTHETIC_OPTIONS))
+        if unknown:
+            raise ValueError(f"unknown synthetic option(s) {unknown}: use some of "
+                             f"{list(SYNTHETIC_OPTIONS)}")
+        return self
+
+
 class GateSearch(_Model):
     """Gate settings shared by every strategy; a list means 'search over these'."""
 
@@ -327,6 +355,7 @@ class SweepSpec(_Model):
     replicates: list[StrictInt] | int = Field(default=2, validate_default=True)
     calibration_folds: int = Field(default=2, ge=2)
     baseline: str = "esper_lite_baseline"
+    traces: TracesSpec = Field(default_factory=TracesSpec)
     strategies: list[StrategyEntry] = Field(min_length=1)
     gate: GateSearch = Field(default_factory=GateSearch)
     objectives: list[Objective] = Field(

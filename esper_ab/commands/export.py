@@ -1,0 +1,85 @@
+"""``esper-ab export``: write the sweep winner's gate to winner.yaml."""
+
+from __future__ import annotations
+
+import argparse
+
+from esper_ab.commands._sweep_args import add_experiment, add_tracking_uri
+from esper_ab.errors import EsperABError
+
+
+class NoWinner(EsperABError):
+    """The sweep found no strategy that beats the baseline (export refuses)."""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export the sweep winner to winner.yaml",
+                       description="Write the winning gate of a sweep (strategy, parameters, "
+                                   "thresholds, calibration, evidence, versions). When no "
+                                   "strategy beats the baseline it says so and exits 2, "
+                                   "unless --force exports the best trial anyway.")
+    add_experiment(p)
+    add_tracking_uri(p)
+    p.add_argument("--out", default="winner.yaml", metavar="PATH",
+                   help="output file (default: %(default)s)")
+    p.add_argument("--force", action="store_true",
+                   help="export the best trial even when it does not beat the baseline")
+    p.set_defaults(handler=run)
+
+
+def export_winner(tracker, experiment: str, sweep_run: str | None, out: str, *,
+                  force: bool = False):
+    """Write winner.yaml for a tracked sweep; returns the written path."""
+    from esper_ab.errors import ConfigError
+    from esper_ab.export import build_winner, write_winner
+    from esper_ab.gate import GateConfig
+    from esper_ab.sweep_config import parse_sweep_spec
+
+    parent = tracker.find_sweep_run(experiment, sweep_run)
+    analysis = tracker.read_json(parent, "sweep/analysis.json")
+    if analysis is None:
+        raise ConfigError(f"sweep run {parent} has no analysis (it did not finish): resume it "
+                          "with 'esper-ab sweep SPACE.yaml --resume', then export")
+    spec = parse_sweep_spec(tracker.read_json(parent, "sweep/spec.yaml"),
+                            source=f"run {parent} spec")
+    verdict = analysis.get("verdict", {})
+    label = verdict.get("winner")
+    if label is None:
+        if not force:
+            raise NoWinner(f"no winner to export: {verdict.get('reason', 'no verdict')}; "
+                           "pass --force to export the best trial anyway")
+        cands = sorted((c for c in verdict.get("candidates", [])
+                        if c.get("objective_value") is not None),
+                       key=lambda c: -c["objective_value"])
+        if not cands:
+            raise NoWinner(f"sweep run {parent} has no complete trial to export, even with "
+                           "--force: run the sweep to completion")
+        label = cands[0]["strategy"]
+    number = int(label.split("-", 1)[0].removeprefix("t"))
+    trial = tracker.trial_by_number(parent, number)
+    gate_data = tracker.read_json(trial, "trial/gate_config.json") if trial else None
+    if gate_data is None:
+        raise ConfigError(f"trial {label} of sweep run {parent} has no trial/gate_config.json: "
+                          "re-run the sweep")
+    versions = tracker.read_json(parent, "sweep/versions.json") or {}
+    doc = build_winner(gate=GateConfig.from_dict(gate_data), analysis=analysis, label=label,
+                       experiment=experiment, sweep_run_id=parent, trial_run_id=trial,
+                       spec=spec, versions=versions.get("packages", {}),
+                       git_commit=versions.get("git_commit", "unknown"),
+                       forced=verdict.get("winner") is None)
+    return write_winner(doc, out), doc
+
+
+def run(args: argparse.Namespace) -> int:
+    from esper_ab.tracking import SweepTracker
+
+    path, doc = export_winner(SweepTracker(args.tracking_uri), args.experiment, args.sweep_run,
+                              args.out, force=args.force)
+    ev = doc.evidence
+    note = " (FORCED: it does not beat the baseline)" if ev.forced else ""
+    print(f"wrote {path.resolve()}: {ev.trial} = {doc.gate['strategy']} threshold "
+          f"{doc.gate['threshold']}{note}; {ev.objective} "
+          f"{ev.metrics[ev.objective].estimate}, Holm-adjusted p vs baseline "
+          f"{ev.pvalue_adjusted_vs_baseline}")
+    print("use it with:  esper_ab.load_gate('" + str(path) + "')")
+    return 0

@@ -1,0 +1,34 @@
+"""``esper-ab report``: rebuild a sweep's report from MLflow alone."""
+
+from __future__ import annotations
+
+import argparse
+
+from esper_ab.commands._sweep_args import add_experiment, add_tracking_uri
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="rebuild a sweep's report.html from MLflow",
+                       description="Read a sweep back from MLflow (parent run, trial runs and "
+                                   "their decision tables), redo the cross-trial analysis and "
+                                   "write report.html, the plots and the analysis to DIR.")
+    add_experiment(p)
+    add_tracking_uri(p)
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
+    p.add_argument("--n-perm", type=int, default=2000, help="permutations")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from esper_ab.sweep_summary import format_summary, summarize_sweep
+    from esper_ab.tracking import SweepTracker
+
+    tracker = SweepTracker(args.tracking_uri)
+    result = summarize_sweep(tracker, args.experiment, args.sweep_run, n_boot=args.n_boot,
+                             n_perm=args.n_perm, out=args.out)
+    print(format_summary(result))
+    print(f"\nwrote {Path(args.out).resolve() / 'report.html'}")
+    return 0

@@ -1,0 +1,185 @@
+"""Export of a sweep's winner to ``winner.yaml``, and ``load_gate(path)`` to use it.
+
+``winner.yaml`` holds the gate (strategy, parameters, threshold(s) -- per blueprint where the
+strategy calibrates them -- window, EMA, min epochs, clamp) with its calibration state and a
+sha256 of it, the selection rule, the evidence (sweep run, trial run, key metrics with CIs,
+the p-value against the baseline, raw and Holm-adjusted) and the package versions.
+
+``load_gate(path)`` validates the file (schema, calibration hash) and returns a ready
+``esper_ab.gate.Gate``; a training loop feeds it the host's and each seed's ``GradStats``::
+
+    gate = esper_ab.load_gate("winner.yaml")
+    tracker = gate.tracker(blueprint="attention")
+    for step in epoch:                      # after backward(), before clipping
+        tracker.observe_step(seed_stats, host_stats)
+    decision = tracker.end_epoch()          # decision.passed, decision.reason, ...
+
+No mlflow here: ``esper-ab export`` reads the sweep through ``esper_ab.tracking``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from esper_ab.errors import ConfigError
+from esper_ab.gate import Gate, GateConfig
+
+__all__ = ["FORMAT", "WinnerEvidence", "WinnerFile", "build_winner", "calibration_hash",
+           "load_gate", "load_winner", "write_winner"]
+
+FORMAT = "esper-ab/winner@1"
+
+
+def calibration_hash(calibration: Mapping[str, Any] | None) -> str | None:
+    """sha256 of the calibration state as canonical JSON (None when there is none)."""
+    if calibration is None:
+        return None
+    text = json.dumps(calibration, sort_keys=True, separators=(",", ":"), default=float)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MetricEvidence(_Model):
+    estimate: float | None
+    ci_low: float | None = None
+    ci_high: float | None = None
+
+
+class WinnerEvidence(_Model):
+    experiment: str
+    sweep_run_id: str
+    trial_run_id: str
+    trial: str
+    fidelity: str
+    baseline: str
+    replicates: list[int]
+    objective: str
+    metrics: dict[str, MetricEvidence]
+    pvalue_vs_baseline: float | None
+    pvalue_adjusted_vs_baseline: float | None
+    adjustment: str | None
+    verdict: str
+    forced: bool = False
+
+
+class WinnerFile(_Model):
+    format: Literal["esper-ab/winner@1"] = FORMAT
+    exported_at: str
+    gate: dict[str, Any]
+    calibration_sha256: str | None = None
+    per_blueprint_thresholds: dict[str, float] = Field(default_factory=dict)
+    selection: dict[str, Any]
+    evidence: WinnerEvidence
+    versions: dict[str, str]
+    git_commit: str
+
+    def gate_config(self) -> GateConfig:
+        return GateConfig.from_dict(self.gate)
+
+
+def _clean(v: Any) -> float | None:
+    return float(v) if isinstance(v, int | float) and math.isfinite(v) else None
+
+
+def _effective_thresholds(config: GateConfig) -> dict[str, float]:
+    """Per-blueprint thresholds in the statistic's own units, where the strategy has them."""
+    if config.thresholds:
+        return {k: float(v) for k, v in config.thresholds.items()}
+    if config.calibration is None:
+        return {}
+    gate = Gate(config)
+    per_bp = getattr(gate.strategy, "thresholds", None)
+    return {k: float(v) for k, v in per_bp(gate.threshold).items()} if callable(per_bp) else {}
+
+
+def build_winner(*, gate: GateConfig, analysis: Mapping[str, Any], label: str,
+                 experiment: str, sweep_run_id: str, trial_run_id: str, spec: Any,
+                 versions: Mapping[str, str], git_commit: str, forced: bool) -> WinnerFile:
+    """The winner document from the sweep's logged analysis (``Analysis.to_dict()``)."""
+    objective = spec.selection.objective
+    overall = analysis.get("overall", {}).get(label, {})
+    disp = analysis.get("disparities", {}).get(label, {})
+    metrics: dict[str, MetricEvidence] = {}
+    for m in ("balanced_accuracy", "mcc", "realized_utility"):
+        ci = overall.get(f"{m}_ci") or [None, None]
+        metrics[m] = MetricEvidence(estimate=_clean(overall.get(m)), ci_low=_clean(ci[0]),
+                                    ci_high=_clean(ci[1]))
+    for m, d in disp.items():
+        metrics[m] = MetricEvidence(estimate=_clean(d.get("estimate")),
+                                    ci_low=_clean(d.get("ci_low")),
+                                    ci_high=_clean(d.get("ci_high")))
+    test = next((t for t in analysis.get("tests", [])
+                 if t.get("name") == f"{objective}_vs_baseline" and t.get("strategy") == label
+                 and t.get("blueprint") is None), {})
+    verdict = analysis.get("verdict", {})
+    return WinnerFile(
+        exported_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), gate=gate.to_dict(),
+        calibration_sha256=calibration_hash(gate.calibration),
+        per_blueprint_thresholds=_effective_thresholds(gate),
+        selection=spec.selection.model_dump(mode="json"),
+        evidence=WinnerEvidence(
+            experiment=experiment, sweep_run_id=sweep_run_id, trial_run_id=trial_run_id,
+            trial=label, fidelity=spec.fidelity, baseline=spec.baseline,
+            replicates=list(spec.replicates), objective=objective, metrics=metrics,
+            pvalue_vs_baseline=_clean(test.get("pvalue")),
+            pvalue_adjusted_vs_baseline=_clean(test.get("pvalue_adjusted")),
+            adjustment=test.get("adjustment"), verdict=str(verdict.get("reason", "")),
+            forced=forced),
+        versions=dict(versions), git_commit=git_commit)
+
+
+def write_winner(doc: WinnerFile, path: str | Path) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    header = ("# esper-ab winner: load with esper_ab.load_gate(path) (validated), or pass the\n"
+              "# file wherever a gate is accepted (--gate winner.yaml).\n")
+    p.write_text(header + yaml.safe_dump(doc.model_dump(mode="json"), sort_keys=False),
+                 encoding="utf-8")
+    return p
+
+
+def load_winner(path: str | Path) -> WinnerFile:
+    """Read and validate ``winner.yaml`` (ConfigError with one line on any problem)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"winner file {str(path)!r} does not exist: export one with "
+                          "'esper-ab export --experiment NAME --out winner.yaml'")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"winner file {str(path)!r} is not valid YAML "
+                          f"({type(exc).__name__}): re-export it") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"winner file {str(path)!r} holds no mapping: re-export it")
+    try:
+        doc = WinnerFile.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"])
+        raise ConfigError(f"winner file {str(path)!r}: {loc or 'document'} is invalid "
+                          f"({err['msg']}): re-export it with 'esper-ab export'") from None
+    if calibration_hash(doc.gate.get("calibration")) != doc.calibration_sha256:
+        raise ConfigError(f"winner file {str(path)!r}: the calibration does not match its "
+                          "calibration_sha256 (edited or truncated): re-export it")
+    return doc
+
+
+def load_gate(path: str | Path) -> Gate:
+    """A validated, ready-to-call G2 gate from an exported ``winner.yaml``."""
+    doc = load_winner(path)
+    try:
+        return Gate(doc.gate_config())
+    except ConfigError as exc:
+        raise ConfigError(f"winner file {str(path)!r}: {exc}") from None

@@ -1,0 +1,335 @@
+"""MLflow tracking of sweeps: the only module that imports ``mlflow``.
+
+Layout: one experiment per sweep name; one parent run per sweep invocation (tag
+``esper_ab.role=sweep``) holding the resolved spec, the search space, the package versions and
+the git commit; one nested child run per Tune trial (tag ``mlflow.parentRunId``), holding the
+trial's params, its per-replicate metrics and its decision tables.
+
+Every run is written from the sweep's *driver* through ``MlflowClient`` with explicit run
+ids: Tune callbacks see every trial transition (start, result, retry, error, completion),
+so one writer opens and ends every run and no worker needs to reach the tracking store. That
+is what lets an embedded sqlite store serve a multi-node cluster, and what guarantees that
+every run ends FINISHED or FAILED with a reason (tag ``esper_ab.end_reason``). Metrics are
+logged asynchronously and flushed before each run ends.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal
+
+import mlflow
+import pandas as pd
+import yaml
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+
+from esper_ab.errors import ConfigError
+from esper_ab.gate import GateConfig
+from esper_ab.sweep_analysis import SweepAnalysis, SweepRecord, TrialRecord
+from esper_ab.sweep_config import SweepSpec, parse_sweep_spec
+
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+__all__ = ["DEFAULT_TRACKING_URI", "SweepTracker", "git_commit", "package_versions",
+           "resolve_tracking_uri"]
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+ROLE, TRIAL_ID, END_REASON = "esper_ab.role", "esper_ab.trial_id", "esper_ab.end_reason"
+PARENT = "mlflow.parentRunId"
+TRIAL_DIR = "trial"
+PACKAGES = ("esper-ab", "torch", "ray", "optuna", "mlflow", "numpy", "scipy", "pandas",
+            "statsmodels", "pydantic", "matplotlib")
+EndStatus = Literal["FINISHED", "FAILED"]
+
+
+def resolve_tracking_uri(uri: str | None, *, cwd: Path | None = None) -> str:
+    """The tracking URI with a relative sqlite path made absolute (default: ./mlflow.db)."""
+    uri = uri or DEFAULT_TRACKING_URI
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        path = Path(uri[len("sqlite:///"):])
+        if not path.is_absolute():
+            path = (cwd or Path.cwd()) / path
+        return f"sqlite:///{path}"
+    if uri.startswith(("http://", "https://", "sqlite:////", "databricks")):
+        return uri
+    raise ConfigError(f"--tracking-uri={uri!r} is not supported: use sqlite:///PATH.db "
+                      "(embedded) or http://HOST:PORT (an mlflow server)")
+
+
+def store_dir(uri: str) -> Path | None:
+    """The directory of an embedded sqlite store (None for a server)."""
+    return Path(uri[len("sqlite:///"):]).parent if uri.startswith("sqlite:///") else None
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def git_commit(cwd: Path | None = None) -> str:
+    """``HEAD`` of the repository holding esper_ab (``+dirty`` when it has changes)."""
+    where = cwd or Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=where, capture_output=True, text=True, timeout=10).stdout
+        return head + ("+dirty" if dirty.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _flat_metrics(metrics: Mapping[str, Any], step: int, ts: int) -> list[Metric]:
+    out = []
+    for k, v in metrics.items():
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            continue
+        out.append(Metric(k, float(v), ts, step))
+    return out
+
+
+class SweepTracker:
+    """Driver-side writer and reader of sweep runs (picklable: the client is rebuilt)."""
+
+    def __init__(self, tracking_uri: str | None = None) -> None:
+        self.uri = resolve_tracking_uri(tracking_uri)
+        self._client: MlflowClient | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"uri": self.uri, "_client": None}
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            mlflow.set_tracking_uri(self.uri)
+            self._client = MlflowClient(tracking_uri=self.uri)
+        return self._client
+
+    # -- experiments and the parent run ---------------------------------------------------
+    def experiment_id(self, name: str, *, create: bool = True) -> str:
+        exp = self.client.get_experiment_by_name(name)
+        if exp is not None:
+            if exp.lifecycle_stage == "deleted":
+                self.client.restore_experiment(exp.experiment_id)
+            return exp.experiment_id
+        if not create:
+            raise ConfigError(f"--experiment={name!r} does not exist in {self.uri}: use the "
+                              "experiment name of a sweep (its spec's 'experiment' or 'name')")
+        root = store_dir(self.uri)
+        location = (root / "mlruns").as_uri() if root is not None else None
+        return self.client.create_experiment(name, artifact_location=location)
+
+    def start_sweep(self, spec: SweepSpec, *, space: Mapping[str, Any], run_name: str,
+                    tags: Mapping[str, str] = {}) -> str:
+        exp = self.experiment_id(spec.experiment_name)
+        commit = git_commit()
+        run = self.client.create_run(exp, run_name=run_name, tags={
+            ROLE: "sweep", "esper_ab.sweep": spec.name, "esper_ab.fidelity": spec.fidelity,
+            "esper_ab.spec_hash": spec.spec_hash(), "esper_ab.git_commit": commit,
+            "mlflow.source.git.commit": commit.removesuffix("+dirty"), **tags})
+        rid = run.info.run_id
+        params = {"sweep": spec.name, "fidelity": spec.fidelity, "sampler": spec.sampler.kind,
+                  "num_samples": spec.num_samples, "max_concurrent": spec.max_concurrent,
+                  "scheduler": spec.scheduler.kind, "replicates": len(spec.replicates),
+                  "objectives": ",".join(f"{o.metric}:{o.direction}" for o in spec.objectives),
+                  "strategies": ",".join(s.name for s in spec.strategies),
+                  "baseline": spec.baseline, "resources.cpu": spec.resources.cpu,
+                  "resources.gpu": spec.resources.gpu}
+        self.client.log_batch(rid, params=[Param(k, str(v)) for k, v in params.items()])
+        self.client.log_dict(rid, spec.resolved(), "sweep/spec.yaml")
+        self.client.log_dict(rid, dict(space), "sweep/search_space.json")
+        self.client.log_dict(rid, {"packages": package_versions(), "git_commit": commit},
+                             "sweep/versions.json")
+        return rid
+
+    def reopen(self, run_id: str) -> None:
+        """Mark a run RUNNING again (a resumed sweep or a retried trial)."""
+        self.client.update_run(run_id, status="RUNNING")
+        self.client.set_tag(run_id, END_REASON, "")
+
+    # -- children ---------------------------------------------------------------------
+    def find_trial_run(self, parent_id: str, trial_id: str) -> str | None:
+        exp = self.client.get_run(parent_id).info.experiment_id
+        runs = self.client.search_runs(
+            [exp], f"tags.`{PARENT}` = '{parent_id}' and tags.`{TRIAL_ID}` = '{trial_id}'")
+        return runs[0].info.run_id if runs else None
+
+    def trial_run(self, parent_id: str, *, trial_id: str, run_name: str,
+                  params: Mapping[str, Any], tags: Mapping[str, str] = {}) -> str:
+        """The child run of ``trial_id``: created once, reopened on a retry or resume."""
+        existing = self.find_trial_run(parent_id, trial_id)
+        if existing is not None:
+            self.reopen(existing)
+            return existing
+        parent = self.client.get_run(parent_id)
+        siblings = self.client.search_runs([parent.info.experiment_id],
+                                           f"tags.`{PARENT}` = '{parent_id}'",
+                                           max_results=50_000)
+        number = len(siblings) + 1   # only the driver creates children: unique, in order
+        run = self.client.create_run(parent.info.experiment_id,
+                                     run_name=f"trial-{number:03d} {run_name}", tags={
+            PARENT: parent_id, ROLE: "trial", TRIAL_ID: trial_id,
+            "esper_ab.trial_number": str(number),
+            "esper_ab.sweep": parent.data.tags.get("esper_ab.sweep", ""),
+            "esper_ab.fidelity": parent.data.tags.get("esper_ab.fidelity", ""), **tags})
+        self.client.log_batch(run.info.run_id,
+                              params=[Param(k, str(v)) for k, v in params.items()])
+        return run.info.run_id
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, Any], *, step: int) -> None:
+        """Asynchronous; flushed by ``end_run``."""
+        batch = _flat_metrics(metrics, step, int(time.time() * 1000))
+        if batch:
+            self.client.log_batch(run_id, metrics=batch, synchronous=False)
+
+    def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()],
+                              synchronous=False)
+
+    def log_trial_dir(self, run_id: str, local_dir: str | Path) -> None:
+        self.client.log_artifacts(run_id, str(local_dir), artifact_path=TRIAL_DIR)
+
+    def end_run(self, run_id: str, status: EndStatus, reason: str) -> None:
+        """Flush pending logging, record why, and end the run."""
+        mlflow.flush_async_logging()
+        self.client.set_tag(run_id, END_REASON, " ".join(reason.split())[:4000])
+        self.client.set_terminated(run_id, status=status)
+
+    def close_orphans(self, parent_id: str, reason: str) -> list[str]:
+        """End every child of ``parent_id`` still RUNNING (or SCHEDULED) as FAILED."""
+        mlflow.flush_async_logging()
+        exp = self.client.get_run(parent_id).info.experiment_id
+        runs = self.client.search_runs([exp], f"tags.`{PARENT}` = '{parent_id}'")
+        closed = []
+        for r in runs:
+            if r.info.status in ("RUNNING", "SCHEDULED"):
+                self.end_run(r.info.run_id, "FAILED", reason)
+                closed.append(r.info.run_id)
+        return closed
+
+    def run_status(self, run_id: str) -> str:
+        return self.client.get_run(run_id).info.status
+
+    # -- reading a sweep back ------------------------------------------------------------
+    def find_sweep_run(self, experiment: str, sweep_run_id: str | None = None) -> str:
+        exp = self.experiment_id(experiment, create=False)
+        if sweep_run_id is not None:
+            try:
+                run = self.client.get_run(sweep_run_id)
+            except mlflow.exceptions.MlflowException:
+                raise ConfigError(f"--sweep-run={sweep_run_id!r} is not a run in {self.uri}: "
+                                  "copy a parent run id from the MLflow UI") from None
+            if run.info.experiment_id != exp or run.data.tags.get(ROLE) != "sweep":
+                raise ConfigError(f"--sweep-run={sweep_run_id!r} is not a sweep run of "
+                                  f"experiment {experiment!r}: give one of its parent runs")
+            return sweep_run_id
+        runs = self.client.search_runs([exp], f"tags.`{ROLE}` = 'sweep'",
+                                       order_by=["attributes.start_time DESC"], max_results=1)
+        if not runs:
+            raise ConfigError(f"experiment {experiment!r} holds no sweep run: run "
+                              "'esper-ab sweep SPACE.yaml' first")
+        return runs[0].info.run_id
+
+    def read_json(self, run_id: str, path: str) -> Any | None:
+        """A JSON (or YAML) artifact of a run, parsed; None when it is missing."""
+        with tempfile.TemporaryDirectory() as tmp:
+            f = self._download(run_id, path, tmp)
+            if f is None or not f.is_file():
+                return None
+            text = f.read_text()
+        return json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+
+    def run_tags(self, run_id: str) -> dict[str, str]:
+        return dict(self.client.get_run(run_id).data.tags)
+
+    def trial_by_number(self, parent_id: str, number: int) -> str | None:
+        exp = self.client.get_run(parent_id).info.experiment_id
+        runs = self.client.search_runs(
+            [exp], f"tags.`{PARENT}` = '{parent_id}' and "
+                   f"tags.`esper_ab.trial_number` = '{number}'")
+        return runs[0].info.run_id if runs else None
+
+    def _download(self, run_id: str, path: str, dst: str) -> Path | None:
+        try:
+            return Path(self.client.download_artifacts(run_id, path, dst))
+        except (OSError, mlflow.exceptions.MlflowException):
+            return None
+
+    def load_sweep(self, experiment: str, sweep_run_id: str | None = None) -> SweepRecord:
+        """Everything the report and export need, read from MLflow alone."""
+        rid = self.find_sweep_run(experiment, sweep_run_id)
+        parent = self.client.get_run(rid)
+        with tempfile.TemporaryDirectory() as tmp:
+            spec_file = self._download(rid, "sweep/spec.yaml", tmp)
+            versions_file = self._download(rid, "sweep/versions.json", tmp)
+            if spec_file is None:
+                raise ConfigError(f"sweep run {rid} has no sweep/spec.yaml artifact: it was not "
+                                  "written by esper-ab sweep; pick another --sweep-run")
+            spec = parse_sweep_spec(yaml.safe_load(spec_file.read_text()),
+                                    source=f"run {rid} spec")
+            versions = json.loads(versions_file.read_text()) if versions_file else {}
+            runs = self.client.search_runs([parent.info.experiment_id],
+                                           f"tags.`{PARENT}` = '{rid}'")
+            trials = [self._trial_record(r, Path(tmp) / r.info.run_id) for r in runs]
+        trials.sort(key=lambda t: t.number)
+        return SweepRecord(experiment=experiment, sweep_run_id=rid, spec=spec,
+                           trials=tuple(trials), versions=versions.get("packages", {}),
+                           git_commit=versions.get("git_commit",
+                                                   parent.data.tags.get("esper_ab.git_commit",
+                                                                        "unknown")))
+
+    def _trial_record(self, run: Any, tmp: Path) -> TrialRecord:
+        tmp.mkdir(parents=True, exist_ok=True)
+        rid = run.info.run_id
+        decisions = gate = None
+        folder = self._download(rid, TRIAL_DIR, str(tmp))
+        if folder is not None and (folder / "decisions.csv").is_file():
+            decisions = pd.read_csv(folder / "decisions.csv")
+        if folder is not None and (folder / "gate_config.json").is_file():
+            gate = GateConfig.from_dict(json.loads((folder / "gate_config.json").read_text()))
+        tags = run.data.tags
+        metrics = {k: (math.nan if v is None else float(v)) for k, v in run.data.metrics.items()}
+        return TrialRecord(
+            trial_id=tags.get(TRIAL_ID, rid), run_id=rid,
+            number=int(tags.get("esper_ab.trial_number", 0)),
+            status=RunStatus.to_string(RunStatus.from_string(run.info.status)),
+            stopped_early=tags.get("esper_ab.stopped_early") == "true",
+            params=dict(run.data.params), metrics=metrics, gate_config=gate,
+            decisions=decisions, reason=tags.get(END_REASON, ""))
+
+    # -- the sweep summary -----------------------------------------------------------------
+    def log_sweep_summary(self, parent_id: str, result: SweepAnalysis, *, html: str,
+                          figures: Mapping[str, Any]) -> None:
+        c = self.client
+        c.log_text(parent_id, html, "report.html")
+        for name, fig in figures.items():
+            c.log_figure(parent_id, fig, f"plots/{name}.png")
+        c.log_text(parent_id, result.leaderboard.to_csv(index=False), "sweep/leaderboard.csv")
+        if result.analysis is not None:
+            c.log_dict(parent_id, result.analysis.to_dict(), "sweep/analysis.json")
+            c.log_text(parent_id, result.analysis.format_table(), "sweep/analysis.txt")
+            table = result.decisions
+            if table is not None:
+                c.log_text(parent_id, table.to_csv(index=False), "sweep/decisions.csv")
+        tags = {"esper_ab.verdict": result.reason[:4000],
+                "esper_ab.winner_run_id": result.winner.run_id if result.winner else "",
+                "esper_ab.winner": result.winner.label if result.winner else ""}
+        c.log_batch(parent_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        if result.winner is not None:
+            c.log_batch(parent_id, metrics=_flat_metrics(
+                {f"winner.{k}": v for k, v in result.winner.metrics.items()
+                 if k.count(".") == 1}, 0, int(time.time() * 1000)))

@@ -1,0 +1,414 @@
+"""Sweeps on Ray Tune + Optuna: the only module that imports ``ray.tune``.
+
+``run_sweep(spec, ...)`` builds an ``OptunaSearch`` over the spec's conditional space (persistent
+Optuna storage: a journal file next to the MLflow store, study name = sweep name), an optional
+ASHA scheduler, and a ``Tuner`` with ``FailureConfig``, ``reuse_actors=True`` and per-trial
+resources (CPUs and a GPU fraction). Each trial evaluates the sweep's replicates one by one
+and reports once per replicate: ``replicates_evaluated`` is ASHA's time axis, so a weak
+config is stopped after a few replicates (multi-fidelity over replicates). A trial runs on
+CUDA when Ray assigned it a GPU that torch can see, and on the CPU otherwise (tagged).
+
+Tracking happens in the driver (``_TrackingCallback`` -> ``esper_ab.tracking``): see there.
+
+Ray is embedded and local by default; ``address`` joins a cluster (``auto``, ``ray://...``,
+``host:port``). Token authentication (Ray's default) is kept, never switched off: a local
+``ray.init()`` creates ``~/.ray/auth_token`` when missing; to join a token cluster we set
+``RAY_AUTH_MODE=token`` when a token is available (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH``
+or ``~/.ray/auth_token``). An explicit ``RAY_AUTH_MODE`` is respected, with a warning if it
+disables authentication.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+from ray.tune import Callback, Checkpoint, CheckpointConfig, FailureConfig, RunConfig, TuneConfig
+
+from esper_ab.errors import ConfigError
+from esper_ab.search_space import define_by_run, grid_points, params_from_flat, space_summary
+from esper_ab.sweep_config import SweepSpec
+from esper_ab.tracking import SweepTracker, store_dir
+from esper_ab.trial import Evidence, iter_trial, result_from_step
+
+__all__ = ["SweepOptions", "SweepOutcome", "connect_ray", "ray_auth_mode", "run_sweep",
+           "sweep_dir_for"]
+
+RESULT_KEYS = ("replicates_evaluated", "trial_compute_s")
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    address: str | None = None            # None: embedded local Ray (or RAY_ADDRESS)
+    tracking_uri: str | None = None       # None: sqlite:///mlflow.db in the working dir
+    storage_dir: str | None = None        # None: <store dir>/esper_ab_sweeps
+    resume: bool = False
+    verbose: int = 0
+    num_cpus: int | None = None           # local Ray only
+    n_boot: int = 1000                    # final cross-trial analysis
+    n_perm: int = 2000
+
+
+@dataclass(frozen=True)
+class SweepOutcome:
+    sweep_run_id: str
+    experiment: str
+    status: str                           # FINISHED / FAILED
+    reason: str
+    analysis: Any | None                  # esper_ab.sweep_analysis.SweepAnalysis
+    sweep_dir: Path
+    wall_s: float
+    trial_compute_s: float
+
+
+def ray_auth_mode() -> str:
+    """Set up token auth for a client joining a cluster; return the mode in words."""
+    mode = os.environ.get("RAY_AUTH_MODE")
+    if mode is not None:
+        if mode.lower() == "disabled":
+            print("esper-ab: warning: RAY_AUTH_MODE=disabled: Ray token authentication is off "
+                  "by your choice; never do this on a shared cluster", file=sys.stderr)
+        return mode.lower()
+    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray/auth_token"))
+    if os.environ.get("RAY_AUTH_TOKEN") or token_file.is_file():
+        os.environ["RAY_AUTH_MODE"] = "token"
+        return "token"
+    return "default"
+
+
+def connect_ray(address: str | None, *, num_cpus: int | None = None) -> bool:
+    """Start or join Ray; True when this call started it (and so should shut it down)."""
+    if ray.is_initialized():
+        return False
+    if address is None and not os.environ.get("RAY_ADDRESS"):
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                 logging_level="ERROR")
+        return True
+    ray_auth_mode()
+    try:
+        ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+    except (ConnectionError, RuntimeError, ray.exceptions.AuthenticationError) as exc:
+        first = " ".join(str(exc).split())[:300]
+        raise ConfigError(f"--address={address!r} could not be joined ({first}): check the "
+                          "address, and for a token cluster put its token in "
+                          "~/.ray/auth_token or RAY_AUTH_TOKEN") from None
+    return True
+
+
+def sweep_dir_for(spec: SweepSpec, tracking_uri: str, storage_dir: str | None) -> Path:
+    root = Path(storage_dir) if storage_dir else (store_dir(tracking_uri) or Path.cwd())
+    return (root if storage_dir else root / "esper_ab_sweeps") / spec.name
+
+
+# -- the trial, as Tune runs it -----------------------------------------------------------
+def _device() -> tuple[str, str]:
+    gpu_ids = ray.get_gpu_ids()
+    if not gpu_ids:
+        return "cpu", "no GPU assigned"
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda", f"GPU {gpu_ids}"
+    return "cpu", f"GPU {gpu_ids} assigned but CUDA is unavailable: CPU fallback"
+
+
+def _write(folder: Path, name: str, data: Any) -> None:
+    (folder / name).write_text(json.dumps(data, indent=1, default=str, allow_nan=True))
+
+
+def _trainable(config: dict[str, Any], *, spec: SweepSpec, evidence: Evidence,
+               n_boot: int, n_perm: int) -> None:
+    params = params_from_flat(config, spec)
+    start = 0
+    ckpt = tune.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            start = json.loads((Path(d) / "progress.json").read_text())["replicates_evaluated"]
+    device, device_note = _device()
+    where = {"device": device, "device_note": device_note, "gpu_ids": str(ray.get_gpu_ids()),
+             "node_id": ray.get_runtime_context().get_node_id()}
+    t0 = time.perf_counter()
+    for step in iter_trial(params, evidence, baseline=spec.baseline, start=start,
+                           alpha=spec.selection.alpha, n_boot=n_boot, n_perm=n_perm):
+        folder = Path(tempfile.mkdtemp(prefix="esper_ab_trial_"))
+        _write(folder, "progress.json", {"replicates_evaluated": step.replicates_evaluated})
+        if step.final:
+            res = result_from_step(params, step, evidence)
+            res.decisions.to_csv(folder / "decisions.csv", index=False)
+            res.per_blueprint.to_csv(folder / "per_blueprint.csv", index=False)
+            _write(folder, "gate_config.json", res.gate_config.to_dict())
+            _write(folder, "analysis.json", res.analysis)
+            _write(folder, "params.json", params.as_params())
+        metrics = {**step.metrics, "replicates_evaluated": step.replicates_evaluated,
+                   "trial_compute_s": time.perf_counter() - t0, **where}
+        tune.report(metrics, checkpoint=Checkpoint.from_directory(str(folder)))
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# -- tracking from the driver --------------------------------------------------------------
+def _trial_dirname(trial: Any) -> str:
+    return f"trial_{trial.trial_id}"
+
+
+class _TrackingCallback(Callback):
+    """Opens, feeds and ends the child run of every trial (runs in the driver)."""
+
+    def __init__(self, tracker: SweepTracker, parent_id: str, spec: SweepSpec) -> None:
+        self.tracker, self.parent_id, self.spec = tracker, parent_id, spec
+        self.runs: dict[str, str] = {}
+        self.compute_s: dict[str, float] = {}
+
+    def _run(self, trial: Any) -> str:
+        rid = self.runs.get(trial.trial_id)
+        if rid is None:
+            params = params_from_flat(trial.config, self.spec)
+            rid = self.tracker.trial_run(
+                self.parent_id, trial_id=trial.trial_id, run_name=params.strategy,
+                params={**params.as_params(), "trial_id": trial.trial_id},
+                tags={"esper_ab.label": params.label()})
+            self.runs[trial.trial_id] = rid
+        return rid
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        rid = self._run(trial)
+        if self.tracker.run_status(rid) != "RUNNING":
+            self.tracker.reopen(rid)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
+                        **info: Any) -> None:
+        rid = self._run(trial)
+        keep = {k: v for k, v in result.items() if k.startswith("g2.") or k in RESULT_KEYS}
+        self.tracker.log_metrics(rid, keep, step=int(result.get("replicates_evaluated", 0)))
+        self.compute_s[trial.trial_id] = float(result.get("trial_compute_s", 0.0))
+        self.tracker.set_tags(rid, {f"esper_ab.{k}": result.get(k, "") for k in
+                                    ("device", "device_note", "gpu_ids", "node_id")})
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        rid = self._run(trial)
+        self.tracker.set_tags(rid, {"esper_ab.attempts": trial.num_failures + 1,
+                                    "esper_ab.last_error": _error_line(trial)})
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        rid = self._run(trial)
+        self.tracker.set_tags(rid, {"esper_ab.attempts": trial.num_failures})
+        self.tracker.end_run(rid, "FAILED", f"trial crashed after {trial.num_failures} "
+                             f"attempt(s): {_error_line(trial)}")
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        rid = self._run(trial)
+        result = trial.last_result or {}
+        done = int(result.get("replicates_evaluated", 0))
+        total = len(self.spec.replicates)
+        if done >= total and trial.checkpoint is not None:
+            with trial.checkpoint.as_directory() as d:
+                self.tracker.log_trial_dir(rid, d)
+            nan = [o.metric for o in self.spec.objectives
+                   if not _finite(result.get(f"g2.{o.metric}"))]
+            reason = f"completed all {total} replicates"
+            if nan:
+                reason += f"; objective(s) {nan} are NaN (undefined for this config): the " \
+                          "trial is kept but cannot be ranked"
+            self.tracker.end_run(rid, "FINISHED", reason)
+        else:
+            self.tracker.set_tags(rid, {"esper_ab.stopped_early": "true"})
+            self.tracker.end_run(rid, "FINISHED", f"stopped early by the scheduler after "
+                                 f"{done} of {total} replicates")
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and math.isfinite(v)
+
+
+def _error_line(trial: Any) -> str:
+    try:
+        text = trial.get_error() or ""
+        text = str(text)
+    except Exception:  # noqa: BLE001 - best effort: the error file may be gone
+        text = ""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return (lines[-1] if lines else "unknown error")[:500]
+
+
+# -- searcher, scheduler, state -----------------------------------------------------------
+def _sampler(spec: SweepSpec) -> Any:
+    import optuna
+
+    s = spec.sampler
+    if s.kind == "tpe":
+        extra = {} if s.n_startup_trials is None else {"n_startup_trials": s.n_startup_trials}
+        return optuna.samplers.TPESampler(seed=s.seed, **extra)
+    if s.kind == "nsga2":
+        extra = {} if s.population_size is None else {"population_size": s.population_size}
+        return optuna.samplers.NSGAIISampler(seed=s.seed, **extra)
+    return optuna.samplers.RandomSampler(seed=s.seed)   # random, and grid via enqueued points
+
+
+def _storage(spec: SweepSpec, folder: Path) -> Any:
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(folder / "optuna.journal")))
+    want = ["minimize" if o.direction == "min" else "maximize" for o in spec.objectives]
+    for summary in storage.get_all_studies():
+        if summary.study_name == spec.name:
+            have = [d.name.lower() for d in summary.directions]
+            if have != want:
+                raise ConfigError(f"sweep {spec.name!r}: its Optuna study in {folder} has "
+                                  f"directions {have} but the spec asks for {want}: rename the "
+                                  "sweep, or delete optuna.journal to start the study afresh")
+    return storage
+
+
+def _searcher(spec: SweepSpec, folder: Path) -> tuple[Any, int]:
+    from ray.tune.search.optuna import OptunaSearch
+
+    metric = [f"g2.{o.metric}" for o in spec.objectives]
+    mode = [o.direction for o in spec.objectives]
+    points = grid_points(spec) if spec.sampler.kind == "grid" else None
+    searcher = OptunaSearch(
+        space=define_by_run(spec), metric=metric if spec.multi_objective else metric[0],
+        mode=mode if spec.multi_objective else mode[0], sampler=_sampler(spec),
+        study_name=spec.name, storage=_storage(spec, folder), points_to_evaluate=points)
+    return searcher, (len(points) if points else spec.num_samples)
+
+
+def _scheduler(spec: SweepSpec) -> Any:
+    if spec.scheduler.kind == "none":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    o = spec.objectives[0]
+    return ASHAScheduler(time_attr="replicates_evaluated", metric=f"g2.{o.metric}",
+                         mode=o.direction, max_t=len(spec.replicates),
+                         grace_period=spec.scheduler.grace_period,
+                         reduction_factor=spec.scheduler.reduction_factor)
+
+
+def _read_state(folder: Path) -> dict[str, Any]:
+    f = folder / "state.json"
+    return json.loads(f.read_text()) if f.is_file() else {}
+
+
+def _write_state(folder: Path, **state: Any) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / "state.json.tmp"
+    tmp.write_text(json.dumps({**_read_state(folder), **state}, indent=1))
+    tmp.replace(folder / "state.json")
+
+
+def _trainable_for(spec: SweepSpec, evidence: Evidence, options: SweepOptions) -> Any:
+    fn = tune.with_parameters(_trainable, spec=spec, evidence=evidence,
+                              n_boot=min(options.n_boot, 200), n_perm=min(options.n_perm, 500))
+    return tune.with_resources(fn, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+
+
+def run_sweep(spec: SweepSpec, *, evidence: Evidence | None = None,
+              options: SweepOptions = SweepOptions()) -> SweepOutcome:
+    """Run (or ``options.resume``) the sweep; every run ends FINISHED or FAILED."""
+    from esper_ab.sweep_summary import summarize_sweep
+
+    t_start = time.perf_counter()
+    tracker = SweepTracker(options.tracking_uri)
+    folder = sweep_dir_for(spec, tracker.uri, options.storage_dir).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    state = _read_state(folder)
+    if options.resume:
+        if not state or not tune.Tuner.can_restore(state.get("tune_path", "")):
+            raise ConfigError(f"--resume: sweep {spec.name!r} has no resumable state in "
+                              f"{folder}: run it without --resume first")
+        if state.get("status") == "finished":
+            raise ConfigError(f"--resume: sweep {spec.name!r} (run {state['sweep_run_id']}) "
+                              "already finished: run it without --resume for a new one")
+        if state.get("spec_hash") != spec.spec_hash():
+            raise ConfigError(f"--resume: the spec of sweep {spec.name!r} changed since it "
+                              "started: resume with the same file and options, or start anew")
+    elif state.get("status") == "running":   # abandoned (killed driver): close its runs
+        tracker.close_orphans(state["sweep_run_id"], "abandoned: a new sweep started without "
+                              "--resume")
+        tracker.end_run(state["sweep_run_id"], "FAILED", "abandoned: the driver died and a new "
+                        "sweep started without --resume")
+
+    started = connect_ray(options.address, num_cpus=options.num_cpus)
+    parent = ""
+    try:
+        if evidence is None:
+            from esper_ab.evidence import evidence_for_spec
+
+            evidence = evidence_for_spec(spec, cache_dir=folder.parent / "_traces")
+        trainable = _trainable_for(spec, evidence, options)
+        if options.resume:
+            parent = state["sweep_run_id"]
+            tracker.reopen(parent)
+            tuner = tune.Tuner.restore(state["tune_path"], trainable, resume_unfinished=True,
+                                       resume_errored=True)
+        else:
+            run_name = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+            parent = tracker.start_sweep(spec, space=space_summary(spec), run_name=run_name)
+            searcher, n = _searcher(spec, folder)
+            callback = _TrackingCallback(tracker, parent, spec)
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=TuneConfig(search_alg=searcher, scheduler=_scheduler(spec),
+                                       num_samples=n, max_concurrent_trials=spec.max_concurrent,
+                                       reuse_actors=True, trial_dirname_creator=_trial_dirname),
+                run_config=RunConfig(
+                    name=run_name, storage_path=str((folder / "tune").resolve()),
+                    failure_config=FailureConfig(max_failures=spec.failure.max_failures),
+                    checkpoint_config=CheckpointConfig(num_to_keep=1),
+                    callbacks=[callback], verbose=options.verbose))
+            _write_state(folder, sweep_run_id=parent, tune_path=str(folder / "tune" / run_name),
+                         spec_hash=spec.spec_hash(), experiment=spec.experiment_name,
+                         status="running")
+        grid = tuner.fit()
+        unfinished = [r for r in tracker.close_orphans(parent, "interrupted before it ended: "
+                                                       "resume with --resume")]
+        if unfinished or _interrupted(grid):
+            raise KeyboardInterrupt
+        analysis = summarize_sweep(tracker, spec.experiment_name, parent, n_boot=options.n_boot,
+                                   n_perm=options.n_perm, log=True)
+        reason = analysis.reason
+        tracker.end_run(parent, "FINISHED", reason)
+        _write_state(folder, status="finished")
+        return SweepOutcome(parent, spec.experiment_name, "FINISHED", reason, analysis, folder,
+                            time.perf_counter() - t_start, _compute_total(grid))
+    except KeyboardInterrupt:
+        if parent:
+            why = f"interrupted: resume with 'esper-ab sweep SPACE.yaml --resume' ({folder})"
+            tracker.close_orphans(parent, why)
+            tracker.end_run(parent, "FAILED", why)
+            _write_state(folder, status="interrupted")
+        raise
+    except BaseException as exc:
+        if parent:
+            why = f"sweep failed: {type(exc).__name__}: {' '.join(str(exc).split())[:500]}"
+            tracker.close_orphans(parent, why)
+            tracker.end_run(parent, "FAILED", why)
+            _write_state(folder, status="failed")
+        raise
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _interrupted(grid: Any) -> bool:
+    """Tune returns normally after a SIGINT; unfinished trials tell."""
+    trials = getattr(getattr(grid, "_experiment_analysis", None), "trials", None) or []
+    return any(t.status not in ("TERMINATED", "ERROR") for t in trials)
+
+
+def _compute_total(grid: Any) -> float:
+    total = 0.0
+    for r in grid:
+        v = (r.metrics or {}).get("trial_compute_s")
+        total += float(v) if isinstance(v, int | float) else 0.0
+    return total
