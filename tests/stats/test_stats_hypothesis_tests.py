@@ -229,13 +229,14 @@ def test_bca_matches_scipy_bootstrap_on_a_cluster_statistic():
     j = 4  # balanced accuracy
     counts = arrays.counts
 
-    def stat(idx):
-        m = strategy_metrics(counts[np.asarray(idx, dtype=int)].sum(axis=0))
-        return m[1, j] - m[0, j]
+    def stat(idx, axis=-1):  # vectorized over leading axes of resampled replicate indices
+        idx = np.moveaxis(np.asarray(idx, dtype=int), axis, -1)
+        m = strategy_metrics(counts[idx].sum(axis=idx.ndim - 1))
+        return m[..., 1, j] - m[..., 0, j]
 
     R = counts.shape[0]
     B = 20000
-    ref = sps.bootstrap((np.arange(R),), stat, vectorized=False, n_resamples=B, method="BCa",
+    ref = sps.bootstrap((np.arange(R),), stat, vectorized=True, n_resamples=B, method="BCa",
                         rng=np.random.default_rng(3)).confidence_interval
     w = bootstrap_weights(np.random.default_rng(4), B, R)
     boot = strategy_metrics(resampled_counts(w, counts))
