@@ -130,7 +130,8 @@ class SweepTracker:
             raise ConfigError(f"--experiment={name!r} does not exist in {self.uri}: use the "
                               "experiment name of a sweep (its spec's 'experiment' or 'name')")
         root = store_dir(self.uri)
-        location = (root / "mlruns").as_uri() if root is not None else None
+        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+        location = (root / "mlruns" / safe).as_uri() if root is not None else None
         return self.client.create_experiment(name, artifact_location=location)
 
     def start_sweep(self, spec: SweepSpec, *, space: Mapping[str, Any], run_name: str,

@@ -24,8 +24,10 @@ import json
 import math
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -340,6 +342,9 @@ def run_sweep(spec: SweepSpec, *, evidence: Evidence | None = None,
 
     started = connect_ray(options.address, num_cpus=options.num_cpus)
     parent = ""
+    previous = signal.getsignal(signal.SIGTERM) if _main_thread() else None
+    if previous is not None:
+        signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
         if evidence is None:
             from esper_ab.evidence import evidence_for_spec
@@ -349,6 +354,7 @@ def run_sweep(spec: SweepSpec, *, evidence: Evidence | None = None,
         if options.resume:
             parent = state["sweep_run_id"]
             tracker.reopen(parent)
+            _write_state(folder, status="running")
             tuner = tune.Tuner.restore(state["tune_path"], trainable, resume_unfinished=True,
                                        resume_errored=True)
         else:
@@ -368,11 +374,11 @@ def run_sweep(spec: SweepSpec, *, evidence: Evidence | None = None,
                     callbacks=[callback], verbose=options.verbose))
             _write_state(folder, sweep_run_id=parent, tune_path=str(folder / "tune" / run_name),
                          spec_hash=spec.spec_hash(), experiment=spec.experiment_name,
-                         status="running")
+                         status="running", n_trials=n)
         grid = tuner.fit()
         unfinished = [r for r in tracker.close_orphans(parent, "interrupted before it ended: "
                                                        "resume with --resume")]
-        if unfinished or _interrupted(grid):
+        if unfinished or _interrupted(grid, int(_read_state(folder)["n_trials"])):
             raise KeyboardInterrupt
         analysis = summarize_sweep(tracker, spec.experiment_name, parent, n_boot=options.n_boot,
                                    n_perm=options.n_perm, log=True)
@@ -396,14 +402,25 @@ def run_sweep(spec: SweepSpec, *, evidence: Evidence | None = None,
             _write_state(folder, status="failed")
         raise
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         if started:
             ray.shutdown()
 
 
-def _interrupted(grid: Any) -> bool:
-    """Tune returns normally after a SIGINT; unfinished trials tell."""
+def _interrupted(grid: Any, expected: int) -> bool:
+    """Tune returns normally after a SIGINT: missing or unfinished trials tell."""
     trials = getattr(getattr(grid, "_experiment_analysis", None), "trials", None) or []
-    return any(t.status not in ("TERMINATED", "ERROR") for t in trials)
+    return len(grid) < expected or any(t.status not in ("TERMINATED", "ERROR")
+                                       for t in trials)
+
+
+def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
 
 
 def _compute_total(grid: Any) -> float:
