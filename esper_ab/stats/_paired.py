@@ -42,6 +42,11 @@ def paired_metric_tests(
     common = (both[..., N].sum(axis=-1) > 0).all(axis=1)
     pair = both[common]
     R = pair.shape[0]
+    if R == 0:
+        return [TestResult(name=metric_test_name(m), method="none: no replicate has both "
+                           "strategies", statistic=float("nan"), pvalue=float("nan"),
+                           strategy=strategy, note="evaluate both strategies on the same "
+                           "replicates (common random numbers)") for m in metrics]
     cols = [STRATEGY_METRICS.index(m) for m in metrics]
     observed = strategy_metrics(pair.sum(axis=0))[:, cols]
     diff = observed[0] - observed[1]
@@ -118,6 +123,9 @@ def mcnemar_tests(
     b = arrays.strategies.index(baseline)
     passed, correct = _correct(arrays)
     both = ~np.isnan(passed[s]) & ~np.isnan(passed[b])
+    if not both.any():
+        return [TestResult(name=MCNEMAR_NAME, method="none: no seed judged by both strategies",
+                           statistic=float("nan"), pvalue=float("nan"), strategy=strategy)]
     cs, cb = correct[s, both] == 1, correct[b, both] == 1
     n10, n01 = int((cs & ~cb).sum()), int((~cs & cb).sum())
     stat, p, method, ci, diff = mcnemar(n10, n01, int(both.sum()), ci_level=ci_level)
@@ -169,6 +177,8 @@ def cochran_test(arrays: DecisionArrays) -> TestResult | None:
         return None
     _, correct = _correct(arrays)
     x = correct[:, ~np.isnan(correct).any(axis=0)].T
+    if len(x) == 0:
+        return None
     q, p = cochran_q(x)
     return TestResult(
         name=COCHRAN_NAME, method=f"Cochran's Q across {k} strategies on per-seed correctness",

@@ -137,3 +137,22 @@ def test_bad_options_and_missing_baseline_are_clear_errors(planted):
         planted.find_test("nope")
     t = planted.find_test("correctness_mcnemar", strategy="good")
     assert t.pvalue_adjusted is not None and t.adjustment == "holm"
+
+
+def test_edge_tables_give_undefined_results_not_crashes():
+    spec = [StrategySpec("baseline", (0.3, 0.6, 0.5, 0.5), 0.3), StrategySpec("x", (0.5,) * 4, 0.5)]
+    df = _sweep(spec, n_replicates=6, seeds_per_cell=1)
+    # x judged on other replicates only: no pairing, so no paired p-value (NaN, not 1).
+    moved = df.assign(replicate=np.where(df.strategy == "x", df.replicate + 100, df.replicate))
+    a = analyze(moved, n_boot=20, n_perm=16)
+    t = a.find_test("balanced_accuracy_vs_baseline", strategy="x")
+    assert np.isnan(t.pvalue) and "no replicate" in t.method
+    assert a.verdict.winner is None
+    json.dumps(a.to_dict(), allow_nan=False)
+    # A strategy whose statistic is never measured: AUC/Spearman undefined, seeds never pass.
+    unmeasured = df.assign(statistic=np.where(df.strategy == "x", np.nan, df.statistic),
+                           passed=np.where(df.strategy == "x", False, df.passed))
+    b = analyze(unmeasured, n_boot=20, n_perm=16)
+    assert b.metrics.by_group.loc["x", "n_unmeasured"].eq(6).all()
+    assert b.metrics.by_group.loc["x", "auc"].isna().all()
+    assert np.isposinf(b.matched.thresholds["x"])
