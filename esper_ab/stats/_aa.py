@@ -24,7 +24,7 @@ def default_aa_design(*, n_replicates: int = 20) -> SimulationDesign:
                             seeds_per_cell=3, replicate_correlation=0.3)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds DataFrames: compare fields explicitly
 class AAResult:
     """Empirical false-positive rate of every test over ``n_sims`` A/A tables.
 

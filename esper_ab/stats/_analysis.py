@@ -25,7 +25,7 @@ SPEARMAN_NAME = "statistic_value_spearman"
 _BOOT, _WITHIN, _PAIRED = 1, 2, 3
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds DataFrames: compare fields explicitly
 class Analysis:
     """Everything ``analyze`` computed; ``to_dict()`` is the issue §8 JSON layout."""
 
@@ -53,13 +53,13 @@ class Analysis:
 
     def find_test(self, name: str, *, strategy: str | None = None,
                   blueprint: str | None = None) -> TestResult:
-        """The test with this name, strategy and blueprint (KeyError naming what exists)."""
+        """The test with this name, strategy and blueprint (DataError naming what exists)."""
         for t in self.tests:
             if t.name == name and t.strategy == strategy and t.blueprint == blueprint:
                 return t
         names = sorted({t.name for t in self.tests})
-        raise KeyError(f"no test {name!r} for strategy={strategy!r}, blueprint={blueprint!r}; "
-                       f"test names: {names}")
+        raise DataError(f"no test {name!r} for strategy={strategy!r}, blueprint={blueprint!r}: "
+                        f"use one of the test names {names} with a strategy it ran for")
 
     def tests_frame(self) -> pd.DataFrame:
         """The tests as a table (one row per test)."""

@@ -49,7 +49,7 @@ def _div(a: pd.Series, b: pd.Series) -> pd.Series:
     return (a / b.where(b > 0)).astype(float)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds DataFrames: compare fields explicitly
 class GroupMetrics:
     """Metrics per strategy × blueprint (``by_group``) and per strategy (``overall``)."""
 

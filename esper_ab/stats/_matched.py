@@ -21,7 +21,7 @@ from esper_ab.stats._disparities import disparity_table
 from esper_ab.stats._groups import GroupMetrics, compute_group_metrics
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds DataFrames: compare fields explicitly
 class MatchedComparison:
     """Metrics and disparities of every strategy at a common overall pass rate."""
 

@@ -133,7 +133,7 @@ def test_bad_options_and_missing_baseline_are_clear_errors(planted):
         analyze(df, baseline="sqrt", alpha=1.5)
     with pytest.raises(ConfigError, match="n_perm"):
         analyze(df, baseline="sqrt", n_perm=0)
-    with pytest.raises(KeyError, match="test names"):
+    with pytest.raises(DataError, match="test names"):
         planted.find_test("nope")
     t = planted.find_test("correctness_mcnemar", strategy="good")
     assert t.pvalue_adjusted is not None and t.adjustment == "holm"
