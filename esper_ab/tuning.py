@@ -40,7 +40,7 @@ from ray.tune import Callback, Checkpoint, CheckpointConfig, FailureConfig, RunC
 from esper_ab.errors import ConfigError
 from esper_ab.search_space import define_by_run, grid_points, params_from_flat, space_summary
 from esper_ab.sweep_config import SweepSpec
-from esper_ab.tracking import SweepTracker, store_dir
+from esper_ab.tracking import BackgroundWriter, SweepTracker, store_dir
 from esper_ab.trial import Evidence, iter_trial, result_from_step
 
 __all__ = ["SweepOptions", "SweepOutcome", "connect_ray", "ray_auth_mode", "run_sweep",
@@ -69,8 +69,9 @@ class SweepOutcome:
     reason: str
     analysis: Any | None                  # esper_ab.sweep_analysis.SweepAnalysis
     sweep_dir: Path
-    wall_s: float
-    trial_compute_s: float
+    wall_s: float                         # the whole call: Ray start, traces, fit, analysis
+    fit_wall_s: float                     # Tuner.fit() alone
+    trial_compute_s: float                # sum of the trials' own compute
 
 
 def ray_auth_mode() -> str:
@@ -93,8 +94,12 @@ def connect_ray(address: str | None, *, num_cpus: int | None = None) -> bool:
     if ray.is_initialized():
         return False
     if address is None and not os.environ.get("RAY_ADDRESS"):
+        # Ray prestarts worker processes at init; the setup hook makes them import the trial
+        # stack (scipy, pandas, statistics, replay) while the driver prepares the sweep, so
+        # the first trial on each worker does not pay for it.
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-                 logging_level="ERROR")
+                 logging_level="ERROR",
+                 runtime_env={"worker_process_setup_hook": "esper_ab.tuning.warm_worker"})
         return True
     ray_auth_mode()
     try:
@@ -105,6 +110,14 @@ def connect_ray(address: str | None, *, num_cpus: int | None = None) -> bool:
                           "address, and for a token cluster put its token in "
                           "~/.ray/auth_token or RAY_AUTH_TOKEN") from None
     return True
+
+
+def warm_worker() -> None:
+    """Ray worker setup hook: import what every trial needs, once per worker process."""
+    import esper_ab.evidence  # noqa: F401
+    import esper_ab.replay  # noqa: F401
+    import esper_ab.stats  # noqa: F401
+    import esper_ab.trial  # noqa: F401
 
 
 def sweep_dir_for(spec: SweepSpec, tracking_uri: str, storage_dir: str | None) -> Path:
@@ -130,6 +143,12 @@ def _write(folder: Path, name: str, data: Any) -> None:
 
 def _trainable(config: dict[str, Any], *, spec: SweepSpec, evidence: Evidence,
                n_boot: int, n_perm: int) -> None:
+    """One trial. With a scheduler it reports once per replicate (cumulative metrics: the
+    scheduler's time axis); without one it reports once, at the end, and ships the
+    per-replicate curve in its checkpoint (``steps.json``) -- every report is a round trip
+    to the driver. ``trial_compute_s`` counts only the trial's own work (replay + statistics
+    + its tables), not the time spent in ``tune.report``. Closed-loop trials checkpoint every
+    step (a retry resumes there); replay steps cost milliseconds to redo."""
     params = params_from_flat(config, spec)
     start = 0
     ckpt = tune.get_checkpoint()
@@ -139,11 +158,21 @@ def _trainable(config: dict[str, Any], *, spec: SweepSpec, evidence: Evidence,
     device, device_note = _device()
     where = {"device": device, "device_note": device_note, "gpu_ids": str(ray.get_gpu_ids()),
              "node_id": ray.get_runtime_context().get_node_id()}
-    t0 = time.perf_counter()
-    for step in iter_trial(params, evidence, baseline=spec.baseline, start=start,
-                           alpha=spec.selection.alpha, n_boot=n_boot, n_perm=n_perm):
-        folder = Path(tempfile.mkdtemp(prefix="esper_ab_trial_"))
-        _write(folder, "progress.json", {"replicates_evaluated": step.replicates_evaluated})
+    per_step = spec.scheduler.kind != "none"
+    compute, curve = 0.0, []
+    steps = iter_trial(params, evidence, baseline=spec.baseline, start=start,
+                       alpha=spec.selection.alpha, n_boot=n_boot, n_perm=n_perm)
+    while True:
+        t0 = time.perf_counter()
+        step = next(steps, None)
+        if step is None:
+            break
+        folder = None
+        if step.final or spec.fidelity == "closed_loop":
+            folder = Path(tempfile.mkdtemp(prefix="esper_ab_trial_"))
+            _write(folder, "progress.json", {"replicates_evaluated": step.replicates_evaluated})
+        if not per_step and not step.final:
+            curve.append({"step": step.replicates_evaluated, "metrics": dict(step.metrics)})
         if step.final:
             res = result_from_step(params, step, evidence)
             res.decisions.to_csv(folder / "decisions.csv", index=False)
@@ -151,10 +180,17 @@ def _trainable(config: dict[str, Any], *, spec: SweepSpec, evidence: Evidence,
             _write(folder, "gate_config.json", res.gate_config.to_dict())
             _write(folder, "analysis.json", res.analysis)
             _write(folder, "params.json", params.as_params())
+            _write(folder, "steps.json", curve)
+        compute += time.perf_counter() - t0
+        if not (per_step or step.final or folder is not None):
+            continue
         metrics = {**step.metrics, "replicates_evaluated": step.replicates_evaluated,
-                   "trial_compute_s": time.perf_counter() - t0, **where}
-        tune.report(metrics, checkpoint=Checkpoint.from_directory(str(folder)))
-        shutil.rmtree(folder, ignore_errors=True)
+                   "trial_compute_s": compute, **where}
+        if folder is None:
+            tune.report(metrics)
+        else:
+            tune.report(metrics, checkpoint=Checkpoint.from_directory(str(folder)))
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 # -- tracking from the driver --------------------------------------------------------------
@@ -163,48 +199,50 @@ def _trial_dirname(trial: Any) -> str:
 
 
 class _TrackingCallback(Callback):
-    """Opens, feeds and ends the child run of every trial (runs in the driver)."""
+    """Opens, feeds and ends the child run of every trial. Runs in the driver; every MLflow
+    call goes through the tracker's ordered background writer, so Tune never waits."""
 
     def __init__(self, tracker: SweepTracker, parent_id: str, spec: SweepSpec) -> None:
         self.tracker, self.parent_id, self.spec = tracker, parent_id, spec
-        self.runs: dict[str, str] = {}
-        self.compute_s: dict[str, float] = {}
+        self.writer = BackgroundWriter(tracker)
+        self.runs: dict[str, Any] = {}      # trial id -> Future of its run id
 
-    def _run(self, trial: Any) -> str:
-        rid = self.runs.get(trial.trial_id)
-        if rid is None:
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "runs": {}}
+
+    def _run(self, trial: Any) -> Any:
+        fut = self.runs.get(trial.trial_id)
+        if fut is None:
             params = params_from_flat(trial.config, self.spec)
-            rid = self.tracker.trial_run(
-                self.parent_id, trial_id=trial.trial_id, run_name=params.strategy,
+            fut = self.writer.submit(
+                "trial_run", self.parent_id, trial_id=trial.trial_id, run_name=params.strategy,
                 params={**params.as_params(), "trial_id": trial.trial_id},
                 tags={"esper_ab.label": params.label()})
-            self.runs[trial.trial_id] = rid
-        return rid
+            self.runs[trial.trial_id] = fut
+        return fut
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        rid = self._run(trial)
-        if self.tracker.run_status(rid) != "RUNNING":
-            self.tracker.reopen(rid)
+        self.writer.submit("ensure_running", self._run(trial))
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
         rid = self._run(trial)
         keep = {k: v for k, v in result.items() if k.startswith("g2.") or k in RESULT_KEYS}
-        self.tracker.log_metrics(rid, keep, step=int(result.get("replicates_evaluated", 0)))
-        self.compute_s[trial.trial_id] = float(result.get("trial_compute_s", 0.0))
-        self.tracker.set_tags(rid, {f"esper_ab.{k}": result.get(k, "") for k in
-                                    ("device", "device_note", "gpu_ids", "node_id")})
+        self.writer.submit("log_metrics", rid, keep,
+                           step=int(result.get("replicates_evaluated", 0)))
+        self.writer.submit("set_tags", rid, {f"esper_ab.{k}": result.get(k, "") for k in
+                                             ("device", "device_note", "gpu_ids", "node_id")})
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        rid = self._run(trial)
-        self.tracker.set_tags(rid, {"esper_ab.attempts": trial.num_failures + 1,
-                                    "esper_ab.last_error": _error_line(trial)})
+        self.writer.submit("set_tags", self._run(trial), {
+            "esper_ab.attempts": trial.num_failures + 1,
+            "esper_ab.last_error": _error_line(trial)})
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         rid = self._run(trial)
-        self.tracker.set_tags(rid, {"esper_ab.attempts": trial.num_failures})
-        self.tracker.end_run(rid, "FAILED", f"trial crashed after {trial.num_failures} "
-                             f"attempt(s): {_error_line(trial)}")
+        self.writer.submit("set_tags", rid, {"esper_ab.attempts": trial.num_failures})
+        self.writer.submit("end_run", rid, "FAILED", f"trial crashed after "
+                           f"{trial.num_failures} attempt(s): {_error_line(trial)}")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         rid = self._run(trial)
@@ -212,19 +250,23 @@ class _TrackingCallback(Callback):
         done = int(result.get("replicates_evaluated", 0))
         total = len(self.spec.replicates)
         if done >= total and trial.checkpoint is not None:
-            with trial.checkpoint.as_directory() as d:
-                self.tracker.log_trial_dir(rid, d)
+            folder = Path(tempfile.mkdtemp(prefix="esper_ab_ckpt_"))
+            trial.checkpoint.to_directory(str(folder))
+            self.writer.submit("log_trial_folder", rid, str(folder), remove=True)
             nan = [o.metric for o in self.spec.objectives
                    if not _finite(result.get(f"g2.{o.metric}"))]
             reason = f"completed all {total} replicates"
             if nan:
                 reason += f"; objective(s) {nan} are NaN (undefined for this config): the " \
                           "trial is kept but cannot be ranked"
-            self.tracker.end_run(rid, "FINISHED", reason)
+            self.writer.submit("end_run", rid, "FINISHED", reason)
         else:
-            self.tracker.set_tags(rid, {"esper_ab.stopped_early": "true"})
-            self.tracker.end_run(rid, "FINISHED", f"stopped early by the scheduler after "
-                                 f"{done} of {total} replicates")
+            self.writer.submit("set_tags", rid, {"esper_ab.stopped_early": "true"})
+            self.writer.submit("end_run", rid, "FINISHED", f"stopped early by the scheduler "
+                               f"after {done} of {total} replicates")
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self.writer.drain()
 
 
 def _finite(v: Any) -> bool:
@@ -375,7 +417,11 @@ def run_sweep(spec: SweepSpec, *, evidence: Evidence | None = None,
             _write_state(folder, sweep_run_id=parent, tune_path=str(folder / "tune" / run_name),
                          spec_hash=spec.spec_hash(), experiment=spec.experiment_name,
                          status="running", n_trials=n)
+        t_fit = time.perf_counter()
         grid = tuner.fit()
+        fit_wall = time.perf_counter() - t_fit
+        for cb in _callbacks(tuner):
+            cb.writer.drain()
         unfinished = [r for r in tracker.close_orphans(parent, "interrupted before it ended: "
                                                        "resume with --resume")]
         if unfinished or _interrupted(grid, int(_read_state(folder)["n_trials"])):
@@ -386,7 +432,7 @@ def run_sweep(spec: SweepSpec, *, evidence: Evidence | None = None,
         tracker.end_run(parent, "FINISHED", reason)
         _write_state(folder, status="finished")
         return SweepOutcome(parent, spec.experiment_name, "FINISHED", reason, analysis, folder,
-                            time.perf_counter() - t_start, _compute_total(grid))
+                            time.perf_counter() - t_start, fit_wall, _compute_total(grid))
     except KeyboardInterrupt:
         if parent:
             why = f"interrupted: resume with 'esper-ab sweep SPACE.yaml --resume' ({folder})"
@@ -417,6 +463,12 @@ def _interrupted(grid: Any, expected: int) -> bool:
 
 def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _callbacks(tuner: Any) -> list[_TrackingCallback]:
+    run_config = getattr(getattr(tuner, "_local_tuner", None), "_run_config", None)
+    return [c for c in getattr(run_config, "callbacks", None) or []
+            if isinstance(c, _TrackingCallback)]
 
 
 def _main_thread() -> bool:
