@@ -203,6 +203,9 @@ class WorkloadEntry(_Model):
             raise ValueError(str(exc)) from None
         except TypeError as exc:   # an unknown data option
             raise ValueError(f"bad data option for workload {self.name}: {exc}") from None
+        except ImportError as exc:
+            raise ValueError(f"workload {self.name} is not available in this installation "
+                             f"({exc}): pick another workload or update esper-ab") from None
 
     @property
     def slot_list(self) -> list[str]:

@@ -11,11 +11,8 @@ CUDA when Ray assigned it a GPU that torch can see, and on the CPU otherwise (ta
 Tracking happens in the driver (``_TrackingCallback`` -> ``esper_ab.tracking``): see there.
 
 Ray is embedded and local by default; ``address`` joins a cluster (``auto``, ``ray://...``,
-``host:port``). Token authentication (Ray's default) is kept, never switched off: a local
-``ray.init()`` creates ``~/.ray/auth_token`` when missing; to join a token cluster we set
-``RAY_AUTH_MODE=token`` when a token is available (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH``
-or ``~/.ray/auth_token``). An explicit ``RAY_AUTH_MODE`` is respected, with a warning if it
-disables authentication.
+``host:port``). Token authentication (Ray's default) is kept, never switched off: see
+``esper_ab.ray_auth``.
 """
 
 from __future__ import annotations
@@ -25,7 +22,6 @@ import math
 import os
 import shutil
 import signal
-import sys
 import tempfile
 import threading
 import time
@@ -38,13 +34,14 @@ from ray import tune
 from ray.tune import Callback, Checkpoint, CheckpointConfig, FailureConfig, RunConfig, TuneConfig
 
 from esper_ab.errors import ConfigError
+from esper_ab.ray_auth import client_auth_mode
 from esper_ab.search_space import define_by_run, grid_points, params_from_flat, space_summary
 from esper_ab.sweep_config import SweepSpec
 from esper_ab.tracking import BackgroundWriter, SweepTracker, store_dir
 from esper_ab.trial import Evidence, iter_trial, result_from_step
 
-__all__ = ["SweepOptions", "SweepOutcome", "connect_ray", "ray_auth_mode", "run_sweep",
-           "sweep_dir_for"]
+__all__ = ["SweepOptions", "SweepOutcome", "connect_ray", "run_sweep", "sweep_dir_for",
+           "warm_worker"]
 
 RESULT_KEYS = ("replicates_evaluated", "trial_compute_s")
 
@@ -74,21 +71,6 @@ class SweepOutcome:
     trial_compute_s: float                # sum of the trials' own compute
 
 
-def ray_auth_mode() -> str:
-    """Set up token auth for a client joining a cluster; return the mode in words."""
-    mode = os.environ.get("RAY_AUTH_MODE")
-    if mode is not None:
-        if mode.lower() == "disabled":
-            print("esper-ab: warning: RAY_AUTH_MODE=disabled: Ray token authentication is off "
-                  "by your choice; never do this on a shared cluster", file=sys.stderr)
-        return mode.lower()
-    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray/auth_token"))
-    if os.environ.get("RAY_AUTH_TOKEN") or token_file.is_file():
-        os.environ["RAY_AUTH_MODE"] = "token"
-        return "token"
-    return "default"
-
-
 def connect_ray(address: str | None, *, num_cpus: int | None = None) -> bool:
     """Start or join Ray; True when this call started it (and so should shut it down)."""
     if ray.is_initialized():
@@ -101,7 +83,7 @@ def connect_ray(address: str | None, *, num_cpus: int | None = None) -> bool:
                  logging_level="ERROR",
                  runtime_env={"worker_process_setup_hook": "esper_ab.tuning.warm_worker"})
         return True
-    ray_auth_mode()
+    client_auth_mode()
     try:
         ray.init(address=address, log_to_driver=False, logging_level="ERROR")
     except (ConnectionError, RuntimeError, ray.exceptions.AuthenticationError) as exc:

@@ -1,0 +1,201 @@
+"""Tracking, summary, report and export on a real sqlite MLflow store -- no Ray: the trials
+are run in-process and logged exactly as the Tune callback logs them."""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+from sweep_helpers import space
+
+import esper_ab
+from esper_ab.cli import main
+from esper_ab.commands.export import NoWinner, export_winner
+from esper_ab.errors import ConfigError
+from esper_ab.evidence import ReplayEvidence, synthetic_traces
+from esper_ab.export import load_gate, load_winner
+from esper_ab.gate import Gate, StepMeasurement
+from esper_ab.gradients import GradStats
+from esper_ab.search_space import space_summary
+from esper_ab.sweep_config import parse_sweep_spec
+from esper_ab.sweep_summary import format_summary, summarize_sweep
+from esper_ab.tracking import BackgroundWriter, SweepTracker
+from esper_ab.trial import TrialParams, run_trial
+
+SPEC = parse_sweep_spec(space(
+    name="tracked", replicates=8,
+    strategies=[{"name": "first_order_value"}, {"name": "exponent"},
+                {"name": "per_blueprint_threshold"}],
+    selection={"top_k": 3, "max_gap": 1.0}))
+TRIALS = [TrialParams("first_order_value", {"mode": "raw"}, threshold=0.0),
+          TrialParams("exponent", {"a": 0.3}, threshold=0.02),
+          TrialParams("per_blueprint_threshold", {"quantile": 0.5}, threshold=1.0)]
+
+
+def log_trial(writer: BackgroundWriter, parent: str, trial_id: str, params: TrialParams,
+              evidence) -> str:
+    """What the Tune callback does for one trial, in the same order."""
+    res = run_trial(params, evidence, baseline=SPEC.baseline, n_boot=50, n_perm=100)
+    folder = Path(tempfile.mkdtemp())
+    res.decisions.to_csv(folder / "decisions.csv", index=False)
+    (folder / "gate_config.json").write_text(json.dumps(res.gate_config.to_dict()))
+    (folder / "steps.json").write_text(json.dumps([{"step": 1, "metrics": {"g2.tpr": 0.5}}]))
+    rid = writer.submit("trial_run", parent, trial_id=trial_id, run_name=params.strategy,
+                        params=params.as_params())
+    writer.submit("log_metrics", rid, {**res.metrics, "replicates_evaluated": 8}, step=8)
+    writer.submit("log_trial_folder", rid, str(folder), remove=True)
+    writer.submit("end_run", rid, "FINISHED", "completed all 8 replicates")
+    return rid.result()
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow")
+    tracker = SweepTracker(f"sqlite:///{root}/mlflow.db")
+    parent = tracker.start_sweep(SPEC, space=space_summary(SPEC), run_name="tracked-1")
+    evidence = ReplayEvidence(synthetic_traces(replicates=range(8), epochs=12,
+                                               steps_per_epoch=2, seeds_per_blueprint=2))
+    writer = BackgroundWriter(tracker)
+    ids = [log_trial(writer, parent, f"trial{i}", p, evidence) for i, p in enumerate(TRIALS)]
+    writer.drain()
+    result = summarize_sweep(tracker, "tracked", parent, n_boot=200, n_perm=500, log=True)
+    tracker.end_run(parent, "FINISHED", result.reason)
+    return tracker, parent, ids, result, root
+
+
+def test_parent_and_children_are_nested_and_ended(store):
+    tracker, parent, ids, _, _ = store
+    df = mlflow.search_runs(experiment_names=["tracked"])
+    assert set(df["status"]) == {"FINISHED"}
+    kids = df[df["tags.mlflow.parentRunId"] == parent]
+    assert sorted(kids["run_id"]) == sorted(ids)
+    assert sorted(kids["tags.esper_ab.trial_number"].astype(int)) == [1, 2, 3]
+    assert {"metrics.g2.pass_rate.norm", "metrics.g2.tpr.attention", "metrics.g2.fpr.bottleneck",
+            "metrics.g2.equalized_odds_gap",
+            "metrics.g2.pvalue_adjusted.balanced_accuracy_vs_baseline"} <= set(df.columns)
+    assert df[df.run_id == parent]["tags.esper_ab.end_reason"].iloc[0]
+    curve = tracker.client.get_metric_history(ids[0], "g2.tpr")
+    assert sorted(m.step for m in curve) == [1, 8]
+
+
+def test_a_retried_trial_reuses_its_run(store):
+    tracker, parent, ids, _, _ = store
+    again = tracker.trial_run(parent, trial_id="trial0", run_name="x", params={})
+    assert again == ids[0] and tracker.run_status(again) == "RUNNING"
+    tracker.end_run(again, "FINISHED", "completed all 8 replicates")
+
+
+def test_orphans_are_closed_with_a_reason(store):
+    tracker, parent, _, _, _ = store
+    rid = tracker.trial_run(parent, trial_id="orphan", run_name="raw", params={})
+    assert tracker.close_orphans(parent, "interrupted: resume with --resume") == [rid]
+    run = tracker.client.get_run(rid)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["esper_ab.end_reason"].startswith("interrupted")
+    assert tracker.close_orphans(parent, "again") == []
+
+
+def test_summary_has_a_significant_winner_and_a_self_contained_report(store):
+    tracker, parent, _, result, _ = store
+    assert result.winner is not None and result.winner.label == "t001-first_order_value"
+    assert result.analysis.verdict.winner == "t001-first_order_value"
+    html = tracker.read_json(parent, "sweep/analysis.json")
+    assert html["verdict"]["winner"] == "t001-first_order_value"
+    arts = {a.path for a in tracker.client.list_artifacts(parent)}
+    assert {"report.html", "plots", "sweep"} <= arts
+    with tempfile.TemporaryDirectory() as tmp:
+        page = Path(tracker.client.download_artifacts(parent, "report.html", tmp)).read_text()
+    assert page.count("data:image/png;base64,") == 3
+    assert "src='http" not in page and 'src="http' not in page
+    text = format_summary(result)
+    assert "Verdict:" in text and "t001-first_order_value" in text
+
+
+def test_export_writes_a_loadable_gate(store, tmp_path):
+    tracker, parent, ids, _, _ = store
+    path, doc = export_winner(tracker, "tracked", None, str(tmp_path / "winner.yaml"))
+    assert doc.evidence.trial_run_id == ids[0] and not doc.evidence.forced
+    assert doc.evidence.pvalue_adjusted_vs_baseline < 0.05
+    assert doc.versions["mlflow"] == mlflow.__version__
+    gate = esper_ab.load_gate(path)
+    assert isinstance(gate, Gate) and gate.config.strategy == "first_order_value"
+    # the loaded gate decides like the exported config on the same measurements
+    host = GradStats(sum_sq=4.0, sum_abs=150.0, numel=6400, n_tensors=12, n_with_grad=12)
+    seed = GradStats(sum_sq=1e-3, sum_abs=1.0, numel=33, n_tensors=3, n_with_grad=3)
+    epochs = [[StepMeasurement(seed, host, first_order=0.05)] * 2] * 12
+    ref = Gate(doc.gate_config()).decide(epochs, blueprint="norm")
+    got = gate.decide(epochs, blueprint="norm")
+    assert (got.passed, got.epoch) == (ref.passed, ref.epoch) == (True, 10)
+
+
+def test_export_of_a_calibrated_trial_keeps_thresholds_and_hash(store, tmp_path):
+    tracker, parent, ids, result, _ = store
+    analysis = tracker.read_json(parent, "sweep/analysis.json")
+    from esper_ab.export import build_winner, write_winner
+    from esper_ab.gate import GateConfig
+    gate = GateConfig.from_dict(tracker.read_json(ids[2], "trial/gate_config.json"))
+    doc = build_winner(gate=gate, analysis=analysis, label="t003-per_blueprint_threshold",
+                       experiment="tracked", sweep_run_id=parent, trial_run_id=ids[2],
+                       spec=SPEC, versions={}, git_commit="x", forced=True)
+    path = write_winner(doc, tmp_path / "cal.yaml")
+    loaded = load_winner(path)
+    assert loaded.per_blueprint_thresholds == gate.calibration["thresholds"]   # multiplier 1
+    assert load_gate(path).strategy.is_fitted
+    data = yaml.safe_load(path.read_text())
+    data["gate"]["calibration"]["thresholds"]["norm"] *= 2                   # tampered
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="calibration_sha256"):
+        load_gate(path)
+
+
+def test_export_refuses_without_a_winner_unless_forced(tmp_path):
+    tracker = SweepTracker(f"sqlite:///{tmp_path}/m.db")
+    spec = parse_sweep_spec(space(name="nowin", replicates=2))
+    parent = tracker.start_sweep(spec, space=space_summary(spec), run_name="nowin-1")
+    ev = ReplayEvidence(synthetic_traces(replicates=range(2), epochs=12, steps_per_epoch=2,
+                                         seeds_per_blueprint=1))
+    writer = BackgroundWriter(tracker)
+    log_trial(writer, parent, "only", TrialParams("exponent", {"a": 0.5}, threshold=0.1), ev)
+    writer.drain()
+    summarize_sweep(tracker, "nowin", parent, n_boot=50, n_perm=50, log=True)
+    with pytest.raises(NoWinner, match="--force"):
+        export_winner(tracker, "nowin", parent, str(tmp_path / "w.yaml"))
+    path, doc = export_winner(tracker, "nowin", parent, str(tmp_path / "w.yaml"), force=True)
+    assert doc.evidence.forced and load_gate(path).config.strategy == "exponent"
+    uri = tracker.uri
+    assert main(["export", "--experiment", "nowin", "--tracking-uri", uri,
+                 "--out", str(tmp_path / "x.yaml")]) == 2
+
+
+def test_report_command_rebuilds_from_mlflow(store, tmp_path, capsys):
+    tracker, parent, _, result, _ = store
+    rc = main(["report", "--experiment", "tracked", "--tracking-uri", tracker.uri,
+               "--out", str(tmp_path / "rep"), "--n-boot", "200", "--n-perm", "500"])
+    assert rc == 0
+    files = {p.name for p in (tmp_path / "rep").iterdir()}
+    assert {"report.html", "pass_rate_by_blueprint.png", "statistic_by_blueprint.png",
+            "pareto_front.png", "analysis.json", "leaderboard.csv"} <= files
+    again = json.loads((tmp_path / "rep" / "analysis.json").read_text())
+    assert again["verdict"]["winner"] == result.analysis.verdict.winner
+    assert main(["report", "--experiment", "nope", "--tracking-uri", tracker.uri,
+                 "--out", str(tmp_path / "r2")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_nan_objectives_leave_no_winner(tmp_path):
+    tracker = SweepTracker(f"sqlite:///{tmp_path}/n.db")
+    spec = parse_sweep_spec(space(name="nan", replicates=2, objectives=[{"metric": "tpr"}]))
+    parent = tracker.start_sweep(spec, space=space_summary(spec), run_name="nan-1")
+    ev = ReplayEvidence(synthetic_traces(replicates=range(2), epochs=12, steps_per_epoch=2,
+                                         seeds_per_blueprint=1, margin_pp=1e9))
+    writer = BackgroundWriter(tracker)
+    log_trial(writer, parent, "t", TrialParams("exponent", {"a": 0.5}, threshold=0.1), ev)
+    writer.drain()
+    res = summarize_sweep(tracker, "nan", parent, n_boot=20, n_perm=20)
+    assert res.winner is None and "finite tpr" in res.reason
+    assert math.isnan(res.leaderboard["tpr"].iloc[0])
