@@ -256,9 +256,14 @@ def _finite(v: Any) -> bool:
 
 
 def _error_line(trial: Any) -> str:
+    """The last line of the trial's latest error (its local error file, else storage)."""
+    text = ""
     try:
-        text = trial.get_error() or ""
-        text = str(text)
+        local = getattr(trial, "error_file", None)
+        if local and Path(local).is_file():
+            text = Path(local).read_text(errors="replace")
+        else:
+            text = str(trial.get_error() or "")
     except Exception:  # noqa: BLE001 - best effort: the error file may be gone
         text = ""
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]

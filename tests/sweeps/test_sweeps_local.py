@@ -1,0 +1,156 @@
+"""Real sweeps on a local Ray (one per module): tracked in sqlite MLflow and in a real
+`mlflow server`, a crashing trial, a strategy that measures nothing (NaN statistics)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import optuna
+import pytest
+from sweep_helpers import CrashingEvidence, free_port, space
+
+from esper_ab.evidence import synthetic_traces
+from esper_ab.sweep_config import parse_sweep_spec
+from esper_ab.tuning import SweepOptions, run_sweep
+
+pytestmark = pytest.mark.slow
+BLUEPRINTS = ["noop", "norm", "attention", "conv_small", "depthwise", "conv_light",
+              "bottleneck"]
+
+
+def test_local_smoke_sweep(ray_local, tmp_path):
+    spec = parse_sweep_spec(space(name="local_smoke", num_samples=4, replicates=3,
+                                  scheduler={"kind": "asha", "grace_period": 1}))
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    out = run_sweep(spec, options=SweepOptions(tracking_uri=uri, n_boot=100, n_perm=100))
+    assert out.status == "FINISHED"
+    mlflow.set_tracking_uri(uri)
+    df = mlflow.search_runs(experiment_names=["local_smoke"])
+    assert set(df["status"]) == {"FINISHED"}                          # nothing RUNNING
+    parents = df[df["tags.esper_ab.role"] == "sweep"]
+    kids = df[df["tags.esper_ab.role"] == "trial"]
+    assert list(parents["run_id"]) == [out.sweep_run_id]
+    assert len(kids) == 4 and set(kids["tags.mlflow.parentRunId"]) == {out.sweep_run_id}
+    assert kids["tags.esper_ab.trial_id"].nunique() == 4
+    assert set(kids["tags.esper_ab.device"]) == {"cpu"}
+    complete = kids[kids["metrics.replicates_evaluated"] == 3]
+    assert len(complete) >= 1                                           # ASHA keeps one
+    for bp in BLUEPRINTS:
+        assert complete[f"metrics.g2.pass_rate.{bp}"].notna().all()
+    early = kids[kids["metrics.replicates_evaluated"] < 3]
+    assert (early["tags.esper_ab.stopped_early"] == "true").all()
+    assert all(r.startswith(("completed", "stopped early"))
+               for r in kids["tags.esper_ab.end_reason"])
+    client = mlflow.MlflowClient()
+    with tempfile.TemporaryDirectory() as tmp:
+        page = Path(client.download_artifacts(out.sweep_run_id, "report.html", tmp)).read_text()
+    assert page.count("data:image/png;base64,") == 3
+    journal = optuna.storages.journal.JournalFileBackend(
+        str(out.sweep_dir / "optuna.journal"))
+    study = optuna.load_study(study_name="local_smoke",
+                              storage=optuna.storages.JournalStorage(journal))
+    assert len(study.trials) == 4
+    assert out.fit_wall_s > 0 and out.trial_compute_s > 0
+
+
+def test_crashing_and_nan_trials_are_recorded(ray_local, tmp_path):
+    spec = parse_sweep_spec(space(
+        name="failures", replicates=2, sampler={"kind": "grid"}, max_concurrent=2,
+        strategies=[{"name": "raw", "threshold": 0.1},
+                    {"name": "mean_abs", "threshold": 0.1},
+                    {"name": "first_order_value", "threshold": 0.0}],
+        failure={"max_failures": 1}))
+    traces = synthetic_traces(replicates=[0, 1], epochs=12, steps_per_epoch=2,
+                              seeds_per_blueprint=1, first_order_signal=None)
+    evidence = CrashingEvidence(traces, always=("raw",), once=("mean_abs",),
+                                marker_dir=str(tmp_path))
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    out = run_sweep(spec, evidence=evidence,
+                    options=SweepOptions(tracking_uri=uri, n_boot=50, n_perm=50))
+    assert out.status == "FINISHED"
+    mlflow.set_tracking_uri(uri)
+    df = mlflow.search_runs(experiment_names=["failures"])
+    kids = df[df["tags.esper_ab.role"] == "trial"].set_index("params.strategy")
+    assert len(kids) == 3                              # one run per trial, retries included
+    raw = kids.loc["raw"]
+    assert raw["status"] == "FAILED"
+    assert "injected crash for raw" in raw["tags.esper_ab.end_reason"]
+    assert raw["tags.esper_ab.attempts"] == "2"        # first try + one retry
+    retried = kids.loc["mean_abs"]
+    assert retried["status"] == "FINISHED" and retried["tags.esper_ab.attempts"] == "2"
+    assert "one-off crash" in retried["tags.esper_ab.last_error"]
+    nan = kids.loc["first_order_value"]
+    assert nan["status"] == "FINISHED"
+    assert nan["metrics.g2.n_unmeasured"] == nan["metrics.g2.n"] > 0
+    assert nan["metrics.g2.pass_rate"] == 0.0
+    parent = df[df["tags.esper_ab.role"] == "sweep"].iloc[0]
+    assert parent["status"] == "FINISHED"
+
+
+@pytest.fixture()
+def mlflow_server(tmp_path):
+    port = free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    exe = Path(sys.executable).with_name("mlflow")
+    proc = subprocess.Popen(
+        [str(exe), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
+         "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"mlflow server did not come up on {url}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)            # our own server, by its PID
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _rest(url: str, path: str, body: dict | None = None) -> dict:
+    req = urllib.request.Request(f"{url}{path}", data=json.dumps(body).encode() if body else None,
+                                 headers={"Content-Type": "application/json"},
+                                 method="POST" if body else "GET")
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def test_sweep_against_a_real_mlflow_server(ray_local, mlflow_server, tmp_path):
+    spec = parse_sweep_spec(space(name="served", num_samples=2, replicates=2))
+    out = run_sweep(spec, options=SweepOptions(tracking_uri=mlflow_server,
+                                               storage_dir=str(tmp_path / "state"),
+                                               n_boot=50, n_perm=50))
+    assert out.status == "FINISHED"
+    exps = _rest(mlflow_server, "/api/2.0/mlflow/experiments/search",
+                 {"max_results": 10})["experiments"]
+    exp_id = next(e["experiment_id"] for e in exps if e["name"] == "served")
+    runs = _rest(mlflow_server, "/api/2.0/mlflow/runs/search",
+                 {"experiment_ids": [exp_id], "max_results": 100})["runs"]
+    assert len(runs) == 3 and {r["info"]["status"] for r in runs} == {"FINISHED"}
+    tags = [{t["key"]: t["value"] for t in r["data"].get("tags", [])} for r in runs]
+    assert sum(t.get("mlflow.parentRunId") == out.sweep_run_id for t in tags) == 2
+    mlflow.set_tracking_uri(mlflow_server)
+    arts = {a.path for a in mlflow.MlflowClient().list_artifacts(out.sweep_run_id)}
+    assert "report.html" in arts
