@@ -1,15 +1,20 @@
 """Ray token authentication, as esper-ab handles it (no ray import here).
 
-Ray 2.60 turns token authentication on by default: a local ``ray.init()`` writes
-``~/.ray/auth_token`` when it is missing, and a cluster started by ``ray start`` or the cluster
-launcher accepts only clients that present the token. esper-ab never switches it off:
+Ray 2.60 turns token authentication on by default: a local ``ray.init()`` and ``ray start
+--head`` create ``~/.ray/auth_token`` when it is missing, and a token cluster accepts only
+clients that present the token. esper-ab never switches it off, and never guesses:
 
-- embedded local Ray: nothing to do (Ray creates and uses the token);
-- joining a cluster (``--address``) or submitting a job: when ``RAY_AUTH_MODE`` is unset and a
-  token is available (``RAY_AUTH_TOKEN``, the file named by ``RAY_AUTH_TOKEN_PATH``, or
-  ``~/.ray/auth_token``), ``RAY_AUTH_MODE=token`` is set for this process so the client
-  presents it (a client talking to a token cluster needs that);
-- an explicit ``RAY_AUTH_MODE`` is respected; ``disabled`` prints a warning.
+- embedded local Ray (no ``--address``): nothing to do; Ray creates and uses the token.
+- joining a cluster (``--address``): Ray's own rule applies. With ``--address auto`` Ray
+  enables token mode by itself when a token is available; with an explicit address it
+  does not, so for a token cluster export ``RAY_AUTH_MODE=token`` and provide the cluster's
+  token (``~/.ray/auth_token``, ``RAY_AUTH_TOKEN_PATH`` or ``RAY_AUTH_TOKEN``). Turning token
+  mode on towards a cluster *without* auth breaks its workers, hence no guessing.
+  An authentication failure becomes one line that says this.
+- submitting a job (``JobSubmissionClient``, ``ray job submit``): the client needs
+  ``RAY_AUTH_MODE=token`` to send the token; ``job_client_auth()`` sets it when it is unset
+  and a token is available (a cluster without auth ignores it).
+- ``RAY_AUTH_MODE=disabled`` set by you is respected, with a warning.
 """
 
 from __future__ import annotations
@@ -18,7 +23,10 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["client_auth_mode", "token_available"]
+__all__ = ["AUTH_HINT", "auth_mode", "job_client_auth", "token_available"]
+
+AUTH_HINT = ("for a token cluster export RAY_AUTH_MODE=token and put the cluster's token in "
+             "~/.ray/auth_token (or RAY_AUTH_TOKEN)")
 
 
 def token_available() -> bool:
@@ -26,15 +34,19 @@ def token_available() -> bool:
     return bool(os.environ.get("RAY_AUTH_TOKEN")) or path.is_file()
 
 
-def client_auth_mode() -> str:
-    """Prepare this process to talk to a (token) cluster; return the mode in effect."""
+def auth_mode() -> str:
+    """The mode this process will use, in words (warns when auth is disabled by choice)."""
     mode = os.environ.get("RAY_AUTH_MODE")
-    if mode is not None:
-        if mode.lower() == "disabled":
-            print("esper-ab: warning: RAY_AUTH_MODE=disabled: Ray token authentication is off "
-                  "by your choice; never do this on a shared cluster", file=sys.stderr)
-        return mode.lower()
-    if token_available():
+    if mode is None:
+        return "Ray's default"
+    if mode.lower() == "disabled":
+        print("esper-ab: warning: RAY_AUTH_MODE=disabled: Ray token authentication is off "
+              "by your choice; never do this on a shared cluster", file=sys.stderr)
+    return mode.lower()
+
+
+def job_client_auth() -> str:
+    """Prepare this process to submit jobs to a (token) cluster; return the mode."""
+    if os.environ.get("RAY_AUTH_MODE") is None and token_available():
         os.environ["RAY_AUTH_MODE"] = "token"
-        return "token"
-    return "default (no token found: a token cluster will refuse this client)"
+    return auth_mode()

@@ -34,7 +34,7 @@ from ray import tune
 from ray.tune import Callback, Checkpoint, CheckpointConfig, FailureConfig, RunConfig, TuneConfig
 
 from esper_ab.errors import ConfigError
-from esper_ab.ray_auth import client_auth_mode
+from esper_ab.ray_auth import AUTH_HINT, auth_mode
 from esper_ab.search_space import define_by_run, grid_points, params_from_flat, space_summary
 from esper_ab.sweep_config import SweepSpec
 from esper_ab.tracking import BackgroundWriter, SweepTracker, store_dir
@@ -79,18 +79,20 @@ def connect_ray(address: str | None, *, num_cpus: int | None = None) -> bool:
         # Ray prestarts worker processes at init; the setup hook makes them import the trial
         # stack (scipy, pandas, statistics, replay) while the driver prepares the sweep, so
         # the first trial on each worker does not pay for it.
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+        # address="local": always a new embedded instance, never a cluster that some
+        # `ray start` on this machine advertised in /tmp/ray/ray_current_cluster.
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+                 log_to_driver=False,
                  logging_level="ERROR",
                  runtime_env={"worker_process_setup_hook": "esper_ab.tuning.warm_worker"})
         return True
-    client_auth_mode()
+    auth_mode()
     try:
         ray.init(address=address, log_to_driver=False, logging_level="ERROR")
     except (ConnectionError, RuntimeError, ray.exceptions.AuthenticationError) as exc:
         first = " ".join(str(exc).split())[:300]
         raise ConfigError(f"--address={address!r} could not be joined ({first}): check the "
-                          "address, and for a token cluster put its token in "
-                          "~/.ray/auth_token or RAY_AUTH_TOKEN") from None
+                          f"address; {AUTH_HINT}") from None
     return True
 
 

@@ -26,9 +26,9 @@ def submit_sweep(address: str, space: str, sweep_args: list[str] | None = None, 
     import yaml
     from ray.job_submission import JobSubmissionClient
 
-    from esper_ab.ray_auth import client_auth_mode
+    from esper_ab.ray_auth import job_client_auth
 
-    client_auth_mode()
+    job_client_auth()
     runtime_env = yaml.safe_load((REPO / "jobs" / "runtime_env.yaml").read_text())
     runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}), **(env_vars or {})}
     if working_dir is not None:

@@ -18,9 +18,9 @@ import sys
 
 def main(argv: list[str]) -> int:
     from esper_ab.cli import main as cli_main
-    from esper_ab.ray_auth import client_auth_mode
+    from esper_ab.ray_auth import auth_mode
 
-    mode = client_auth_mode()
+    mode = auth_mode()
     print(f"esper-ab job: RAY_ADDRESS={os.environ.get('RAY_ADDRESS', '(unset)')}, "
           f"auth {mode}, python {sys.executable}", flush=True)
     return cli_main(["sweep", *argv])
