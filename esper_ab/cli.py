@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "esper_ab.commands.validate",
     "esper_ab.commands.report",
     "esper_ab.commands.export",
+    "esper_ab.commands.episode",
 )
 
 

@@ -336,7 +336,8 @@ def gate_decisions(result: EpisodeResult, gate) -> pd.DataFrame:
     """The G2 decision of ``gate`` for every gated seed of ``result``, from its trace.
 
     Columns: seed_id, slot, blueprint, passed, pass_epoch, gate_value, gate_state,
-    gate_reason. The placebo is the control and is not gated.
+    gate_reason, failed_check (the first failed check, None when passed). The placebo is
+    the control and is not gated.
     """
     from esper_ab._episode_tables import step_measurements
 
@@ -349,7 +350,9 @@ def gate_decisions(result: EpisodeResult, gate) -> pd.DataFrame:
         rows.append({"seed_id": row.seed_id, "slot": row.slot, "blueprint": row.blueprint,
                      "passed": decision.passed, "pass_epoch": decision.epoch,
                      "gate_value": decision.value, "gate_state": decision.state,
-                     "gate_reason": decision.reason})
+                     "gate_reason": decision.reason,
+                     "failed_check": (decision.failed_checks[0].name
+                                      if decision.failed_checks else None)})
     return pd.DataFrame(rows)
 
 
@@ -363,6 +366,7 @@ def summarize(result: EpisodeResult, gate) -> pd.DataFrame:
     out["g2_passed"] = out["seed_id"].map(decisions["passed"]).astype("boolean")
     out["g2_pass_epoch"] = out["seed_id"].map(decisions["pass_epoch"])
     out["g2_reason"] = out["seed_id"].map(decisions["gate_reason"])
+    out["g2_failed_check"] = out["seed_id"].map(decisions["failed_check"])
     return out.reset_index(drop=True)
 
 

@@ -45,6 +45,8 @@ class Cifar10Data:
 def default_config(*, data_dir: str | None = None, **data_overrides: object) -> WorkloadConfig:
     if not data_dir:
         raise DataError(f"cifar10 needs a data folder (data_dir={data_dir!r}): {_FIX}")
+    if not Path(data_dir).expanduser().is_dir():
+        raise DataError(f"cifar10 data_dir={str(data_dir)!r} is not a folder: {_FIX}")
     return WorkloadConfig(
         name=NAME,
         host=CNNHostConfig(in_channels=3, n_classes=10, base_width=8, n_blocks=3, image_size=32),
@@ -59,7 +61,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"), ("numpy", "dtype"),
         ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-        ("builtins", "bytes"),
+        ("builtins", "bytes"), ("_codecs", "encode"),
     }
 
     def find_class(self, module: str, name: str):  # noqa: D102

@@ -1,0 +1,131 @@
+"""``esper-ab episode``: run one replicate, write its tables, print the per-seed summary."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "episode", help="run one replicate of a workload (ground truth + traces)",
+        description="Pretrain (cached), incubate every blueprint at once, measure each seed's "
+                    "value against a placebo fork, write the seeds/trace tables (parquet) and "
+                    "print a per-blueprint summary with the G2 decision of a gate.")
+    p.add_argument("--workload", required=True,
+                   help="synthetic-cnn, synthetic-seq, digits or cifar10")
+    p.add_argument("--replicate", required=True, type=int, help="replicate index (fixes every RNG)")
+    p.add_argument("--slot", action="append", default=[],
+                   help="slot name (repeatable; default: the workload's default slot)")
+    p.add_argument("--out", default="runs/episodes", help="folder for the parquet tables")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (cuda falls back to cpu)")
+    p.add_argument("--gate", default="esper_lite_baseline",
+                   help="gate preset name or YAML file for the G2 column")
+    p.add_argument("--data-dir", default=None,
+                   help="cifar10 only: the extracted cifar-10-batches-py folder")
+    p.add_argument("--size", default="default", choices=("default", "tiny"),
+                   help="tiny: a seconds-long smoke episode")
+    p.add_argument("--cache-dir", default=".esper_ab_cache",
+                   help="pretrained hosts and episode results are cached here")
+    p.add_argument("--closed-loop", action="store_true",
+                   help="also run the gate in the loop (each seed blends when it passes)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: the machine is shared)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.set_defaults(handler=run)
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr (only when stderr is a terminal, unless forced)."""
+
+    def __init__(self, *, enabled: bool, width: int = 28) -> None:
+        self.enabled, self.width, self.start = enabled, width, time.perf_counter()
+        self._last = ""
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        frac = done / max(total, 1)
+        filled = int(round(frac * self.width))
+        line = (f"\r{phase:<11} [{'#' * filled}{'.' * (self.width - filled)}] "
+                f"{done}/{total} {time.perf_counter() - self.start:5.1f}s")
+        if line != self._last:
+            sys.stderr.write(line)
+            sys.stderr.flush()
+            self._last = line
+
+    def close(self) -> None:
+        if self.enabled and self._last:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+def _fmt_ratio(value: float) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) \
+        else f"{value:.3g}"
+
+
+def _true(value: object) -> bool:
+    """True only for a real True (pandas NA and None are not True)."""
+    return str(value) == "True"
+
+
+
+
+def format_summary(summary, *, gate_name: str) -> str:
+    lines = [f"{'slot':<18}{'blueprint':<12}{'params':>8}{'median R_base':>15}"
+             f"{'value pp (± se)':>20}{'value loss':>12}  {'valuable':<9}G2 ({gate_name})"]
+    for row in summary.itertuples(index=False):
+        if row.blueprint == "placebo":
+            g2 = "control (not gated)"
+        elif _true(row.g2_passed):
+            g2 = f"pass @ epoch {int(row.g2_pass_epoch)}"
+        else:
+            why = row.g2_failed_check
+            g2 = f"fail ({why}{'' if row.g2_reason == 'ok' else ': ' + str(row.g2_reason)})"
+        dead = "  dead at birth" if _true(row.dead_at_birth) else ""
+        value = f"{row.value_acc_pp:+.2f} ± {row.value_acc_se_pp:.2f}"
+        lines.append(f"{row.slot:<18}{row.blueprint:<12}{row.n_params:>8}"
+                     f"{_fmt_ratio(row.rms_ratio_median):>15}{value:>20}"
+                     f"{row.value_loss:>+12.4f}  {'yes' if row.valuable else 'no':<9}{g2}{dead}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from esper_ab.episode import episode_config, record_episode, run_closed_loop, summarize
+    from esper_ab.gate import Gate, load_gate_config
+
+    torch.set_num_threads(max(1, args.threads))
+    gate = Gate(load_gate_config(args.gate))
+    config = episode_config(args.workload, size=args.size, data_dir=args.data_dir,
+                            slots=tuple(args.slot))
+    bar = ProgressBar(enabled=not args.no_progress and sys.stderr.isatty())
+    try:
+        result = record_episode(config, replicate=args.replicate, out_dir=args.out,
+                                cache_dir=args.cache_dir, device=args.device, progress=bar)
+    finally:
+        bar.close()
+    t = result.timings
+    source = ("loaded from the cache" if t.loaded else
+              f"{t.total_s:.1f} s: pretrain {t.pretrain_s:.1f}"
+              f"{' (cached)' if t.pretrain_cached else ''}, incubate {t.incubate_s:.1f}, "
+              f"value forks {t.value_s:.1f}")
+    print(f"{config.workload.name} replicate {args.replicate} on {result.device} ({source})")
+    print(format_summary(summarize(result, gate), gate_name=args.gate))
+    prefix = f"{config.workload.name}-r{args.replicate}-"
+    print(f"tables: {args.out}/{prefix}seeds.parquet, {args.out}/{prefix}trace.parquet")
+    if args.closed_loop:
+        loop = run_closed_loop(config, replicate=args.replicate, gate=gate,
+                               cache_dir=args.cache_dir, device=args.device)
+        print(f"closed loop under {args.gate}:")
+        cols = ["slot", "blueprint", "admitted", "blend_epoch", "final_heldout_acc",
+                "gain_vs_control_pp"]
+        print(loop.table[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        path = f"{args.out}/{prefix}closed-loop.parquet"
+        loop.table.to_parquet(path, index=False)
+        print(f"closed-loop table: {path}")
+    return 0
