@@ -181,7 +181,8 @@ class ReplayEvidence:
         return replace(gate, calibration=strategy.fitted_state())
 
 
-def evidence_for_spec(spec: Any, *, cache_dir: str | Path) -> ReplayEvidence:
+def evidence_for_spec(spec: Any, *, cache_dir: str | Path,
+                      device: str = "cpu") -> ReplayEvidence:
     """The evidence a sweep's trials share, from the spec's ``traces`` section."""
     from esper_ab.replay import TraceSet
 
@@ -196,16 +197,26 @@ def evidence_for_spec(spec: Any, *, cache_dir: str | Path) -> ReplayEvidence:
                             "('esper-ab record SPACE.yaml') or list only recorded replicates")
         traces = traces.subset(spec.replicates)
     else:
-        traces = record_traces(spec, cache_dir=Path(cache_dir))
+        traces = record_traces(spec, cache_dir=Path(cache_dir), device=device)
     return ReplayEvidence(traces, folds=spec.calibration_folds)
 
 
 def record_traces(spec: Any, *, cache_dir: Path, device: str = "cpu") -> Any:
-    """Record (or load from ``cache_dir``) the episodes of every workload x replicate."""
-    try:
-        from esper_ab import episode
-    except ImportError:
-        raise DataError("traces source 'record' needs esper_ab.episode, which is not "
-                        "installed in this checkout: use traces: {source: directory, path: "
-                        "...} or {source: synthetic}") from None
-    return episode.traces_for_spec(spec, cache_dir=cache_dir, device=device)
+    """Record (or load from ``cache_dir``) the episodes of every workload x replicate.
+
+    With several workloads, seed ids are prefixed with the workload name; replicate ``r`` of
+    every workload stays one independent unit (a conservative clustering).
+    """
+    from esper_ab import episode
+    from esper_ab.replay import TraceSet
+
+    parts = []
+    for entry in spec.workloads:
+        one = spec.model_copy(update={"workloads": [entry]})
+        traces = episode.traces_for_spec(one, cache_dir=cache_dir, device=device)
+        if len(spec.workloads) > 1:
+            prefix = f"{entry.name}:"
+            traces = TraceSet(traces.seeds.assign(seed_id=prefix + traces.seeds["seed_id"]),
+                              traces.trace.assign(seed_id=prefix + traces.trace["seed_id"]))
+        parts.append(traces)
+    return parts[0] if len(parts) == 1 else TraceSet.concat(parts)

@@ -191,7 +191,23 @@ class WorkloadEntry(_Model):
             if bp not in known:
                 raise ValueError(f"unknown {config.topology} blueprint {bp!r}: use one of "
                                  f"{list(known)}")
+        self.episode_config()
         return self
+
+    def episode_config(self) -> Any:
+        """The ``EpisodeConfig`` that records this workload's traces."""
+        from esper_ab.episode import episode_config
+
+        data = dict(self.data)
+        data_dir = data.pop("data_dir", None)
+        try:
+            return episode_config(self.name, data_dir=data_dir, data=data,
+                                  slots=tuple(self.slots), blueprints=tuple(self.blueprints),
+                                  **dict(self.episode))
+        except ConfigError as exc:
+            raise ValueError(f"episode of workload {self.name}: {exc}") from None
+        except TypeError as exc:
+            raise ValueError(f"bad episode option for workload {self.name}: {exc}") from None
 
     def workload_config(self) -> Any:
         """The workload's ``WorkloadConfig`` with the data overrides applied."""

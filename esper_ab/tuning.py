@@ -339,6 +339,26 @@ def _write_state(folder: Path, **state: Any) -> None:
     tmp.replace(folder / "state.json")
 
 
+def _record_task(spec: SweepSpec, cache_dir: str) -> Evidence:
+    """Ray task: record (or load) the sweep's traces where the trial resources are (on a GPU
+    when one is assigned and CUDA sees it)."""
+    from esper_ab.evidence import evidence_for_spec
+
+    device, _ = _device()
+    return evidence_for_spec(spec, cache_dir=cache_dir, device=device)
+
+
+def _evidence(spec: SweepSpec, *, cache_dir: Path) -> Evidence:
+    """The traces every trial replays: recorded once, before the Tuner starts."""
+    if spec.traces.source != "record":
+        from esper_ab.evidence import evidence_for_spec
+
+        return evidence_for_spec(spec, cache_dir=cache_dir)
+    task = ray.remote(_record_task).options(num_cpus=spec.resources.cpu,
+                                            num_gpus=spec.resources.gpu)
+    return ray.get(task.remote(spec, str(cache_dir)))
+
+
 def _trainable_for(spec: SweepSpec, evidence: Evidence, options: SweepOptions) -> Any:
     fn = tune.with_parameters(_trainable, spec=spec, evidence=evidence,
                               n_boot=min(options.n_boot, 200), n_perm=min(options.n_perm, 500))
@@ -378,9 +398,7 @@ def run_sweep(spec: SweepSpec, *, evidence: Evidence | None = None,
         signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
         if evidence is None:
-            from esper_ab.evidence import evidence_for_spec
-
-            evidence = evidence_for_spec(spec, cache_dir=folder.parent / "_traces")
+            evidence = _evidence(spec, cache_dir=folder.parent / ".esper_ab_cache")
         trainable = _trainable_for(spec, evidence, options)
         if options.resume:
             parent = state["sweep_run_id"]

@@ -1,35 +1,57 @@
-"""``esper-ab demo``: what exists so far (replaced by the smoke sweep when sweeps land)."""
+"""``esper-ab demo`` (what ``make demo`` runs): the smoke sweep on embedded defaults.
+
+Local embedded Ray, MLflow in ``sqlite:///mlflow.db`` in the working directory, the space
+``search_spaces/smoke.yaml``. Prints the per-blueprint table and the verdict, writes
+``winner.yaml`` when a strategy beats the baseline (or says why none does), and tells how to
+open the MLflow UI.
+"""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from esper_ab.commands._sweep_args import ui_hint
+
+SMOKE = Path(__file__).resolve().parents[2] / "search_spaces" / "smoke.yaml"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="run the demo on embedded defaults")
+    p = sub.add_parser("demo", help="run the smoke sweep on embedded defaults (make demo)",
+                       description=__doc__.splitlines()[0])
+    p.add_argument("--space", default=str(SMOKE), metavar="SPACE.yaml",
+                   help="the space to run (default: search_spaces/smoke.yaml)")
+    p.add_argument("--out", default="winner.yaml", metavar="PATH",
+                   help="where the winner goes (default: %(default)s)")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from esper_ab.commands.strategies import format_table, strategy_table
-    from esper_ab.gate import Gate, GateConfig, StepMeasurement
-    from esper_ab.gradients import GradStats
+    from esper_ab.commands.export import NoWinner, export_winner
+    from esper_ab.errors import ConfigError
+    from esper_ab.sweep_config import load_sweep_spec
+    from esper_ab.sweep_summary import format_summary
+    from esper_ab.tracking import SweepTracker
+    from esper_ab.tuning import SweepOptions, run_sweep
 
-    print(format_table(strategy_table()))
-    host = GradStats(sum_sq=4.0, sum_abs=150.0, numel=6400, n_tensors=12, n_with_grad=12)
-    # Example per-step seed measurements (C=16 slot): a small seed with modest gradients
-    # and a large one with big ones; 12 epochs of 4 steps each.
-    seeds = {"norm (33 params)": GradStats(2e-4, 0.05, 33, 3, 3),
-             "conv_heavy (4672 params)": GradStats(0.9, 50.0, 4672, 4, 4)}
-    gates = {"esper_lite_baseline": Gate.from_preset("esper_lite_baseline"),
-             "exponent a=0.25": Gate(GateConfig(strategy="exponent",
-                                                strategy_params={"a": 0.25},
-                                                threshold=0.02))}
-    print("\nG2 on example measurements:")
-    for seed_name, stats in seeds.items():
-        epochs = [[StepMeasurement(stats, host)] * 4] * 12
-        for gate_name, gate in gates.items():
-            d = gate.decide(epochs, blueprint=seed_name.split()[0])
-            print(f"  {seed_name:<26} {gate_name:<20} passed={d.passed!s:<5} "
-                  f"epoch={d.epoch} value={d.value:.4g}")
+    if not Path(args.space).is_file():
+        raise ConfigError(f"--space={args.space!r} does not exist: run the demo from an "
+                          "esper-ab checkout (make demo) or pass --space SPACE.yaml")
+    spec = load_sweep_spec(args.space)
+    print(f"esper-ab demo: sweep {spec.name!r} ({spec.num_samples} trials on "
+          f"{len(spec.replicates)} replicates of {spec.workloads[0].name}); local Ray, "
+          "MLflow in ./mlflow.db", flush=True)
+    outcome = run_sweep(spec, options=SweepOptions(verbose=0))
+    print(format_summary(outcome.analysis))
+    tracker = SweepTracker(None)
+    try:
+        path, doc = export_winner(tracker, outcome.experiment, outcome.sweep_run_id, args.out)
+        print(f"\nwinner.yaml: {path.resolve()} ({doc.evidence.trial}); load it with "
+              f"esper_ab.load_gate({str(path)!r})")
+    except NoWinner as exc:
+        print(f"\nNo winner.yaml written: no strategy beat the baseline {spec.baseline!r} "
+              f"under the selection rule (significant gain, fairness bound). {exc}")
+    print(f"\nReview it in MLflow: experiment {outcome.experiment!r}, sweep run "
+          f"{outcome.sweep_run_id} (report.html under its artifacts).")
+    print(ui_hint(tracker.uri))
     return 0
