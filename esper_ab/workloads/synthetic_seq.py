@@ -9,8 +9,12 @@ keys), then five queries ``m q a``:
   drawn once per workload seed. It is memorized in weights: MLP / LoRA work.
 
 The loss and the accuracy count only the answer positions (the target after each ``q``).
-The host is a small GPT (width 32, 2 layers) pretrained briefly, so both skills are
-unfinished when seeds germinate and attention-type and MLP-type seeds differ in value.
+The host is a one-layer GPT (width 32, 4 heads, tied embedding): it memorizes the lookup
+table but cannot do the two-hop recall (an induction-style lookup needs two attention
+layers), so at the default slot ``layer1`` only an ``attention`` seed adds the missing hop
+while ``mlp``/``lora`` seeds add per-token capacity. In short default episodes the
+measured values of both families are small (within about +-1 pp, see the issue-3 report):
+learning the second hop takes longer than the value horizon.
 """
 
 from __future__ import annotations
@@ -58,9 +62,9 @@ def default_config(**data_overrides: object) -> WorkloadConfig:
     return WorkloadConfig(
         name=NAME,
         host=TransformerHostConfig(vocab_size=data.vocab_size, context_length=data.length,
-                                   width=32, n_layers=2, n_heads=4),
+                                   width=32, n_layers=1, n_heads=4),
         data=data,
-        pretrain=PretrainConfig(steps=600, batch_size=32, lr=3e-3, weight_decay=0.0),
+        pretrain=PretrainConfig(steps=400, batch_size=16, lr=3e-3, weight_decay=0.0),
         default_slot="layer1",
     )
 
