@@ -233,3 +233,18 @@ def test_cuda_episode_matches_the_cpu_structure(tmp_path):
     assert gpu.seeds.set_index("blueprint").loc["placebo", "value_acc_pp"] == 0.0
 
 
+
+
+def test_traces_for_spec_records_every_workload_and_replicate(cache):
+    from types import SimpleNamespace
+
+    from esper_ab.episode import traces_for_spec
+
+    entry = SimpleNamespace(name="digits", data={"n_test": 200},
+                            slots=[], blueprints=["norm", "attention"],
+                            episode={"steps_per_epoch": 2, "incubation_epochs": 10,
+                                     "blend_epochs": 1, "horizon_epochs": 1})
+    traces = traces_for_spec(SimpleNamespace(workloads=[entry], replicates=[0, 1]),
+                             cache_dir=cache)
+    assert traces.replicates == [0, 1]
+    assert set(traces.seeds["blueprint"]) == {"norm", "attention", "placebo"}

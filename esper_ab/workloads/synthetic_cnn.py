@@ -27,8 +27,24 @@ Why this plants value where it does (default slot ``block2.pre_pool``, C = 16):
 - ``attention`` (squeeze-excite, gates start at sigmoid(3) = 0.95) moves little in the
   incubation window and is close to neutral.
 
-Measured (``benchmarks/episode_time.py``-style run, 5 replicates, default config, CPU):
-see the slow test ``tests/workloads/test_synthetic_cnn.py`` and the issue-3 report.
+Measured with the default episode (replicates 0-5, CPU, ``run_episode`` then
+``gate_decisions`` under ``esper_lite_baseline``); value = held-out accuracy minus the
+placebo fork's, in percentage points:
+
+=============  ========  =============  ===========  ==============  ================
+blueprint      params    value mean     value sd     valuable (1pp)  baseline G2 pass
+=============  ========  =============  ===========  ==============  ================
+norm           33        +2.4           1.7          4 / 6           6 / 6
+attention      144       +0.1           0.1          0 / 6           1 / 6
+conv_small     288       0 (dead)       0            0 / 6           0 / 6
+depthwise      432       -3.2           3.0          0 / 6           6 / 6
+bottleneck     864       -7.1           8.0          1 / 6           6 / 6
+conv_light     2336      -3.1           4.1          0 / 6           6 / 6
+conv_heavy     4672      -11.2          5.5          0 / 6           6 / 6
+placebo        1         0 (exactly)    0            0 / 6           not gated
+=============  ========  =============  ===========  ==============  ================
+
+The slow test ``tests/workloads/test_synthetic_cnn.py`` checks this structure.
 """
 
 from __future__ import annotations
