@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -134,6 +135,7 @@ _TINY_DATA: dict[str, dict[str, Any]] = {
 # Episode settings that differ per workload (to keep a default episode near 15 s on a core).
 _WORKLOAD_EPISODE: dict[str, dict[str, Any]] = {
     "synthetic-seq": {"batch_size": 16},
+    "cifar10": {"steps_per_epoch": 5, "horizon_epochs": 6},  # 32x32 steps cost 4x
 }
 
 
@@ -265,7 +267,9 @@ def run_episode(config: EpisodeConfig, *, replicate: int,
         folder = root / "episodes" / key
         tmp = folder.with_name(f"{key}.tmp{os.getpid()}")
         write_tables(tmp, result.seeds, result.trace, _meta(result))
-        if not folder.exists():
+        if folder.exists():  # another process wrote the same result first
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
             tmp.rename(folder)
     return result
 

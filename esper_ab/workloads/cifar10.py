@@ -51,7 +51,7 @@ def default_config(*, data_dir: str | None = None, **data_overrides: object) -> 
         name=NAME,
         host=CNNHostConfig(in_channels=3, n_classes=10, base_width=8, n_blocks=3, image_size=32),
         data=Cifar10Data(str(Path(data_dir).expanduser().resolve()), **data_overrides),  # type: ignore[arg-type]
-        pretrain=PretrainConfig(steps=500, batch_size=32, lr=3e-3),
+        pretrain=PretrainConfig(steps=400, batch_size=32, lr=3e-3),
         default_slot="block2.pre_pool",
     )
 
