@@ -49,8 +49,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"\nwinner.yaml: {path.resolve()} ({doc.evidence.trial}); load it with "
               f"esper_ab.load_gate({str(path)!r})")
     except NoWinner as exc:
-        print(f"\nNo winner.yaml written: no strategy beat the baseline {spec.baseline!r} "
-              f"under the selection rule (significant gain, fairness bound). {exc}")
+        print(f"\nNo winner.yaml written -- {exc}")
     print(f"\nReview it in MLflow: experiment {outcome.experiment!r}, sweep run "
           f"{outcome.sweep_run_id} (report.html under its artifacts).")
     print(ui_hint(tracker.uri))

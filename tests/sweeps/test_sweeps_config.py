@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import yaml
@@ -13,6 +14,22 @@ from sweep_helpers import space
 from esper_ab.cli import main
 from esper_ab.errors import ConfigError
 from esper_ab.sweep_config import Range, load_sweep_spec, parse_sweep_spec
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "search_spaces").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_shipped_spaces_validate(path):
+    spec = load_sweep_spec(path)
+    assert spec.name == path.stem
+    if spec.name == "multiobjective":
+        assert spec.sampler.kind == "nsga2" and spec.multi_objective
+
+
+def test_the_four_required_spaces_ship():
+    names = {p.stem for p in (REPO / "search_spaces").glob("*.yaml")}
+    assert {"smoke", "g2_fairness_cnn", "g2_fairness_transformer", "multiobjective"} <= names
 
 
 def test_defaults_are_filled_and_replicates_normalized():

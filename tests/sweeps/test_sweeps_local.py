@@ -24,11 +24,16 @@ from esper_ab.tuning import SweepOptions, run_sweep
 
 pytestmark = pytest.mark.slow
 BLUEPRINTS = ["noop", "norm", "attention", "conv_small", "depthwise", "conv_light",
-              "bottleneck"]
+              "conv_heavy", "bottleneck"]
 
 
 def test_local_smoke_sweep(ray_local, tmp_path):
+    """Real (tiny) synthetic-cnn episodes, recorded once in a Ray task, replayed by 4 trials."""
     spec = parse_sweep_spec(space(name="local_smoke", num_samples=4, replicates=3,
+                                  workloads=[{"name": "synthetic-cnn",
+                                              "episode": {"size": "tiny"}}],
+                                  traces={"source": "record"},
+                                  objectives=[{"metric": "realized_utility"}],
                                   scheduler={"kind": "asha", "grace_period": 1}))
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     out = run_sweep(spec, options=SweepOptions(tracking_uri=uri, n_boot=100, n_perm=100))
@@ -60,6 +65,26 @@ def test_local_smoke_sweep(ray_local, tmp_path):
                               storage=optuna.storages.JournalStorage(journal))
     assert len(study.trials) == 4
     assert out.fit_wall_s > 0 and out.trial_compute_s > 0
+    assert (out.sweep_dir.parent / ".esper_ab_cache").is_dir()       # traces cached
+
+
+def test_demo_prints_the_table_the_verdict_and_the_ui(ray_local, tmp_path, monkeypatch,
+                                                       capsys):
+    from esper_ab.cli import main
+
+    path = tmp_path / "demo_space.yaml"
+    import yaml
+    path.write_text(yaml.safe_dump(space(name="demo_space", replicates=8, num_samples=2,
+                                         strategies=[{"name": "first_order_value",
+                                                      "threshold": 0.0}])))
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--space", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "Per blueprint" in out and "Verdict:" in out
+    assert "mlflow ui --backend-store-uri sqlite:///" in out
+    assert ("winner.yaml: " in out) == (tmp_path / "winner.yaml").is_file()
+    assert (tmp_path / "winner.yaml").is_file() or "No winner.yaml written" in out
+    assert (tmp_path / "mlflow.db").is_file()
 
 
 def test_crashing_and_nan_trials_are_recorded(ray_local, tmp_path):
