@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import signal
 import tempfile
@@ -33,8 +32,17 @@ import ray
 from ray import tune
 from ray.tune import Callback, Checkpoint, CheckpointConfig, FailureConfig, RunConfig, TuneConfig
 
+from esper_ab._sweep_runtime import (
+    connect_ray,
+    device_for_trial,
+    evidence_for_sweep,
+    optuna_sampler,
+    optuna_storage,
+    read_state,
+    warm_worker,
+    write_state,
+)
 from esper_ab.errors import ConfigError
-from esper_ab.ray_auth import AUTH_HINT, auth_mode
 from esper_ab.search_space import define_by_run, grid_points, params_from_flat, space_summary
 from esper_ab.sweep_config import SweepSpec
 from esper_ab.tracking import BackgroundWriter, SweepTracker, store_dir
@@ -71,56 +79,12 @@ class SweepOutcome:
     trial_compute_s: float                # sum of the trials' own compute
 
 
-def connect_ray(address: str | None, *, num_cpus: int | None = None) -> bool:
-    """Start or join Ray; True when this call started it (and so should shut it down)."""
-    if ray.is_initialized():
-        return False
-    if address is None and not os.environ.get("RAY_ADDRESS"):
-        # Ray prestarts worker processes at init; the setup hook makes them import the trial
-        # stack (scipy, pandas, statistics, replay) while the driver prepares the sweep, so
-        # the first trial on each worker does not pay for it.
-        # address="local": always a new embedded instance, never a cluster that some
-        # `ray start` on this machine advertised in /tmp/ray/ray_current_cluster.
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
-                 log_to_driver=False,
-                 logging_level="ERROR",
-                 runtime_env={"worker_process_setup_hook": "esper_ab.tuning.warm_worker"})
-        return True
-    auth_mode()
-    try:
-        ray.init(address=address, log_to_driver=False, logging_level="ERROR")
-    except (ConnectionError, RuntimeError, ray.exceptions.AuthenticationError) as exc:
-        first = " ".join(str(exc).split())[:300]
-        raise ConfigError(f"--address={address!r} could not be joined ({first}): check the "
-                          f"address; {AUTH_HINT}") from None
-    return True
-
-
-def warm_worker() -> None:
-    """Ray worker setup hook: import what every trial needs, once per worker process."""
-    import esper_ab.evidence  # noqa: F401
-    import esper_ab.replay  # noqa: F401
-    import esper_ab.stats  # noqa: F401
-    import esper_ab.trial  # noqa: F401
-
-
 def sweep_dir_for(spec: SweepSpec, tracking_uri: str, storage_dir: str | None) -> Path:
     root = Path(storage_dir) if storage_dir else (store_dir(tracking_uri) or Path.cwd())
     return (root if storage_dir else root / "esper_ab_sweeps") / spec.name
 
 
 # -- the trial, as Tune runs it -----------------------------------------------------------
-def _device() -> tuple[str, str]:
-    gpu_ids = ray.get_gpu_ids()
-    if not gpu_ids:
-        return "cpu", "no GPU assigned"
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda", f"GPU {gpu_ids}"
-    return "cpu", f"GPU {gpu_ids} assigned but CUDA is unavailable: CPU fallback"
-
-
 def _write(folder: Path, name: str, data: Any) -> None:
     (folder / name).write_text(json.dumps(data, indent=1, default=str, allow_nan=True))
 
@@ -139,7 +103,7 @@ def _trainable(config: dict[str, Any], *, spec: SweepSpec, evidence: Evidence,
     if ckpt is not None:
         with ckpt.as_directory() as d:
             start = json.loads((Path(d) / "progress.json").read_text())["replicates_evaluated"]
-    device, device_note = _device()
+    device, device_note = device_for_trial()
     where = {"device": device, "device_note": device_note, "gpu_ids": str(ray.get_gpu_ids()),
              "node_id": ray.get_runtime_context().get_node_id()}
     per_step = spec.scheduler.kind != "none"
@@ -273,35 +237,6 @@ def _error_line(trial: Any) -> str:
 
 
 # -- searcher, scheduler, state -----------------------------------------------------------
-def _sampler(spec: SweepSpec) -> Any:
-    import optuna
-
-    s = spec.sampler
-    if s.kind == "tpe":
-        extra = {} if s.n_startup_trials is None else {"n_startup_trials": s.n_startup_trials}
-        return optuna.samplers.TPESampler(seed=s.seed, **extra)
-    if s.kind == "nsga2":
-        extra = {} if s.population_size is None else {"population_size": s.population_size}
-        return optuna.samplers.NSGAIISampler(seed=s.seed, **extra)
-    return optuna.samplers.RandomSampler(seed=s.seed)   # random, and grid via enqueued points
-
-
-def _storage(spec: SweepSpec, folder: Path) -> Any:
-    import optuna
-    from optuna.storages.journal import JournalFileBackend
-
-    storage = optuna.storages.JournalStorage(JournalFileBackend(str(folder / "optuna.journal")))
-    want = ["minimize" if o.direction == "min" else "maximize" for o in spec.objectives]
-    for summary in storage.get_all_studies():
-        if summary.study_name == spec.name:
-            have = [d.name.lower() for d in summary.directions]
-            if have != want:
-                raise ConfigError(f"sweep {spec.name!r}: its Optuna study in {folder} has "
-                                  f"directions {have} but the spec asks for {want}: rename the "
-                                  "sweep, or delete optuna.journal to start the study afresh")
-    return storage
-
-
 def _searcher(spec: SweepSpec, folder: Path) -> tuple[Any, int]:
     from ray.tune.search.optuna import OptunaSearch
 
@@ -310,8 +245,8 @@ def _searcher(spec: SweepSpec, folder: Path) -> tuple[Any, int]:
     points = grid_points(spec) if spec.sampler.kind == "grid" else None
     searcher = OptunaSearch(
         space=define_by_run(spec), metric=metric if spec.multi_objective else metric[0],
-        mode=mode if spec.multi_objective else mode[0], sampler=_sampler(spec),
-        study_name=spec.name, storage=_storage(spec, folder), points_to_evaluate=points)
+        mode=mode if spec.multi_objective else mode[0], sampler=optuna_sampler(spec),
+        study_name=spec.name, storage=optuna_storage(spec, folder), points_to_evaluate=points)
     return searcher, (len(points) if points else spec.num_samples)
 
 
@@ -325,38 +260,6 @@ def _scheduler(spec: SweepSpec) -> Any:
                          mode=o.direction, max_t=len(spec.replicates),
                          grace_period=spec.scheduler.grace_period,
                          reduction_factor=spec.scheduler.reduction_factor)
-
-
-def _read_state(folder: Path) -> dict[str, Any]:
-    f = folder / "state.json"
-    return json.loads(f.read_text()) if f.is_file() else {}
-
-
-def _write_state(folder: Path, **state: Any) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / "state.json.tmp"
-    tmp.write_text(json.dumps({**_read_state(folder), **state}, indent=1))
-    tmp.replace(folder / "state.json")
-
-
-def _record_task(spec: SweepSpec, cache_dir: str) -> Evidence:
-    """Ray task: record (or load) the sweep's traces where the trial resources are (on a GPU
-    when one is assigned and CUDA sees it)."""
-    from esper_ab.evidence import evidence_for_spec
-
-    device, _ = _device()
-    return evidence_for_spec(spec, cache_dir=cache_dir, device=device)
-
-
-def _evidence(spec: SweepSpec, *, cache_dir: Path) -> Evidence:
-    """The traces every trial replays: recorded once, before the Tuner starts."""
-    if spec.traces.source != "record":
-        from esper_ab.evidence import evidence_for_spec
-
-        return evidence_for_spec(spec, cache_dir=cache_dir)
-    task = ray.remote(_record_task).options(num_cpus=spec.resources.cpu,
-                                            num_gpus=spec.resources.gpu)
-    return ray.get(task.remote(spec, str(cache_dir)))
 
 
 def _trainable_for(spec: SweepSpec, evidence: Evidence, options: SweepOptions) -> Any:
@@ -374,7 +277,7 @@ def run_sweep(spec: SweepSpec, *, evidence: Evidence | None = None,
     tracker = SweepTracker(options.tracking_uri)
     folder = sweep_dir_for(spec, tracker.uri, options.storage_dir).resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    state = _read_state(folder)
+    state = read_state(folder)
     if options.resume:
         if not state or not tune.Tuner.can_restore(state.get("tune_path", "")):
             raise ConfigError(f"--resume: sweep {spec.name!r} has no resumable state in "
@@ -398,12 +301,12 @@ def run_sweep(spec: SweepSpec, *, evidence: Evidence | None = None,
         signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
         if evidence is None:
-            evidence = _evidence(spec, cache_dir=folder.parent / ".esper_ab_cache")
+            evidence = evidence_for_sweep(spec, cache_dir=folder.parent / ".esper_ab_cache")
         trainable = _trainable_for(spec, evidence, options)
         if options.resume:
             parent = state["sweep_run_id"]
             tracker.reopen(parent)
-            _write_state(folder, status="running")
+            write_state(folder, status="running")
             tuner = tune.Tuner.restore(state["tune_path"], trainable, resume_unfinished=True,
                                        resume_errored=True)
         else:
@@ -421,7 +324,7 @@ def run_sweep(spec: SweepSpec, *, evidence: Evidence | None = None,
                     failure_config=FailureConfig(max_failures=spec.failure.max_failures),
                     checkpoint_config=CheckpointConfig(num_to_keep=1),
                     callbacks=[callback], verbose=options.verbose))
-            _write_state(folder, sweep_run_id=parent, tune_path=str(folder / "tune" / run_name),
+            write_state(folder, sweep_run_id=parent, tune_path=str(folder / "tune" / run_name),
                          spec_hash=spec.spec_hash(), experiment=spec.experiment_name,
                          status="running", n_trials=n)
         t_fit = time.perf_counter()
@@ -431,13 +334,13 @@ def run_sweep(spec: SweepSpec, *, evidence: Evidence | None = None,
             cb.writer.drain()
         unfinished = [r for r in tracker.close_orphans(parent, "interrupted before it ended: "
                                                        "resume with --resume")]
-        if unfinished or _interrupted(grid, int(_read_state(folder)["n_trials"])):
+        if unfinished or _interrupted(grid, int(read_state(folder)["n_trials"])):
             raise KeyboardInterrupt
         analysis = summarize_sweep(tracker, spec.experiment_name, parent, n_boot=options.n_boot,
                                    n_perm=options.n_perm, log=True)
         reason = analysis.reason
         tracker.end_run(parent, "FINISHED", reason)
-        _write_state(folder, status="finished")
+        write_state(folder, status="finished")
         return SweepOutcome(parent, spec.experiment_name, "FINISHED", reason, analysis, folder,
                             time.perf_counter() - t_start, fit_wall, _compute_total(grid))
     except KeyboardInterrupt:
@@ -445,14 +348,14 @@ def run_sweep(spec: SweepSpec, *, evidence: Evidence | None = None,
             why = f"interrupted: resume with 'esper-ab sweep SPACE.yaml --resume' ({folder})"
             tracker.close_orphans(parent, why)
             tracker.end_run(parent, "FAILED", why)
-            _write_state(folder, status="interrupted")
+            write_state(folder, status="interrupted")
         raise
     except BaseException as exc:
         if parent:
             why = f"sweep failed: {type(exc).__name__}: {' '.join(str(exc).split())[:500]}"
             tracker.close_orphans(parent, why)
             tracker.end_run(parent, "FAILED", why)
-            _write_state(folder, status="failed")
+            write_state(folder, status="failed")
         raise
     finally:
         if previous is not None:

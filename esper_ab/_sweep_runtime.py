@@ -1,0 +1,130 @@
+"""Ray core and Optuna for sweeps (no ``ray.tune`` here): start or join Ray, warm workers,
+pick the trial device, record the traces in a Ray task, the state file, the Optuna sampler
+and its persistent storage.
+
+Ray is embedded and local by default (``address="local"``); an address joins a cluster.
+Token authentication is handled as ``esper_ab.ray_auth`` describes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from esper_ab.errors import ConfigError
+from esper_ab.ray_auth import AUTH_HINT, auth_mode
+from esper_ab.sweep_config import SweepSpec
+from esper_ab.trial import Evidence
+
+__all__ = ["connect_ray", "device_for_trial", "evidence_for_sweep", "optuna_sampler",
+           "optuna_storage", "read_state", "warm_worker", "write_state"]
+
+
+def connect_ray(address: str | None, *, num_cpus: int | None = None) -> bool:
+    """Start or join Ray; True when this call started it (and so should shut it down)."""
+    if ray.is_initialized():
+        return False
+    if address is None and not os.environ.get("RAY_ADDRESS"):
+        # Ray prestarts worker processes at init; the setup hook makes them import the trial
+        # stack (scipy, pandas, statistics, replay) while the driver prepares the sweep, so
+        # the first trial on each worker does not pay for it.
+        # address="local": always a new embedded instance, never a cluster that some
+        # `ray start` on this machine advertised in /tmp/ray/ray_current_cluster.
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+                 log_to_driver=False,
+                 logging_level="ERROR",
+                 runtime_env={"worker_process_setup_hook": "esper_ab._sweep_runtime.warm_worker"})
+        return True
+    auth_mode()
+    try:
+        ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+    except (ConnectionError, RuntimeError, ray.exceptions.AuthenticationError) as exc:
+        first = " ".join(str(exc).split())[:300]
+        raise ConfigError(f"--address={address!r} could not be joined ({first}): check the "
+                          f"address; {AUTH_HINT}") from None
+    return True
+
+
+def warm_worker() -> None:
+    """Ray worker setup hook: import what every trial needs, once per worker process."""
+    import esper_ab.evidence  # noqa: F401
+    import esper_ab.replay  # noqa: F401
+    import esper_ab.stats  # noqa: F401
+    import esper_ab.trial  # noqa: F401
+
+
+def device_for_trial() -> tuple[str, str]:
+    gpu_ids = ray.get_gpu_ids()
+    if not gpu_ids:
+        return "cpu", "no GPU assigned"
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda", f"GPU {gpu_ids}"
+    return "cpu", f"GPU {gpu_ids} assigned but CUDA is unavailable: CPU fallback"
+
+
+def read_state(folder: Path) -> dict[str, Any]:
+    f = folder / "state.json"
+    return json.loads(f.read_text()) if f.is_file() else {}
+
+
+def write_state(folder: Path, **state: Any) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / "state.json.tmp"
+    tmp.write_text(json.dumps({**read_state(folder), **state}, indent=1))
+    tmp.replace(folder / "state.json")
+
+
+def _record_task(spec: SweepSpec, cache_dir: str) -> Evidence:
+    """Ray task: record (or load) the sweep's traces where the trial resources are (on a GPU
+    when one is assigned and CUDA sees it)."""
+    from esper_ab.evidence import evidence_for_spec
+
+    device, _ = device_for_trial()
+    return evidence_for_spec(spec, cache_dir=cache_dir, device=device)
+
+
+def evidence_for_sweep(spec: SweepSpec, *, cache_dir: Path) -> Evidence:
+    """The traces every trial replays: recorded once, before the Tuner starts."""
+    if spec.traces.source != "record":
+        from esper_ab.evidence import evidence_for_spec
+
+        return evidence_for_spec(spec, cache_dir=cache_dir)
+    task = ray.remote(_record_task).options(num_cpus=spec.resources.cpu,
+                                            num_gpus=spec.resources.gpu)
+    return ray.get(task.remote(spec, str(cache_dir)))
+
+
+# -- Optuna: the sampler and the persistent study storage -----------------------------------
+def optuna_sampler(spec: SweepSpec) -> Any:
+    import optuna
+
+    s = spec.sampler
+    if s.kind == "tpe":
+        extra = {} if s.n_startup_trials is None else {"n_startup_trials": s.n_startup_trials}
+        return optuna.samplers.TPESampler(seed=s.seed, **extra)
+    if s.kind == "nsga2":
+        extra = {} if s.population_size is None else {"population_size": s.population_size}
+        return optuna.samplers.NSGAIISampler(seed=s.seed, **extra)
+    return optuna.samplers.RandomSampler(seed=s.seed)   # random, and grid via enqueued points
+
+
+def optuna_storage(spec: SweepSpec, folder: Path) -> Any:
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(folder / "optuna.journal")))
+    want = ["minimize" if o.direction == "min" else "maximize" for o in spec.objectives]
+    for summary in storage.get_all_studies():
+        if summary.study_name == spec.name:
+            have = [d.name.lower() for d in summary.directions]
+            if have != want:
+                raise ConfigError(f"sweep {spec.name!r}: its Optuna study in {folder} has "
+                                  f"directions {have} but the spec asks for {want}: rename the "
+                                  "sweep, or delete optuna.journal to start the study afresh")
+    return storage
