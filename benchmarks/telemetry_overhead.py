@@ -18,47 +18,32 @@ import torch
 from torch import nn
 
 from esper_ab.gradients import GradientCollector
+from esper_ab.hosts import CNNHost, CNNHostConfig, TransformerHost, TransformerHostConfig
 
 
-def cnn(width: int = 32) -> tuple[nn.Module, tuple[torch.Tensor, torch.Tensor]]:
-    try:  # the real esper-style host once the episodes package provides it
-        from esper_ab.hosts import CNNHost  # type: ignore[attr-defined]
-
-        model = CNNHost(base_channels=width // 4, n_blocks=3, n_classes=10)
-    except Exception:
-        layers, c_in = [], 3
-        for c in (width // 4, width // 2, width):
-            layers += [nn.Conv2d(c_in, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(),
-                       nn.MaxPool2d(2)]
-            c_in = c
-        model = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, 10))
+def cnn() -> tuple[nn.Module, tuple[torch.Tensor, torch.Tensor]]:
+    """esper-ab's CNN host (conv-BN-ReLU blocks, 8->16->32 channels, like cifar_baseline)."""
+    model = CNNHost(CNNHostConfig(in_channels=3, n_classes=10, base_width=8, n_blocks=3,
+                                  image_size=32))
     return model, (torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,)))
 
 
-class TinyGPT(nn.Module):
-    """Stand-in pre-LN transformer with a tied embedding (width 128, 4 layers)."""
+def transformer() -> tuple[nn.Module, tuple[torch.Tensor, torch.Tensor]]:
+    """esper-ab's pre-LN GPT host with a tied embedding (width 128, 4 layers)."""
+    cfg = TransformerHostConfig(vocab_size=512, context_length=64, width=128, n_layers=4,
+                                n_heads=4)
+    model = TransformerHost(cfg)
+    idx = torch.randint(0, 512, (16, 64))
+    return _FlatLogits(model), (idx, torch.randint(0, 512, (16 * 64,)))
 
-    def __init__(self, vocab: int = 512, d: int = 128, layers: int = 4, ctx: int = 64):
+
+class _FlatLogits(nn.Module):
+    def __init__(self, model: nn.Module):
         super().__init__()
-        self.tok = nn.Embedding(vocab, d)
-        self.pos = nn.Embedding(ctx, d)
-        layer = nn.TransformerEncoderLayer(d, 4, 4 * d, dropout=0.0, batch_first=True,
-                                           norm_first=True)
-        self.blocks = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
-        self.ln = nn.LayerNorm(d)
-        self.head = nn.Linear(d, vocab, bias=False)
-        self.head.weight = self.tok.weight
+        self.model = model
 
     def forward(self, idx):
-        pos = torch.arange(idx.shape[1], device=idx.device)
-        mask = nn.Transformer.generate_square_subsequent_mask(idx.shape[1], device=idx.device)
-        h = self.blocks(self.tok(idx) + self.pos(pos), mask=mask, is_causal=True)
-        return self.head(self.ln(h)).flatten(0, 1)
-
-
-def transformer() -> tuple[nn.Module, tuple[torch.Tensor, torch.Tensor]]:
-    idx = torch.randint(0, 512, (16, 64))
-    return TinyGPT(), (idx, torch.randint(0, 512, (16 * 64,)))
+        return self.model(idx).flatten(0, 1)
 
 
 def measure(name, build, device, blocks, steps) -> tuple[float, float, float]:
