@@ -39,7 +39,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="esper-ab", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="esper-ab", description="esper-ab: is the G2 gate fair to every seed "
+                     "blueprint, and which strategy and threshold should we ship?")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for name in COMMAND_MODULES:
