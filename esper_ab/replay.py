@@ -250,32 +250,49 @@ def decide_rows(gate: Gate, arr: ReplayArrays, value: np.ndarray, state: np.ndar
     return gate.decide_arrays(v, st, rs, mask, thresholds)
 
 
+_SEED_VALUE_COLUMNS = ("value_acc_pp", "value_loss", "valuable", "workload", "slot", "n_params",
+                       "dead_at_birth")
+
+
+def _seed_values(traces: TraceSet, arr: ReplayArrays) -> pd.DataFrame:
+    """The recorded per-seed columns, aligned row by row with ``arr.seed_table`` (cached)."""
+    if "seed_values" not in traces._cache:
+        values = traces.seeds.drop_duplicates(["replicate", "seed_id"])
+        keep = [c for c in ("replicate", "seed_id", *_SEED_VALUE_COLUMNS)
+                if c in values.columns]
+        out = arr.seed_table[["replicate", "seed_id"]].merge(
+            values[keep], on=["replicate", "seed_id"], how="left", validate="1:1")
+        out = out.drop(columns=["replicate", "seed_id"]).rename(
+            columns={"value_acc_pp": "value"})
+        if out["value"].isna().any():
+            bad = arr.seed_table.loc[out["value"].isna().to_numpy(), "seed_id"].iloc[0]
+            raise DataError(f"seed {bad!r} has a trace but no measured value: re-record the "
+                            "episode (values are needed for every seed, accepted or not)")
+        out["valuable"] = out["valuable"].astype(bool)
+        traces._cache["seed_values"] = out
+    return traces._cache["seed_values"]
+
+
 def decisions_table(traces: TraceSet, arr: ReplayArrays, gate: Gate, d: DecisionArrays,
                     label: str) -> pd.DataFrame:
+    """One row per gated seed: the decision, its statistic and the recorded value. Built
+    column by column from arrays (one DataFrame construction: replay runs it per config)."""
     s_count = arr.shape[0]
     last = np.where(d.passed, d.pass_epoch - 1, np.maximum(d.n_epochs - 1, 0))
     rows = np.arange(s_count)
     ep_state = d.epoch_state[rows, last]
-    stat = np.where(ep_state == 0, d.epoch_value[rows, last], np.nan)
-    out = arr.seed_table.copy()
-    out["strategy"] = label
-    out["passed"] = d.passed.astype(bool)
-    out["pass_epoch"] = pd.array(np.where(d.passed, d.pass_epoch, 0), dtype="Int64")
-    out.loc[~d.passed, "pass_epoch"] = pd.NA
-    out["statistic"] = stat
-    out["statistic_state"] = np.asarray(STATE_NAMES, dtype=object)[ep_state]
-    out["reason"] = np.asarray(REASONS, dtype=object)[d.epoch_reason[rows, last]]
-    out["clamped"] = d.epoch_clamped[rows, last]
-    out["threshold"] = d.threshold
-    values = traces.seeds.drop_duplicates(["replicate", "seed_id"])
-    keep = [c for c in ("replicate", "seed_id", "value_acc_pp", "value_loss", "valuable",
-                        "workload", "slot", "n_params", "dead_at_birth")
-            if c in values.columns]
-    out = out.merge(values[keep], on=["replicate", "seed_id"], how="left", validate="1:1")
-    out = out.rename(columns={"value_acc_pp": "value"})
-    if out["value"].isna().any():
-        bad = out.loc[out["value"].isna(), "seed_id"].iloc[0]
-        raise DataError(f"seed {bad!r} has a trace but no measured value: re-record the "
-                        "episode (values are needed for every seed, accepted or not)")
-    out["valuable"] = out["valuable"].astype(bool)
-    return out
+    passed = d.passed.astype(bool)
+    cols: dict[str, object] = {c: arr.seed_table[c].array for c in arr.seed_table.columns}
+    cols["strategy"] = np.full(s_count, label, dtype=object)
+    cols["passed"] = passed
+    cols["pass_epoch"] = pd.arrays.IntegerArray(np.where(passed, d.pass_epoch, 0).astype(np.int64),
+                                                ~passed)
+    cols["statistic"] = np.where(ep_state == 0, d.epoch_value[rows, last], np.nan)
+    cols["statistic_state"] = np.asarray(STATE_NAMES, dtype=object)[ep_state]
+    cols["reason"] = np.asarray(REASONS, dtype=object)[d.epoch_reason[rows, last]]
+    cols["clamped"] = d.epoch_clamped[rows, last]
+    cols["threshold"] = d.threshold
+    values = _seed_values(traces, arr)
+    for c in values.columns:
+        cols[c] = values[c].array
+    return pd.DataFrame(cols, copy=False)
