@@ -55,6 +55,7 @@ def warm_worker() -> None:
     import esper_ab.replay  # noqa: F401
     import esper_ab.stats  # noqa: F401
     import esper_ab.trial  # noqa: F401
+    import esper_ab.tuning  # noqa: F401  (the trainable's module: ray.tune with it)
 
 
 def device_for_trial() -> tuple[str, str]:
