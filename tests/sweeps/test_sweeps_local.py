@@ -163,7 +163,11 @@ def _rest(url: str, path: str, body: dict | None = None) -> dict:
 
 
 def test_sweep_against_a_real_mlflow_server(ray_local, mlflow_server, tmp_path):
-    spec = parse_sweep_spec(space(name="served", num_samples=2, replicates=2))
+    """Also the multi-objective path: NSGA-II over two objectives, a Pareto front."""
+    spec = parse_sweep_spec(space(name="served", num_samples=3, replicates=2,
+                                  objectives=[{"metric": "balanced_accuracy"},
+                                              {"metric": "pass_rate_gap"}],
+                                  sampler={"kind": "nsga2", "seed": 0, "population_size": 2}))
     out = run_sweep(spec, options=SweepOptions(tracking_uri=mlflow_server,
                                                storage_dir=str(tmp_path / "state"),
                                                n_boot=50, n_perm=50))
@@ -173,9 +177,15 @@ def test_sweep_against_a_real_mlflow_server(ray_local, mlflow_server, tmp_path):
     exp_id = next(e["experiment_id"] for e in exps if e["name"] == "served")
     runs = _rest(mlflow_server, "/api/2.0/mlflow/runs/search",
                  {"experiment_ids": [exp_id], "max_results": 100})["runs"]
-    assert len(runs) == 3 and {r["info"]["status"] for r in runs} == {"FINISHED"}
+    assert len(runs) == 4 and {r["info"]["status"] for r in runs} == {"FINISHED"}
     tags = [{t["key"]: t["value"] for t in r["data"].get("tags", [])} for r in runs]
-    assert sum(t.get("mlflow.parentRunId") == out.sweep_run_id for t in tags) == 2
+    assert sum(t.get("mlflow.parentRunId") == out.sweep_run_id for t in tags) == 3
     mlflow.set_tracking_uri(mlflow_server)
-    arts = {a.path for a in mlflow.MlflowClient().list_artifacts(out.sweep_run_id)}
-    assert "report.html" in arts
+    client = mlflow.MlflowClient()
+    assert "report.html" in {a.path for a in client.list_artifacts(out.sweep_run_id)}
+    assert "plots/pareto_front.png" in {a.path for a in
+                                        client.list_artifacts(out.sweep_run_id, "plots")}
+    study = optuna.load_study(study_name="served", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(out.sweep_dir / "optuna.journal"))))
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    assert len(study.trials) == 3 and len(study.best_trials) >= 1   # the Pareto front
