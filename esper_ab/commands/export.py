@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from esper_ab.commands._sweep_args import add_experiment, add_tracking_uri
 from esper_ab.errors import EsperABError
@@ -27,8 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
-def export_winner(tracker, experiment: str, sweep_run: str | None, out: str, *,
-                  force: bool = False):
+def export_winner(tracker: Any, experiment: str, sweep_run: str | None, out: str, *,
+                  force: bool = False) -> tuple[Any, Any]:
     """Write winner.yaml for a tracked sweep; returns the written path."""
     from esper_ab.errors import ConfigError
     from esper_ab.export import build_winner, write_winner
@@ -38,6 +39,10 @@ def export_winner(tracker, experiment: str, sweep_run: str | None, out: str, *,
     parent = tracker.find_sweep_run(experiment, sweep_run)
     analysis = tracker.read_json(parent, "sweep/analysis.json")
     if analysis is None:
+        if tracker.run_status(parent) == "FINISHED":
+            raise NoWinner(f"sweep run {parent} finished without a complete trial "
+                           f"({tracker.run_tags(parent).get('esper_ab.verdict', '')}): "
+                           "nothing to export")
         raise ConfigError(f"sweep run {parent} has no analysis (it did not finish): resume it "
                           "with 'esper-ab sweep SPACE.yaml --resume', then export")
     spec = parse_sweep_spec(tracker.read_json(parent, "sweep/spec.yaml"),
