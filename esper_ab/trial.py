@@ -27,7 +27,7 @@ from esper_ab.gate import PRESETS, GateConfig
 
 __all__ = [
     "BASELINE_LABEL", "CANDIDATE_LABEL", "Evidence", "TrialParams", "TrialResult", "TrialStep",
-    "iter_trial", "metric_key", "result_from_step", "run_trial", "trial_metrics",
+    "batch_trial_metrics", "iter_trial", "metric_key", "result_from_step", "run_trial", "trial_metrics",
 ]
 
 BASELINE_LABEL = "baseline"
@@ -130,31 +130,58 @@ class TrialResult:
 
 
 def _group_metrics(decisions: pd.DataFrame) -> tuple[Any, dict[str, float]]:
+    from esper_ab.stats import GroupMetrics
+
+    gm = GroupMetrics.from_decisions(decisions, n_boot=0)
+    return gm, _metrics_by_label(gm, [CANDIDATE_LABEL])[CANDIDATE_LABEL]
+
+
+def _metrics_by_label(gm: Any, labels: Sequence[str]) -> dict[str, dict[str, float]]:
+    """The flat metrics of each strategy ``label`` of one ``GroupMetrics`` (which also holds
+    the baseline's rows under ``BASELINE_LABEL``)."""
     from esper_ab.stats import (
-        GroupMetrics,
         equal_opportunity_gap,
         equalized_odds_gap,
         pass_rate_gap,
         pass_rate_ratio,
     )
 
-    gm = GroupMetrics.from_decisions(decisions, n_boot=0)
-    out: dict[str, float] = {}
-    for (strategy, bp), row in gm.by_group.iterrows():
-        if strategy != CANDIDATE_LABEL:
-            continue
-        for m in ("pass_rate", "tpr", "fpr", "n", "n_unmeasured"):
-            out[metric_key(m, str(bp))] = float(row[m])
-    overall = gm.overall.loc[CANDIDATE_LABEL]
-    for m in ("pass_rate", "tpr", "fpr", "balanced_accuracy", "mcc", "realized_utility",
-              "n", "n_unmeasured"):
-        out[metric_key(m)] = float(overall[m])
-    for fn in (pass_rate_gap, pass_rate_ratio, equal_opportunity_gap, equalized_odds_gap):
-        out[metric_key(fn.__name__)] = float(fn(gm).loc[CANDIDATE_LABEL])
+    group = ("pass_rate", "tpr", "fpr", "n", "n_unmeasured")
+    per_bp = {m: gm.by_group[m].unstack("blueprint") for m in group}
+    blueprints = gm.blueprints
+    gaps = {fn.__name__: fn(gm) for fn in (pass_rate_gap, pass_rate_ratio,
+                                           equal_opportunity_gap, equalized_odds_gap)}
     base = gm.overall.loc[BASELINE_LABEL]
-    for m in ("pass_rate", "balanced_accuracy"):
-        out[metric_key(m) + ".baseline"] = float(base[m])
-    return gm, out
+    out: dict[str, dict[str, float]] = {}
+    for label in labels:
+        m_out: dict[str, float] = {}
+        for bp in blueprints:
+            for m in group:
+                m_out[metric_key(m, str(bp))] = float(per_bp[m].at[label, bp])
+        overall = gm.overall.loc[label]
+        for m in ("pass_rate", "tpr", "fpr", "balanced_accuracy", "mcc", "realized_utility",
+                  "n", "n_unmeasured"):
+            m_out[metric_key(m)] = float(overall[m])
+        for name, series in gaps.items():
+            m_out[metric_key(name)] = float(series.loc[label])
+        for m in ("pass_rate", "balanced_accuracy"):
+            m_out[metric_key(m) + ".baseline"] = float(base[m])
+        out[label] = m_out
+    return out
+
+
+def batch_trial_metrics(decisions: pd.DataFrame, *,
+                        labels: Sequence[str]) -> dict[str, dict[str, float]]:
+    """The flat metrics of ``trial_metrics(final=False)`` for many candidates at once.
+
+    ``decisions`` holds the baseline's rows (strategy ``baseline``) and each candidate's rows
+    under its own label, all on the same seeds; one ``GroupMetrics`` pass serves them all.
+    The replay search scores thousands of configs this way (``esper_ab.replay_search``).
+    """
+    from esper_ab.stats import GroupMetrics
+
+    gm = GroupMetrics.from_decisions(decisions, n_boot=0)
+    return _metrics_by_label(gm, list(labels))
 
 
 def trial_metrics(decisions: pd.DataFrame, *, final: bool, alpha: float = 0.05,
