@@ -246,3 +246,25 @@ class GateSearch(_Model):
         if isinstance(v, list) and not v:
             raise ValueError("an empty list searches nothing: give at least one value")
         return v
+
+
+class ConfirmSpec(_Model):
+    """The closed-loop stage of a multi-fidelity sweep (``fidelity: multi``): the ``top_k``
+    replay finalists and the baseline gate run in the loop (``esper_ab.episode.run_closed_loop``)
+    on ``replicates`` (default: the sweep's; fresh ones give an unbiased confirmation). The
+    verdict compares them with the baseline on ``objective`` in the closed loop, where a seed's
+    value is its realized final accuracy gain over the no-seed control."""
+
+    top_k: int = Field(default=3, ge=1)
+    replicates: list[StrictInt] | None = None
+    objective: Literal["realized_utility", "balanced_accuracy", "mcc"] = "realized_utility"
+
+    @field_validator("replicates")
+    @classmethod
+    def _replicates(cls, v: list[int] | None) -> list[int] | None:
+        if v is None:
+            return v
+        if len(v) < 2 or len(set(v)) != len(v) or min(v) < 0:
+            raise ValueError(f"{v!r}: give at least 2 distinct replicates >= 0 (paired tests "
+                             "over replicates), or leave it out to use the sweep's")
+        return v

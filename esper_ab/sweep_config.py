@@ -39,6 +39,7 @@ from esper_ab._sweep_parts import (
     DECLARED,
     SYNTHETIC_OPTIONS,
     Choices,
+    ConfirmSpec,
     GateSearch,
     Range,
     StrategyEntry,
@@ -49,7 +50,7 @@ from esper_ab._sweep_parts import (
 from esper_ab.errors import ConfigError
 
 __all__ = [
-    "DECLARED", "OBJECTIVE_METRICS", "SYNTHETIC_OPTIONS", "Choices", "GateSearch", "Objective", "Range", "Resources",
+    "DECLARED", "OBJECTIVE_METRICS", "ConfirmSpec", "SYNTHETIC_OPTIONS", "Choices", "GateSearch", "Objective", "Range", "Resources",
     "SamplerSpec", "SchedulerSpec", "SelectionSpec", "StrategyEntry", "SweepSpec", "TracesSpec",
     "WorkloadEntry", "load_sweep_spec", "parse_sweep_spec",
 ]
@@ -148,7 +149,7 @@ class SweepSpec(_Model):
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
     experiment: str | None = None          # MLflow experiment; default: the sweep name
     description: str = ""
-    fidelity: Literal["replay", "closed_loop"] = "replay"
+    fidelity: Literal["replay", "closed_loop", "multi"] = "replay"
     workloads: list[WorkloadEntry] = Field(min_length=1)
     replicates: list[StrictInt] | int = Field(default=2, validate_default=True)
     calibration_folds: int = Field(default=2, ge=2)
@@ -165,6 +166,7 @@ class SweepSpec(_Model):
     scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
     failure: FailureSpec = Field(default_factory=FailureSpec)
     selection: SelectionSpec = Field(default_factory=SelectionSpec)
+    confirm: ConfirmSpec = Field(default_factory=ConfirmSpec)   # fidelity: multi
 
     @field_validator("replicates")
     @classmethod
