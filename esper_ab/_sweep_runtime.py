@@ -1,6 +1,6 @@
 """Ray core and Optuna for sweeps (no ``ray.tune`` here): start or join Ray, warm workers,
-pick the trial device, record the traces in a Ray task, the state file, the Optuna sampler
-and its persistent storage.
+pick the trial device, record the traces in a Ray task, the state file. (The Optuna sampler
+and its persistent storage are in ``esper_ab.studies``, Ray-free.)
 
 Ray is embedded and local by default (``address="local"``); an address joins a cluster.
 Token authentication is handled as ``esper_ab.ray_auth`` describes.
@@ -20,8 +20,8 @@ from esper_ab.ray_auth import AUTH_HINT, auth_mode
 from esper_ab.sweep_config import SweepSpec
 from esper_ab.trial import Evidence
 
-__all__ = ["connect_ray", "device_for_trial", "evidence_for_sweep", "optuna_sampler",
-           "optuna_storage", "read_state", "warm_worker", "write_state"]
+__all__ = ["connect_ray", "device_for_trial", "evidence_for_sweep", "read_state", "warm_worker",
+           "write_state"]
 
 
 def connect_ray(address: str | None, *, num_cpus: int | None = None) -> bool:
@@ -99,33 +99,3 @@ def evidence_for_sweep(spec: SweepSpec, *, cache_dir: Path) -> Evidence:
     task = ray.remote(_record_task).options(num_cpus=spec.resources.cpu,
                                             num_gpus=spec.resources.gpu)
     return ray.get(task.remote(spec, str(cache_dir)))
-
-
-# -- Optuna: the sampler and the persistent study storage -----------------------------------
-def optuna_sampler(spec: SweepSpec) -> Any:
-    import optuna
-
-    s = spec.sampler
-    if s.kind == "tpe":
-        extra = {} if s.n_startup_trials is None else {"n_startup_trials": s.n_startup_trials}
-        return optuna.samplers.TPESampler(seed=s.seed, **extra)
-    if s.kind == "nsga2":
-        extra = {} if s.population_size is None else {"population_size": s.population_size}
-        return optuna.samplers.NSGAIISampler(seed=s.seed, **extra)
-    return optuna.samplers.RandomSampler(seed=s.seed)   # random, and grid via enqueued points
-
-
-def optuna_storage(spec: SweepSpec, folder: Path) -> Any:
-    import optuna
-    from optuna.storages.journal import JournalFileBackend
-
-    storage = optuna.storages.JournalStorage(JournalFileBackend(str(folder / "optuna.journal")))
-    want = ["minimize" if o.direction == "min" else "maximize" for o in spec.objectives]
-    for summary in storage.get_all_studies():
-        if summary.study_name == spec.name:
-            have = [d.name.lower() for d in summary.directions]
-            if have != want:
-                raise ConfigError(f"sweep {spec.name!r}: its Optuna study in {folder} has "
-                                  f"directions {have} but the spec asks for {want}: rename the "
-                                  "sweep, or delete optuna.journal to start the study afresh")
-    return storage

@@ -36,16 +36,15 @@ from esper_ab._sweep_runtime import (
     connect_ray,
     device_for_trial,
     evidence_for_sweep,
-    optuna_sampler,
-    optuna_storage,
     read_state,
     warm_worker,
     write_state,
 )
 from esper_ab.errors import ConfigError
 from esper_ab.search_space import define_by_run, grid_points, params_from_flat, space_summary
+from esper_ab.studies import optuna_sampler, optuna_storage, sweep_dir_for
 from esper_ab.sweep_config import SweepSpec
-from esper_ab.tracking import BackgroundWriter, SweepTracker, store_dir
+from esper_ab.tracking import BackgroundWriter, SweepTracker
 from esper_ab.trial import Evidence, iter_trial, result_from_step
 
 __all__ = ["SweepOptions", "SweepOutcome", "connect_ray", "run_sweep", "sweep_dir_for",
@@ -77,11 +76,6 @@ class SweepOutcome:
     wall_s: float                         # the whole call: Ray start, traces, fit, analysis
     fit_wall_s: float                     # Tuner.fit() alone
     trial_compute_s: float                # sum of the trials' own compute
-
-
-def sweep_dir_for(spec: SweepSpec, tracking_uri: str, storage_dir: str | None) -> Path:
-    root = Path(storage_dir) if storage_dir else (store_dir(tracking_uri) or Path.cwd())
-    return (root if storage_dir else root / "esper_ab_sweeps") / spec.name
 
 
 # -- the trial, as Tune runs it -----------------------------------------------------------
