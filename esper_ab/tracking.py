@@ -247,6 +247,15 @@ class SweepTracker:
         if self.run_status(run_id) != "RUNNING":
             self.reopen(run_id)
 
+    def log_folder(self, run_id: str, folder: str, *, artifact_path: str,
+                   remove: bool = False) -> None:
+        """Log every file of ``folder`` as an artifact under ``artifact_path``."""
+        import shutil
+
+        self.client.log_artifacts(run_id, str(folder), artifact_path=artifact_path)
+        if remove:
+            shutil.rmtree(folder, ignore_errors=True)
+
     def log_trial_folder(self, run_id: str, folder: str, *, remove: bool = False) -> None:
         """Log a finished trial's folder: its per-replicate curve (``steps.json``) as metrics
         and every file as an artifact under ``trial/``."""
@@ -337,8 +346,9 @@ class SweepTracker:
             spec = parse_sweep_spec(yaml.safe_load(spec_file.read_text()),
                                     source=f"run {rid} spec")
             versions = json.loads(versions_file.read_text()) if versions_file else {}
-            runs = self.client.search_runs([parent.info.experiment_id],
-                                           f"tags.`{PARENT}` = '{rid}'")
+            runs = self.client.search_runs([parent.info.experiment_id],   # trials only (not
+                                           f"tags.`{PARENT}` = '{rid}' and "  # confirmations)
+                                           f"tags.`{ROLE}` = 'trial'")
             trials = [self._trial_record(r, Path(tmp) / r.info.run_id) for r in runs]
         trials.sort(key=lambda t: t.number)
         return SweepRecord(experiment=experiment, sweep_run_id=rid, spec=spec,
