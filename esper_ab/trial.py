@@ -147,25 +147,32 @@ def _metrics_by_label(gm: Any, labels: Sequence[str]) -> dict[str, dict[str, flo
     )
 
     group = ("pass_rate", "tpr", "fpr", "n", "n_unmeasured")
-    per_bp = {m: gm.by_group[m].unstack("blueprint") for m in group}
-    blueprints = gm.blueprints
+    blueprints = list(gm.blueprints)
+    per_bp = {m: gm.by_group[m].unstack("blueprint").reindex(columns=blueprints)
+              for m in group}
+    row_of = {s: i for i, s in enumerate(per_bp["n"].index)}
+    per_bp_arr = {m: t.to_numpy(dtype=float) for m, t in per_bp.items()}
+    overall_cols = ("pass_rate", "tpr", "fpr", "balanced_accuracy", "mcc", "realized_utility",
+                    "n", "n_unmeasured")
+    overall = gm.overall[list(overall_cols)].astype(float)
     gaps = {fn.__name__: fn(gm) for fn in (pass_rate_gap, pass_rate_ratio,
                                            equal_opportunity_gap, equalized_odds_gap)}
     base = gm.overall.loc[BASELINE_LABEL]
+    base_metrics = {metric_key(m) + ".baseline": float(base[m])
+                    for m in ("pass_rate", "balanced_accuracy")}
     out: dict[str, dict[str, float]] = {}
     for label in labels:
+        i = row_of[label]
         m_out: dict[str, float] = {}
-        for bp in blueprints:
+        for j, bp in enumerate(blueprints):
             for m in group:
-                m_out[metric_key(m, str(bp))] = float(per_bp[m].at[label, bp])
-        overall = gm.overall.loc[label]
-        for m in ("pass_rate", "tpr", "fpr", "balanced_accuracy", "mcc", "realized_utility",
-                  "n", "n_unmeasured"):
-            m_out[metric_key(m)] = float(overall[m])
+                m_out[metric_key(m, str(bp))] = float(per_bp_arr[m][i, j])
+        row = overall.loc[label]
+        for m in overall_cols:
+            m_out[metric_key(m)] = float(row[m])
         for name, series in gaps.items():
             m_out[metric_key(name)] = float(series.loc[label])
-        for m in ("pass_rate", "balanced_accuracy"):
-            m_out[metric_key(m) + ".baseline"] = float(base[m])
+        m_out.update(base_metrics)
         out[label] = m_out
     return out
 
@@ -180,7 +187,7 @@ def batch_trial_metrics(decisions: pd.DataFrame, *,
     """
     from esper_ab.stats import GroupMetrics
 
-    gm = GroupMetrics.from_decisions(decisions, n_boot=0)
+    gm = GroupMetrics.from_decisions(decisions, n_boot=0, rank_metrics=False)
     return _metrics_by_label(gm, list(labels))
 
 

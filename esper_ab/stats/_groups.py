@@ -60,12 +60,16 @@ class GroupMetrics:
 
     @classmethod
     def from_decisions(
-        cls, df: pd.DataFrame, *, n_boot: int = 1000, ci_level: float = 0.95, seed: int = 0
+        cls, df: pd.DataFrame, *, n_boot: int = 1000, ci_level: float = 0.95, seed: int = 0,
+        rank_metrics: bool = True,
     ) -> GroupMetrics:
-        """Validate ``df`` and compute every group metric (AUC CIs seeded by ``seed``)."""
+        """Validate ``df`` and compute every group metric (AUC CIs seeded by ``seed``).
+        ``rank_metrics=False`` leaves AUC and Spearman NaN (the replay search scores
+        thousands of configs on rates alone)."""
         arrays = build_arrays(validate_decisions(df))
         weights = bootstrap_weights(np.random.default_rng(seed), n_boot, arrays.n_replicates)
-        return compute_group_metrics(arrays, weights=weights, ci_level=ci_level)
+        return compute_group_metrics(arrays, weights=weights, ci_level=ci_level,
+                                     rank_metrics=rank_metrics)
 
     @property
     def strategies(self) -> tuple[str, ...]:
