@@ -74,7 +74,7 @@ def test_demo_prints_the_table_the_verdict_and_the_ui(ray_local, tmp_path, monke
 
     path = tmp_path / "demo_space.yaml"
     import yaml
-    path.write_text(yaml.safe_dump(space(name="demo_space", replicates=8, num_samples=2,
+    path.write_text(yaml.safe_dump(space(name="demo_space", replicates=4, num_samples=2,
                                          strategies=[{"name": "first_order_value",
                                                       "threshold": 0.0}])))
     monkeypatch.chdir(tmp_path)
