@@ -31,6 +31,8 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/telemetry_overhead.py
+	$(BIN)/python benchmarks/replay_throughput.py
+	$(BIN)/python benchmarks/sweep_overhead.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -39,8 +39,19 @@ def submit_sweep(address: str, space: str, sweep_args: list[str] | None = None, 
         entry = str(REPO / "jobs" / "sweep_job.py")
     cmd = " ".join(shlex.quote(x) for x in [python, entry, space, *(sweep_args or [])])
     client = JobSubmissionClient(address)
-    job_id = client.submit_job(entrypoint=cmd, runtime_env=runtime_env)
-    return client, job_id
+    return client, _submit_when_ready(client, cmd, runtime_env)
+
+
+def _submit_when_ready(client, cmd: str, runtime_env: dict, *, timeout_s: float = 90.0) -> str:
+    """Submit, retrying while a freshly started head has no job agent registered yet."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return client.submit_job(entrypoint=cmd, runtime_env=runtime_env)
+        except RuntimeError as exc:  # "No available agent to submit job, please try again"
+            if "No available agent" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(2.0)
 
 
 def wait(client, job_id: str, *, timeout_s: float = 3600.0, poll_s: float = 2.0) -> str:
