@@ -1,6 +1,9 @@
 """Closed-loop mode: the gate decides when each seed blends. Private to ``esper_ab.episode``.
 
-Each (slot, blueprint) runs alone from the same pretrained host, reading the same batches:
+Each (slot, blueprint) runs alone from the same pretrained host, reading the same batches --
+those of the recorded episode's incubation, so that up to the gate's pass a closed-loop run
+is that episode's TRAINING phase and replay predicts its blend epoch exactly (same device
+type and thread settings; tests/test_multi_fidelity.py checks it):
 TRAINING (detached input, straight-through output, the gate observing every epoch) until the
 gate passes, then BLENDING over the configured ramp, then the seed stays in. Every run
 trains for the same total number of steps, so a seed the gate never admits leaves a host
@@ -40,7 +43,9 @@ def _run(workload: Workload, start, key: SeedKey | None, config, *, gate, replic
     spe = config.steps_per_epoch
     total = (config.incubation_epochs + config.blend_epochs + config.horizon_epochs) * spe
     ramp_steps = config.blend_epochs * spe
-    stream = BatchStream(workload.n_train, config.batch_size, phase_seed(replicate, "closed"))
+    # The incubation stream of the recorded episode: until the gate passes, a closed-loop run
+    # is that episode's TRAINING phase, so replay predicts its blend epoch exactly.
+    stream = BatchStream(workload.n_train, config.batch_size, phase_seed(replicate, "incubate"))
     host_params = list(host.parameters())
     seed = None
     if key is not None:
