@@ -252,12 +252,11 @@ class ConfirmSpec(_Model):
     """The closed-loop stage of a multi-fidelity sweep (``fidelity: multi``): the ``top_k``
     replay finalists and the baseline gate run in the loop (``esper_ab.episode.run_closed_loop``)
     on ``replicates`` (default: the sweep's; fresh ones give an unbiased confirmation). The
-    verdict compares them with the baseline on ``objective`` in the closed loop, where a seed's
+    verdict applies the sweep's ``selection`` rule to the closed-loop decisions, where a seed's
     value is its realized final accuracy gain over the no-seed control."""
 
     top_k: int = Field(default=3, ge=1)
     replicates: list[StrictInt] | None = None
-    objective: Literal["realized_utility", "balanced_accuracy", "mcc"] = "realized_utility"
 
     @field_validator("replicates")
     @classmethod
