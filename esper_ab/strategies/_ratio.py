@@ -136,8 +136,11 @@ class PerLayerType(_RatioStrategy):
     def _compute(self, seed, host, ctx):
         types = [i for i, t in enumerate(LAYER_TYPES)
                  if not (self.params["exclude_embedding"] and t == "embedding")]
-        ref_sq = sum(host.type_sum_sq[:, i] for i in types)
-        ref_n = sum(host.type_numel[:, i] for i in types)
+        if len(types) == len(LAYER_TYPES):  # the whole host is the reference
+            ref_sq, ref_n = host.sum_sq, host.numel
+        else:
+            ref_sq = sum(host.type_sum_sq[:, i] for i in types)
+            ref_n = sum(host.type_numel[:, i] for i in types)
         state, reason = gradient_checks(seed, host, host_l2=np.sqrt(ref_sq))
         overall_rms = np.sqrt(ref_sq / ref_n)
         total = np.zeros(len(seed))
@@ -146,10 +149,10 @@ class PerLayerType(_RatioStrategy):
             if not n_seed.any():
                 continue  # this type adds exactly 0 on every row
             ref = overall_rms
-            if i in types:
+            if i in types:  # hs > 0 implies the host has parameters of this type
                 hs, hn = host.type_sum_sq[:, i], host.type_numel[:, i]
-                ref = np.where((hn > 0) & (hs > 0), np.sqrt(hs / hn), overall_rms)
+                ref = np.where(hs > 0, np.sqrt(hs / hn), overall_rms)
             # (n_t / N) * sqrt(sq_t / n_t) == sqrt(sq_t * n_t) / N
             term = np.sqrt(seed.type_sum_sq[:, i] * n_seed) / ref
-            total = total + np.where(n_seed > 0, term, 0.0)
+            total = total + (term if n_seed.all() else np.where(n_seed > 0, term, 0.0))
         return finish(total / seed.numel, state, reason)
