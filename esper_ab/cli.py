@@ -24,6 +24,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "esper_ab.commands.report",
     "esper_ab.commands.export",
     "esper_ab.commands.episode",
+    "esper_ab.commands.record",
+    "esper_ab.commands.replay",
 )
 
 

@@ -45,7 +45,7 @@ class RecordOutcome:
     jobs: tuple[EpisodeJob, ...]
     recorded: int            # episodes computed by this call
     cached: int              # episodes found in the cache (no task started)
-    compute_s: float         # summed wall seconds of the recording tasks
+    compute_s: float         # summed CPU seconds of the recording tasks (this call)
     wall_s: float
     devices: tuple[str, ...]  # device of each recording task
 
@@ -80,7 +80,8 @@ def _copy_out(folder: Path, job: EpisodeJob, out_dir: Path) -> None:
 
 
 def _record_task(job: EpisodeJob, cache_dir: str, threads: int) -> tuple[str, float]:
-    """Ray task: run (and cache) one episode on the assigned device."""
+    """Ray task: run (and cache) one episode on the assigned device; returns the device and
+    the CPU seconds of the task's process."""
     import torch
 
     from esper_ab._sweep_runtime import device_for_trial
@@ -88,9 +89,9 @@ def _record_task(job: EpisodeJob, cache_dir: str, threads: int) -> tuple[str, fl
 
     torch.set_num_threads(max(1, threads))
     device, _ = device_for_trial()
-    t0 = time.perf_counter()
+    c0 = time.process_time()
     run_episode(job.config, replicate=job.replicate, cache_dir=cache_dir, device=device)
-    return device, time.perf_counter() - t0
+    return device, time.process_time() - c0
 
 
 def record_space(spec: SweepSpec, *, out_dir: str | Path, cache_dir: str | Path,

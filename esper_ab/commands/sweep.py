@@ -39,6 +39,10 @@ def run(args: argparse.Namespace) -> int:
 
     spec = load_sweep_spec(args.space).with_overrides(num_samples=args.num_samples,
                                                       smoke_test=args.smoke_test)
+    if spec.fidelity == "multi":   # replay search, then closed-loop confirmation (issue 6)
+        from esper_ab.commands._multi import run_multi
+
+        return run_multi(spec, args)
     options = SweepOptions(address=args.address, tracking_uri=args.tracking_uri,
                            storage_dir=args.storage_dir, resume=args.resume,
                            verbose=args.verbose)
