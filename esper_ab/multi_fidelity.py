@@ -50,6 +50,12 @@ class MultiFidelityOptions:
     n_perm: int = 2000
     progress: Callable[[str, int, int], None] | None = field(default=None, compare=False)
 
+    def __post_init__(self) -> None:
+        from esper_ab.errors import bad_value
+
+        if self.batch_size < 1:
+            raise bad_value("batch_size", self.batch_size, "use 1 or more")
+
 
 @dataclass(frozen=True, eq=False)
 class MultiFidelityOutcome:

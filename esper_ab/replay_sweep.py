@@ -47,6 +47,14 @@ class ReplaySweepOptions:
     n_boot: int = 1000                  # the final cross-trial analysis
     n_perm: int = 2000
 
+    def __post_init__(self) -> None:
+        from esper_ab.errors import bad_value
+
+        if self.batch_size < 1:
+            raise bad_value("batch_size", self.batch_size, "use 1 or more")
+        if self.finalists is not None and self.finalists < 1:
+            raise bad_value("--finalists", self.finalists, "use 1 or more")
+
 
 @dataclass(frozen=True, eq=False)
 class Finalist:

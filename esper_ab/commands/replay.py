@@ -31,7 +31,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from esper_ab.errors import ConfigError
     from esper_ab.evidence import ReplayEvidence
     from esper_ab.recording import load_spec_traces
     from esper_ab.replay_search import rank_trials
@@ -41,13 +40,11 @@ def run(args: argparse.Namespace) -> int:
     from esper_ab.tracking import resolve_tracking_uri
 
     spec = load_sweep_spec(args.space).with_overrides(num_samples=args.num_samples)
-    if args.finalists is not None and args.finalists < 1:
-        raise ConfigError(f"--finalists={args.finalists} is invalid: use 1 or more")
+    options = ReplaySweepOptions(tracking_uri=args.tracking_uri, storage_dir=args.storage_dir,
+                                 batch_size=args.batch_size, finalists=args.finalists)
     traces = load_spec_traces(spec, args.traces)
     evidence = ReplayEvidence(traces, folds=spec.calibration_folds)
-    out = run_replay_sweep(spec, evidence=evidence, options=ReplaySweepOptions(
-        tracking_uri=args.tracking_uri, storage_dir=args.storage_dir,
-        batch_size=args.batch_size, finalists=args.finalists))
+    out = run_replay_sweep(spec, evidence=evidence, options=options)
     s = out.search
     print(f"replay search: {s.n_configs} configs on {s.n_replicates} replicates in "
           f"{s.wall_s:.1f} s ({s.configs_per_s:.0f} configs/s, {s.cpu_s:.1f} CPU-s), "
