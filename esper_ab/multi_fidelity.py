@@ -152,6 +152,12 @@ def run_multi_fidelity(spec: SweepSpec, *,
         from esper_ab.trial import BASELINE_LABEL
 
         confirmed = finalists[:spec.confirm.top_k]
+        if not confirmed:
+            from esper_ab.errors import DataError
+
+            raise DataError(f"the replay search of sweep {spec.name!r} found no rankable "
+                            f"config among {search.n_configs} (every objective undefined): "
+                            "widen the space or check the traces")
         gates = {BASELINE_LABEL: PRESETS[spec.baseline],
                  **{_label(tracker, f): f.result.gate_config for f in confirmed}}
         runs = run_confirmations(_jobs(spec, gates, confirm_reps), cache_dir=cache,
