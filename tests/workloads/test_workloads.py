@@ -125,22 +125,29 @@ def test_cifar10_reader_refuses_pickles_that_call_arbitrary_code(tmp_path):
 
 
 def test_synthetic_seq_answers_follow_the_rules():
-    config = workload_config("synthetic-seq", n_train=200, n_test=10)
+    config = workload_config("synthetic-seq", n_train=300, n_test=10)
     data = config.data
     w = build_workload(config, seed=1)
     recall_tok = data.n_keys + data.n_values
-    lookup = {}
+    table, default, n_recalled = {}, {}, 0
     for x, y in zip(w.train_x.tolist(), w.train_y.tolist(), strict=True):
-        pairs = dict(zip(x[1:17:2], x[2:17:2], strict=True))
+        seen = {}  # key -> value of the pair blocks so far
         for pos, target in enumerate(y):
-            if target == IGNORE_INDEX:
+            if (pos - 2) % 3:
+                assert target == IGNORE_INDEX  # only the 2nd token of a block is answered
                 continue
-            marker, key = x[pos - 1], x[pos]
-            if marker == recall_tok:
-                assert pairs[key] == target  # the value paired with the key in context
+            first, second = x[pos - 1], x[pos]
+            if second == recall_tok:
+                if first in seen:
+                    assert target == seen[first]  # the value paired earlier in context
+                    n_recalled += 1
+                else:
+                    assert default.setdefault(first, target) == target  # one fixed map
             else:
-                assert lookup.setdefault(key, target) == target  # one fixed table
-    assert len(lookup) == data.n_keys
+                assert table.setdefault((first, second), target) == target  # one fixed table
+                seen[first] = second
+    assert n_recalled > 300
+    assert len(default) == data.n_keys
 
 
 def test_synthetic_cnn_context_tint_and_classes():
