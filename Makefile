@@ -33,6 +33,9 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/telemetry_overhead.py
 	$(BIN)/python benchmarks/replay_throughput.py
 	$(BIN)/python benchmarks/sweep_overhead.py
+	$(BIN)/python benchmarks/replay_search_speed.py
+	$(BIN)/python benchmarks/time_to_verdict.py
+	$(BIN)/python benchmarks/episode_time.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
