@@ -9,7 +9,7 @@ only.
 """
 
 from esper_ab.stats._aa import AAResult, aa_test, default_aa_design
-from esper_ab.stats._analysis import Analysis, analyze
+from esper_ab.stats._analysis import analyze, select_winner
 from esper_ab.stats._counts import DISPARITY_METRICS, STRATEGY_METRICS
 from esper_ab.stats._disparities import (
     equal_opportunity_gap,
@@ -28,10 +28,11 @@ from esper_ab.stats._power import (
     power_from_pilot,
     simulate_power,
 )
+from esper_ab.stats._report import Analysis
 from esper_ab.stats._results import TestResult, adjust_tests, benjamini_hochberg, holm
 from esper_ab.stats._schema import REQUIRED_COLUMNS, load_decisions_csv, validate_decisions
 from esper_ab.stats._simulate import SimulationDesign, StrategySpec, simulate_decisions
-from esper_ab.stats._verdict import NO_WINNER, Candidate, SelectionRule, Verdict, select_winner
+from esper_ab.stats._verdict import NO_WINNER, Candidate, SelectionRule, Verdict
 
 __all__ = [
     "AAResult",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -12,8 +11,9 @@ from esper_ab.errors import DataError, bad_value
 from esper_ab.stats._counts import STRATEGY_METRICS, build_arrays
 from esper_ab.stats._disparities import disparity_table
 from esper_ab.stats._groups import GroupMetrics, compute_group_metrics
-from esper_ab.stats._matched import MatchedComparison, matched_comparison_from
+from esper_ab.stats._matched import matched_comparison_from
 from esper_ab.stats._paired import cochran_test, mcnemar_tests, paired_metric_tests
+from esper_ab.stats._report import Analysis
 from esper_ab.stats._resample import bootstrap_weights
 from esper_ab.stats._results import TestResult, adjust_tests
 from esper_ab.stats._schema import validate_decisions
@@ -23,57 +23,6 @@ from esper_ab.stats._within import blueprint_pass_test, kruskal_test
 SPEARMAN_NAME = "statistic_value_spearman"
 # Stream ids for the seeded random generators, one per component.
 _BOOT, _WITHIN, _PAIRED = 1, 2, 3
-
-
-@dataclass(frozen=True, eq=False)  # holds DataFrames: compare fields explicitly
-class Analysis:
-    """Everything ``analyze`` computed; ``to_dict()`` is the issue §8 JSON layout."""
-
-    baseline: str
-    alpha: float
-    ci_level: float
-    n_boot: int
-    n_perm: int
-    seed: int
-    rule: SelectionRule
-    n_replicates: int
-    metrics: GroupMetrics
-    disparities: pd.DataFrame
-    tests: tuple[TestResult, ...]
-    matched: MatchedComparison
-    verdict: Verdict
-
-    @property
-    def strategies(self) -> tuple[str, ...]:
-        return self.metrics.strategies
-
-    @property
-    def blueprints(self) -> tuple[str, ...]:
-        return self.metrics.blueprints
-
-    def find_test(self, name: str, *, strategy: str | None = None,
-                  blueprint: str | None = None) -> TestResult:
-        """The test with this name, strategy and blueprint (DataError naming what exists)."""
-        for t in self.tests:
-            if t.name == name and t.strategy == strategy and t.blueprint == blueprint:
-                return t
-        names = sorted({t.name for t in self.tests})
-        raise DataError(f"no test {name!r} for strategy={strategy!r}, blueprint={blueprint!r}: "
-                        f"use one of the test names {names} with a strategy it ran for")
-
-    def tests_frame(self) -> pd.DataFrame:
-        """The tests as a table (one row per test)."""
-        return pd.DataFrame([t.to_dict() for t in self.tests])
-
-    def to_dict(self) -> dict[str, object]:
-        from esper_ab.stats._report import analysis_to_dict
-
-        return analysis_to_dict(self)
-
-    def format_table(self) -> str:
-        from esper_ab.stats._report import format_analysis
-
-        return format_analysis(self)
 
 
 def _check_options(alpha: float, n_boot: int, n_perm: int, ci_level: float) -> None:
@@ -167,3 +116,18 @@ def analyze(
         n_perm=n_perm, seed=seed, rule=rule, n_replicates=arrays.n_replicates,
         metrics=metrics, disparities=disparities, tests=adjusted, matched=matched,
         verdict=verdict)
+
+
+def select_winner(
+    analysis: Analysis | pd.DataFrame, *, rule: SelectionRule | None = None,
+    baseline: str = "baseline", alpha: float = 0.05, seed: int = 0,
+) -> Verdict:
+    """The verdict for an :class:`Analysis` (re-decided under ``rule``) or a decisions table.
+
+    With a table, runs :func:`analyze` with ``baseline``, ``alpha`` and ``seed`` first.
+    """
+    if isinstance(analysis, Analysis):
+        rule = rule or analysis.rule
+        return decide(disparities=analysis.disparities, tests=analysis.tests,
+                      baseline=analysis.baseline, rule=rule, alpha=analysis.alpha)
+    return analyze(analysis, baseline=baseline, alpha=alpha, rule=rule, seed=seed).verdict

@@ -1,20 +1,70 @@
-"""Rendering an Analysis: the JSON layout of issue 4 §8 and the CLI text table."""
+"""The ``Analysis`` result of :func:`analyze` and its renderings: the JSON layout of issue 4 §8
+and the CLI text table."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
-from typing import TYPE_CHECKING
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
 
+from esper_ab.errors import DataError
 from esper_ab.stats._counts import DISPARITY_METRICS
-
-if TYPE_CHECKING:
-    from esper_ab.stats._analysis import Analysis
+from esper_ab.stats._groups import GroupMetrics
+from esper_ab.stats._matched import MatchedComparison
+from esper_ab.stats._results import TestResult
+from esper_ab.stats._verdict import SelectionRule, Verdict
 
 _OVERALL_CI = ("balanced_accuracy", "mcc", "realized_utility")
+
+
+@dataclass(frozen=True, eq=False)  # holds DataFrames: compare fields explicitly
+class Analysis:
+    """Everything ``analyze`` computed; ``to_dict()`` is the issue §8 JSON layout."""
+
+    baseline: str
+    alpha: float
+    ci_level: float
+    n_boot: int
+    n_perm: int
+    seed: int
+    rule: SelectionRule
+    n_replicates: int
+    metrics: GroupMetrics
+    disparities: pd.DataFrame
+    tests: tuple[TestResult, ...]
+    matched: MatchedComparison
+    verdict: Verdict
+
+    @property
+    def strategies(self) -> tuple[str, ...]:
+        return self.metrics.strategies
+
+    @property
+    def blueprints(self) -> tuple[str, ...]:
+        return self.metrics.blueprints
+
+    def find_test(self, name: str, *, strategy: str | None = None,
+                  blueprint: str | None = None) -> TestResult:
+        """The test with this name, strategy and blueprint (DataError naming what exists)."""
+        for t in self.tests:
+            if t.name == name and t.strategy == strategy and t.blueprint == blueprint:
+                return t
+        names = sorted({t.name for t in self.tests})
+        raise DataError(f"no test {name!r} for strategy={strategy!r}, blueprint={blueprint!r}: "
+                        f"use one of the test names {names} with a strategy it ran for")
+
+    def tests_frame(self) -> pd.DataFrame:
+        """The tests as a table (one row per test)."""
+        return pd.DataFrame([t.to_dict() for t in self.tests])
+
+    def to_dict(self) -> dict[str, object]:
+        return analysis_to_dict(self)
+
+    def format_table(self) -> str:
+        return format_analysis(self)
+
 
 
 def _num(v: object) -> object:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import ndtr, ndtri
 
 # Relative tolerance when comparing a permuted statistic with the observed one, so that
 # exact ties (which are common for discrete statistics) are not broken by rounding noise.
@@ -142,12 +143,8 @@ def bootstrap_ci(
 
 
 def _norm_ppf(p: np.ndarray) -> np.ndarray:
-    from scipy.special import ndtri
-
     return ndtri(p)
 
 
 def _norm_cdf(x: np.ndarray) -> np.ndarray:
-    from scipy.special import ndtr
-
     return ndtr(x)

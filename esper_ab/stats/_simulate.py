@@ -17,7 +17,7 @@ Two strategies with the same spec are exchangeable within each replicate: an A/A
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -80,8 +80,6 @@ class SimulationDesign:
             raise bad_value("unmeasured_rate", self.unmeasured_rate, "use [0, 1)")
 
     def with_replicates(self, n_replicates: int) -> SimulationDesign:
-        from dataclasses import replace
-
         return replace(self, n_replicates=n_replicates)
 
 

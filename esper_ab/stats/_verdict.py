@@ -5,16 +5,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import pandas as pd
 
 from esper_ab.errors import bad_value
 from esper_ab.stats._paired import metric_test_name
 from esper_ab.stats._results import TestResult
-
-if TYPE_CHECKING:
-    from esper_ab.stats._analysis import Analysis
 
 Objective = Literal["balanced_accuracy", "mcc", "realized_utility"]
 FairnessMetric = Literal["equalized_odds_gap", "equal_opportunity_gap", "pass_rate_gap"]
@@ -173,20 +170,3 @@ def decide(
     else:
         reason = f"{NO_WINNER} {baseline!r} ({obj} {_fmt(base_value)}): " + " | ".join(why)
     return Verdict(None, reason, baseline, rule, alpha, tuple(cands))
-
-
-def select_winner(
-    analysis: Analysis | pd.DataFrame, *, rule: SelectionRule | None = None,
-    baseline: str = "baseline", alpha: float = 0.05, seed: int = 0,
-) -> Verdict:
-    """The verdict for an :class:`Analysis` (re-decided under ``rule``) or a decisions table.
-
-    With a table, runs :func:`analyze` with ``baseline``, ``alpha`` and ``seed`` first.
-    """
-    from esper_ab.stats._analysis import Analysis, analyze
-
-    if isinstance(analysis, Analysis):
-        rule = rule or analysis.rule
-        return decide(disparities=analysis.disparities, tests=analysis.tests,
-                      baseline=analysis.baseline, rule=rule, alpha=analysis.alpha)
-    return analyze(analysis, baseline=baseline, alpha=alpha, rule=rule, seed=seed).verdict
