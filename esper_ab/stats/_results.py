@@ -1,4 +1,5 @@
-"""The frozen test result and the multiplicity adjustments (Holm, Benjamini–Hochberg)."""
+"""The frozen test result and the multiplicity adjustments (Holm, Benjamini–Hochberg, both
+by ``statsmodels.stats.multitest.multipletests``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+from statsmodels.stats.multitest import multipletests
 
 Adjustment = Literal["holm", "bh", "none"]
 Scope = Literal["global", "strategy", "blueprint"]
@@ -67,32 +69,25 @@ def _clean(v: object) -> object:
     return v
 
 
-def holm(pvalues: Sequence[float]) -> np.ndarray:
-    """Holm step-down adjusted p-values; NaN entries stay NaN and are not counted."""
+def _masked(pvalues: Sequence[float], method: str) -> np.ndarray:
+    """statsmodels' ``multipletests`` over the defined (non-NaN) p-values; NaN stays NaN and
+    is not counted in the family size."""
     p = np.asarray(pvalues, dtype=float)
     out = np.full(p.shape, np.nan)
-    idx = np.flatnonzero(~np.isnan(p))
-    m = idx.size
-    if m == 0:
-        return out
-    order = idx[np.argsort(p[idx], kind="stable")]
-    scaled = (m - np.arange(m)) * p[order]
-    out[order] = np.minimum(1.0, np.maximum.accumulate(scaled))
+    ok = ~np.isnan(p)
+    if ok.any():
+        out[ok] = multipletests(p[ok], method=method)[1]
     return out
+
+
+def holm(pvalues: Sequence[float]) -> np.ndarray:
+    """Holm step-down adjusted p-values; NaN entries stay NaN and are not counted."""
+    return _masked(pvalues, "holm")
 
 
 def benjamini_hochberg(pvalues: Sequence[float]) -> np.ndarray:
     """Benjamini–Hochberg (FDR) adjusted p-values; NaN entries stay NaN and are not counted."""
-    p = np.asarray(pvalues, dtype=float)
-    out = np.full(p.shape, np.nan)
-    idx = np.flatnonzero(~np.isnan(p))
-    m = idx.size
-    if m == 0:
-        return out
-    order = idx[np.argsort(p[idx], kind="stable")]
-    scaled = p[order] * m / np.arange(1, m + 1)
-    out[order] = np.minimum(1.0, np.minimum.accumulate(scaled[::-1])[::-1])
-    return out
+    return _masked(pvalues, "fdr_bh")
 
 
 def adjust_tests(tests: Sequence[TestResult]) -> tuple[TestResult, ...]:

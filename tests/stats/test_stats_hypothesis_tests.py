@@ -160,6 +160,17 @@ def test_holm_and_bh_match_statsmodels_and_skip_nan():
     with_nan = np.insert(p, 2, np.nan)
     np.testing.assert_allclose(np.delete(holm(with_nan), 2), multipletests(p, method="holm")[1])
     assert np.isnan(holm(with_nan)[2]) and np.isnan(benjamini_hochberg(with_nan)[2])
+    assert holm([]).shape == (0,) and np.isnan(benjamini_hochberg([np.nan, np.nan])).all()
+
+
+def test_holm_and_bh_match_a_hand_table():
+    # Sorted p: 0.005, 0.01, 0.03, 0.04 (m = 4).
+    # Holm: x4, x3, x2, x1 = 0.02, 0.03, 0.06, 0.04 -> running max 0.02, 0.03, 0.06, 0.06.
+    # BH: x4/1, x4/2, x4/3, x4/4 = 0.02, 0.02, 0.04, 0.04 -> running min from the top, same.
+    p = [0.01, 0.04, np.nan, 0.03, 0.005]
+    np.testing.assert_allclose(holm(p), [0.03, 0.06, np.nan, 0.06, 0.02])
+    np.testing.assert_allclose(benjamini_hochberg(p), [0.02, 0.04, np.nan, 0.04, 0.02])
+    np.testing.assert_allclose(holm([0.5, 0.9]), [1.0, 1.0])  # capped at 1
 
 
 def test_adjust_tests_uses_holm_per_strategy_family_and_bh_per_blueprint_family():
