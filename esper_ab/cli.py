@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "esper_ab.commands.strategies",
     "esper_ab.commands.demo",
     "esper_ab.commands.analyze",
+    "esper_ab.commands.ingest",
     "esper_ab.commands.sweep",
     "esper_ab.commands.validate",
     "esper_ab.commands.report",

@@ -23,6 +23,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default: %(default)s)")
     p.add_argument("--n-perm", type=int, default=2000, help="permutations (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of all resampling (default: %(default)s)")
+    p.add_argument("--observational", action="store_true",
+                   help="a table without value (e.g. from 'esper-ab ingest'): pass rates per "
+                        "blueprint with CIs clustered over runs, the blueprint x pass test, "
+                        "the pass-rate gap and ratio; no TPR/FPR/verdict")
+    p.add_argument("--plots", metavar="DIR", default=None,
+                   help="with --observational: write the pass-rate and statistic plots there")
     p.set_defaults(handler=run)
 
 
@@ -30,9 +36,15 @@ def run(args: argparse.Namespace) -> int:
     import json
     import os
 
+    from esper_ab.commands._observational import run_observational
     from esper_ab.errors import DataError
     from esper_ab.stats import SelectionRule, analyze, load_decisions_csv
 
+    if args.observational:
+        return run_observational(args)
+    if args.plots:
+        raise DataError(f"--plots {args.plots!r} needs --observational: add it, or use "
+                        "'esper-ab report' for a sweep's plots")
     rule = SelectionRule() if args.max_gap is None else SelectionRule(max_gap=args.max_gap)
     table = load_decisions_csv(args.decisions)
     result = analyze(table, baseline=args.baseline, alpha=args.alpha, rule=rule,

@@ -19,6 +19,15 @@ from esper_ab.stats._disparities import (
 )
 from esper_ab.stats._groups import GroupMetrics
 from esper_ab.stats._matched import MatchedComparison, matched_threshold, rethreshold
+from esper_ab.stats._observational import (
+    NOT_COMPUTABLE,
+    ObservationalAnalysis,
+    analyze_observational,
+    clustered_pass_rate,
+    load_observational_csv,
+    validate_observational,
+    within_run_permutation,
+)
 from esper_ab.stats._paired import cochran_q, mcnemar
 from esper_ab.stats._power import (
     PowerEstimate,
@@ -41,7 +50,9 @@ __all__ = [
     "DISPARITY_METRICS",
     "GroupMetrics",
     "MatchedComparison",
+    "NOT_COMPUTABLE",
     "NO_WINNER",
+    "ObservationalAnalysis",
     "PowerEstimate",
     "REQUIRED_COLUMNS",
     "STRATEGY_METRICS",
@@ -54,13 +65,16 @@ __all__ = [
     "aa_test",
     "adjust_tests",
     "analyze",
+    "analyze_observational",
     "benjamini_hochberg",
+    "clustered_pass_rate",
     "cochran_q",
     "default_aa_design",
     "equal_opportunity_gap",
     "equalized_odds_gap",
     "holm",
     "load_decisions_csv",
+    "load_observational_csv",
     "matched_threshold",
     "mcnemar",
     "pass_rate_gap",
@@ -73,4 +87,6 @@ __all__ = [
     "simulate_decisions",
     "simulate_power",
     "validate_decisions",
+    "validate_observational",
+    "within_run_permutation",
 ]
