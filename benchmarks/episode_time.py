@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from esper_ab.episode import episode_config, run_episode
+from esper_ab.episodes.runner import episode_config, run_episode
 
 
 def _standin_cifar(folder: Path, n_train: int = 6000, n_test: int = 2000) -> Path:

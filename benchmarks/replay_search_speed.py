@@ -1,7 +1,7 @@
 """Replay search speed: gate configs searched per second, per sampler kind.
 
 Records (or loads from --cache) tiny synthetic-cnn episodes (8 blueprints, one slot), then
-runs ``esper_ab.replay_search.search_replay`` -- the in-process Optuna study that
+runs ``esper_ab.fidelity.search.search_replay`` -- the in-process Optuna study that
 ``esper-ab replay`` runs -- over the shipped smoke space (five strategies, conditional
 parameters, two windows) for each sampler kind. A config's cost is: the Optuna ask and its
 conditional suggestions, the replay of the gate over every replicate (statistic, window,
@@ -22,11 +22,11 @@ from pathlib import Path
 
 import torch
 
-from esper_ab.episode import episode_config, run_episode
-from esper_ab.evidence import ReplayEvidence
+from esper_ab.episodes.runner import episode_config, run_episode
+from esper_ab.replay import ReplayEvidence
 from esper_ab.replay import TraceSet
-from esper_ab.replay_search import search_replay
-from esper_ab.sweep_config import load_sweep_spec
+from esper_ab.fidelity.search import search_replay
+from esper_ab.sweeps.spec import load_sweep_spec
 
 SMOKE = Path(__file__).resolve().parents[1] / "search_spaces" / "smoke.yaml"
 
@@ -43,7 +43,7 @@ def main() -> None:
     cache = Path(args.cache or tempfile.mkdtemp(prefix="esper_ab_speed_"))
     config = episode_config("synthetic-cnn", size="tiny", slots=("block2.pre_pool",))
     t0 = time.perf_counter()
-    traces = TraceSet.concat([run_episode(config, replicate=r, cache_dir=cache).trace_set()
+    traces = TraceSet.concat([TraceSet.from_episode(run_episode(config, replicate=r, cache_dir=cache))
                               for r in range(args.replicates)])
     evidence = ReplayEvidence(traces)
     print(f"replay search speed: {args.replicates} tiny synthetic-cnn episodes "

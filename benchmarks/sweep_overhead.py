@@ -30,8 +30,8 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-    from esper_ab.sweep_config import parse_sweep_spec
-    from esper_ab.tuning import SweepOptions, run_sweep
+    from esper_ab.sweeps.spec import parse_sweep_spec
+    from esper_ab.sweeps.tune_runner import SweepOptions, run_sweep
 
     spec = parse_sweep_spec({
         "name": "sweep_overhead", "workloads": [{"name": "synthetic-cnn"}],

@@ -42,16 +42,16 @@ from pathlib import Path
 
 import ray
 
-from esper_ab._sweep_runtime import connect_ray
-from esper_ab.confirmation import ConfirmJob, run_confirmations
-from esper_ab.evidence import ReplayEvidence
-from esper_ab.fidelity_report import closed_loop_decisions
+from esper_ab.sweeps.runtime import connect_ray
+from esper_ab.fidelity.confirmation import ConfirmJob, run_confirmations
+from esper_ab.replay import ReplayEvidence
+from esper_ab.fidelity.agreement import closed_loop_decisions
 from esper_ab.gate import PRESETS
-from esper_ab.recording import load_spec_traces, record_space
-from esper_ab.replay_search import rank_trials, search_replay
-from esper_ab.search_space import grid_points, params_from_flat
+from esper_ab.fidelity.recording import load_spec_traces, record_space
+from esper_ab.fidelity.search import rank_trials, search_replay
+from esper_ab.sweeps.space import grid_points, params_from_flat
 from esper_ab.stats import analyze
-from esper_ab.sweep_config import parse_sweep_spec
+from esper_ab.sweeps.spec import parse_sweep_spec
 from esper_ab.trial import BASELINE_LABEL
 
 SPACE = {

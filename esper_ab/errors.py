@@ -6,6 +6,17 @@ Every message names the bad value and says how to fix it. The CLI turns any
 
 from __future__ import annotations
 
+import reprlib
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlong = 2, 60, 60, 40
+_REPR.maxlist = _REPR.maxdict = _REPR.maxtuple = _REPR.maxset = 6
+
+
+def shown(value: object) -> str:
+    """``repr(value)``, bounded: error messages never print unbounded input."""
+    return _REPR.repr(value)
+
 
 class EsperABError(Exception):
     """Base class of every error esper-ab raises on purpose."""
@@ -25,4 +36,4 @@ class NotFittedError(EsperABError, RuntimeError):
 
 def bad_value(name: str, value: object, fix: str) -> ConfigError:
     """Build a ConfigError whose message names the value and the fix."""
-    return ConfigError(f"{name}={value!r} is invalid: {fix}")
+    return ConfigError(f"{name}={shown(value)} is invalid: {fix}")

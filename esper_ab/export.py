@@ -19,74 +19,29 @@ No mlflow here: ``esper-ab export`` reads the sweep through ``esper_ab.tracking`
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from esper_ab.errors import ConfigError
-from esper_ab.gate import Gate, GateConfig
+from esper_ab.errors import ConfigError, shown
+from esper_ab.gate import (
+    FORMAT,
+    Gate,
+    GateConfig,
+    MetricEvidence,
+    WinnerEvidence,
+    WinnerFile,
+    calibration_hash,
+    load_winner,
+    resign_winner,
+    warn_if_forced,
+    write_winner,
+)
 
 __all__ = ["FORMAT", "WinnerEvidence", "WinnerFile", "build_winner", "calibration_hash",
-           "load_gate", "load_winner", "write_winner"]
-
-FORMAT = "esper-ab/winner@1"
-
-
-def calibration_hash(calibration: Mapping[str, Any] | None) -> str | None:
-    """sha256 of the calibration state as canonical JSON (None when there is none)."""
-    if calibration is None:
-        return None
-    text = json.dumps(calibration, sort_keys=True, separators=(",", ":"), default=float)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class MetricEvidence(_Model):
-    estimate: float | None
-    ci_low: float | None = None
-    ci_high: float | None = None
-
-
-class WinnerEvidence(_Model):
-    experiment: str
-    sweep_run_id: str
-    trial_run_id: str
-    trial: str
-    fidelity: str
-    baseline: str
-    replicates: list[int]
-    objective: str
-    metrics: dict[str, MetricEvidence]
-    pvalue_vs_baseline: float | None
-    pvalue_adjusted_vs_baseline: float | None
-    adjustment: str | None
-    verdict: str
-    forced: bool = False
-
-
-class WinnerFile(_Model):
-    format: Literal["esper-ab/winner@1"] = FORMAT
-    exported_at: str
-    gate: dict[str, Any]
-    calibration_sha256: str | None = None
-    per_blueprint_thresholds: dict[str, float] = Field(default_factory=dict)
-    selection: dict[str, Any]
-    evidence: WinnerEvidence
-    versions: dict[str, str]
-    git_commit: str
-
-    def gate_config(self) -> GateConfig:
-        return GateConfig.from_dict(self.gate)
+           "load_gate", "load_winner", "resign_winner", "write_winner"]
 
 
 def _clean(v: Any) -> float | None:
@@ -140,46 +95,11 @@ def build_winner(*, gate: GateConfig, analysis: Mapping[str, Any], label: str,
         versions=dict(versions), git_commit=git_commit)
 
 
-def write_winner(doc: WinnerFile, path: str | Path) -> Path:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    header = ("# esper-ab winner: load with esper_ab.load_gate(path) (validated), or pass the\n"
-              "# file wherever a gate is accepted (--gate winner.yaml).\n")
-    p.write_text(header + yaml.safe_dump(doc.model_dump(mode="json"), sort_keys=False),
-                 encoding="utf-8")
-    return p
-
-
-def load_winner(path: str | Path) -> WinnerFile:
-    """Read and validate ``winner.yaml`` (ConfigError with one line on any problem)."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"winner file {str(path)!r} does not exist: export one with "
-                          "'esper-ab export --experiment NAME --out winner.yaml'")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"winner file {str(path)!r} is not valid YAML "
-                          f"({type(exc).__name__}): re-export it") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"winner file {str(path)!r} holds no mapping: re-export it")
-    try:
-        doc = WinnerFile.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"])
-        raise ConfigError(f"winner file {str(path)!r}: {loc or 'document'} is invalid "
-                          f"({err['msg']}): re-export it with 'esper-ab export'") from None
-    if calibration_hash(doc.gate.get("calibration")) != doc.calibration_sha256:
-        raise ConfigError(f"winner file {str(path)!r}: the calibration does not match its "
-                          "calibration_sha256 (edited or truncated): re-export it")
-    return doc
-
-
 def load_gate(path: str | Path) -> Gate:
     """A validated, ready-to-call G2 gate from an exported ``winner.yaml``."""
     doc = load_winner(path)
+    warn_if_forced(doc, path)
     try:
         return Gate(doc.gate_config())
     except ConfigError as exc:
-        raise ConfigError(f"winner file {str(path)!r}: {exc}") from None
+        raise ConfigError(f"winner file {shown(str(path))}: {exc}") from None

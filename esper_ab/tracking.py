@@ -41,8 +41,9 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 
 from esper_ab.errors import ConfigError
 from esper_ab.gate import GateConfig
-from esper_ab.sweep_analysis import SweepAnalysis, SweepRecord, TrialRecord
-from esper_ab.sweep_config import SweepSpec, parse_sweep_spec
+from esper_ab.sweeps.analysis import SweepAnalysis, SweepRecord, TrialRecord
+from esper_ab.sweeps.spec import SweepSpec, parse_sweep_spec
+from esper_ab.sweeps.studies import store_dir
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
@@ -70,11 +71,6 @@ def resolve_tracking_uri(uri: str | None, *, cwd: Path | None = None) -> str:
         return uri
     raise ConfigError(f"--tracking-uri={uri!r} is not supported: use sqlite:///PATH.db "
                       "(embedded) or http://HOST:PORT (an mlflow server)")
-
-
-def store_dir(uri: str) -> Path | None:
-    """The directory of an embedded sqlite store (None for a server)."""
-    return Path(uri[len("sqlite:///"):]).parent if uri.startswith("sqlite:///") else None
 
 
 def package_versions() -> dict[str, str]:

@@ -12,9 +12,9 @@ def run_multi(spec: Any, args: argparse.Namespace) -> int:
     from esper_ab.commands._sweep_args import ui_hint
     from esper_ab.commands.episode import ProgressBar
     from esper_ab.errors import ConfigError
-    from esper_ab.fidelity_report import format_agreement
-    from esper_ab.multi_fidelity import MultiFidelityOptions, run_multi_fidelity
-    from esper_ab.sweep_summary import format_summary
+    from esper_ab.fidelity.agreement import format_agreement
+    from esper_ab.fidelity.multi import MultiFidelityOptions, run_multi_fidelity
+    from esper_ab.sweeps.summary import format_summary
     from esper_ab.tracking import resolve_tracking_uri
 
     if getattr(args, "resume", False):

@@ -29,10 +29,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from esper_ab.commands.export import NoWinner, export_winner
     from esper_ab.errors import ConfigError
-    from esper_ab.sweep_config import load_sweep_spec
-    from esper_ab.sweep_summary import format_summary
+    from esper_ab.sweeps.spec import load_sweep_spec
+    from esper_ab.sweeps.summary import format_summary
     from esper_ab.tracking import SweepTracker
-    from esper_ab.tuning import SweepOptions, run_sweep
+    from esper_ab.sweeps.tune_runner import SweepOptions, run_sweep
 
     if not Path(args.space).is_file():
         raise ConfigError(f"--space={args.space!r} does not exist: run the demo from an "

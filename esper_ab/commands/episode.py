@@ -96,7 +96,7 @@ def format_summary(summary, *, gate_name: str) -> str:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from esper_ab.episode import episode_config, record_episode, run_closed_loop, summarize
+    from esper_ab.episodes.runner import episode_config, record_episode, run_closed_loop, summarize
     from esper_ab.gate import Gate, load_gate_config
 
     torch.set_num_threads(max(1, args.threads))

@@ -34,7 +34,7 @@ def export_winner(tracker: Any, experiment: str, sweep_run: str | None, out: str
     from esper_ab.errors import ConfigError
     from esper_ab.export import build_winner, write_winner
     from esper_ab.gate import GateConfig
-    from esper_ab.sweep_config import parse_sweep_spec
+    from esper_ab.sweeps.spec import parse_sweep_spec
 
     parent = tracker.find_sweep_run(experiment, sweep_run)
     analysis = tracker.read_json(parent, "sweep/analysis.json")

@@ -31,8 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from esper_ab.commands.episode import ProgressBar
-    from esper_ab.recording import record_space
-    from esper_ab.sweep_config import load_sweep_spec
+    from esper_ab.fidelity.recording import record_space
+    from esper_ab.sweeps.spec import load_sweep_spec
 
     spec = load_sweep_spec(args.space)
     if spec.traces.source == "synthetic":

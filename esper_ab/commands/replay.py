@@ -31,12 +31,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from esper_ab.evidence import ReplayEvidence
-    from esper_ab.recording import load_spec_traces
-    from esper_ab.replay_search import rank_trials
-    from esper_ab.replay_sweep import ReplaySweepOptions, run_replay_sweep
-    from esper_ab.sweep_config import load_sweep_spec
-    from esper_ab.sweep_summary import format_summary
+    from esper_ab.replay import ReplayEvidence
+    from esper_ab.fidelity.recording import load_spec_traces
+    from esper_ab.fidelity.search import rank_trials
+    from esper_ab.fidelity.replay_sweep import ReplaySweepOptions, run_replay_sweep
+    from esper_ab.sweeps.spec import load_sweep_spec
+    from esper_ab.sweeps.summary import format_summary
     from esper_ab.tracking import resolve_tracking_uri
 
     spec = load_sweep_spec(args.space).with_overrides(num_samples=args.num_samples)

@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from esper_ab.sweep_summary import format_summary, summarize_sweep
+    from esper_ab.sweeps.summary import format_summary, summarize_sweep
     from esper_ab.tracking import SweepTracker
 
     tracker = SweepTracker(args.tracking_uri)

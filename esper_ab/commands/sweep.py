@@ -33,9 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from esper_ab.sweep_config import load_sweep_spec
-    from esper_ab.sweep_summary import format_summary
-    from esper_ab.tuning import SweepOptions, run_sweep
+    from esper_ab.sweeps.spec import load_sweep_spec
+    from esper_ab.sweeps.summary import format_summary
+    from esper_ab.sweeps.tune_runner import SweepOptions, run_sweep
 
     spec = load_sweep_spec(args.space).with_overrides(num_samples=args.num_samples,
                                                       smoke_test=args.smoke_test)

@@ -17,8 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from esper_ab.search_space import grid_points, space_summary
-    from esper_ab.sweep_config import load_sweep_spec
+    from esper_ab.sweeps.space import grid_points, space_summary
+    from esper_ab.sweeps.spec import load_sweep_spec
 
     spec = load_sweep_spec(args.space)
     n = len(grid_points(spec)) if spec.sampler.kind == "grid" else spec.num_samples

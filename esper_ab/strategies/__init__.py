@@ -13,6 +13,7 @@ from esper_ab.strategies._base import (
     HOST_EPS,
     NOT_APPLICABLE,
     REASONS,
+    R as REASON_CODE,
     STATE_NAMES,
     UNMEASURED,
     VALUE,
@@ -25,7 +26,12 @@ from esper_ab.strategies._base import (
     StatsBatch,
     Strategy,
 )
-from esper_ab.strategies._calibrated import PerBlueprintThreshold, ZScore
+from esper_ab.strategies._calibrated import (
+    BaselineCalibrated,
+    PerBlueprintThreshold,
+    ZScore,
+    usable_rows,
+)
 from esper_ab.strategies._first_order import FirstOrderValue
 from esper_ab.strategies._ratio import Baseline, Exponent, MeanAbs, PerLayerType, Raw
 
@@ -55,6 +61,10 @@ def get_strategy(name: str, **params: Any) -> Strategy:
 
 
 __all__ = [
+    "REASON_CODE",
+    "Baseline",
+    "BaselineCalibrated",
+    "usable_rows",
     "HOST_EPS", "NOT_APPLICABLE", "REASONS", "STATE_NAMES", "UNMEASURED", "VALUE",
     "CalibrationData", "ContextBatch", "ParamSpec", "StatContext", "Statistic",
     "StatisticBatch", "StatsBatch", "Strategy", "get_strategy", "list_strategies",

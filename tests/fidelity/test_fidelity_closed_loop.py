@@ -7,10 +7,10 @@ import pytest
 import torch
 from fidelity_helpers import space
 
-from esper_ab.episode import run_closed_loop, run_episode
+from esper_ab.episodes.runner import run_closed_loop, run_episode
 from esper_ab.gate import PRESETS, GateConfig
-from esper_ab.replay import replay_decisions
-from esper_ab.sweep_config import parse_sweep_spec
+from esper_ab.replay import TraceSet, replay_decisions
+from esper_ab.sweeps.spec import parse_sweep_spec
 
 GATES = {
     # cosine of the first-order term: its pass epoch moves with the batches read
@@ -29,7 +29,7 @@ def test_replay_predicts_the_closed_loop_blend_epoch_exactly(recorded, name):
     config = parse_sweep_spec(space()).workloads[0].episode_config()
     gate = GATES[name]
     episode = run_episode(config, replicate=1, cache_dir=recorded.cache)
-    predicted = replay_decisions(episode.trace_set(), gate).decisions.set_index("seed_id")
+    predicted = replay_decisions(TraceSet.from_episode(episode), gate).decisions.set_index("seed_id")
     loop = run_closed_loop(config, replicate=1, gate=gate,
                            cache_dir=recorded.cache).table.set_index("seed_id")
     assert len(loop) == 4

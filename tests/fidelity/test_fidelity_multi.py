@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from fidelity_helpers import space
 
-from esper_ab.multi_fidelity import MultiFidelityOptions, run_multi_fidelity
-from esper_ab.sweep_config import parse_sweep_spec
+from esper_ab.fidelity.multi import MultiFidelityOptions, run_multi_fidelity
+from esper_ab.sweeps.spec import parse_sweep_spec
 
 pytestmark = pytest.mark.slow
 

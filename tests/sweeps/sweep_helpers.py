@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from esper_ab.evidence import ReplayEvidence
+from esper_ab.replay import ReplayEvidence
 
 BASE_SPACE: dict[str, Any] = {
     "name": "t_sweep",

@@ -18,9 +18,9 @@ import optuna
 import pytest
 from sweep_helpers import CrashingEvidence, free_port, space
 
-from esper_ab.evidence import synthetic_traces
-from esper_ab.sweep_config import parse_sweep_spec
-from esper_ab.tuning import SweepOptions, run_sweep
+from esper_ab.replay import synthetic_traces
+from esper_ab.sweeps.spec import parse_sweep_spec
+from esper_ab.sweeps.tune_runner import SweepOptions, run_sweep
 
 pytestmark = pytest.mark.slow
 BLUEPRINTS = ["noop", "norm", "attention", "conv_small", "depthwise", "conv_light",

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from esper_ab.sweep_analysis import pareto_front
-from esper_ab.sweep_report import pass_rate_ci
+from esper_ab.sweeps.analysis import pareto_front
+from esper_ab.sweeps.report import pass_rate_ci
 
 
 def _front_reference(points, directions):

@@ -17,13 +17,13 @@ import esper_ab
 from esper_ab.cli import main
 from esper_ab.commands.export import NoWinner, export_winner
 from esper_ab.errors import ConfigError
-from esper_ab.evidence import ReplayEvidence, synthetic_traces
+from esper_ab.replay import ReplayEvidence, synthetic_traces
 from esper_ab.export import load_gate, load_winner
 from esper_ab.gate import Gate, StepMeasurement
 from esper_ab.gradients import GradStats
-from esper_ab.search_space import space_summary
-from esper_ab.sweep_config import parse_sweep_spec
-from esper_ab.sweep_summary import format_summary, summarize_sweep
+from esper_ab.sweeps.space import space_summary
+from esper_ab.sweeps.spec import parse_sweep_spec
+from esper_ab.sweeps.summary import format_summary, summarize_sweep
 from esper_ab.tracking import BackgroundWriter, SweepTracker
 from esper_ab.trial import TrialParams, run_trial
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix
 
-from esper_ab.evidence import ReplayEvidence, synthetic_traces
+from esper_ab.replay import ReplayEvidence, synthetic_traces
 from esper_ab.export import calibration_hash
 from esper_ab.gate import PRESETS, Gate
 from esper_ab.trial import TrialParams, iter_trial, metric_key, run_trial

@@ -1,0 +1,244 @@
+"""Training mechanics shared by the episode phases: data streams, slot hooks, optimizers,
+evaluation and the on-disk cache of pretrained hosts. Private to ``esper_ab.episodes.runner``."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from esper_ab.episodes.workloads import IGNORE_INDEX, Workload, config_hash, task_loss
+
+PHASE_SALT = {"host": 1, "pretrain": 2, "incubate": 3, "value": 4, "seed": 5, "closed": 6}
+
+
+def phase_seed(replicate: int, phase: str, *extra: str) -> int:
+    """A 62-bit RNG seed for one phase of one replicate, stable across processes."""
+    text = "|".join([str(replicate), phase, *extra])
+    return int(config_hash(text, length=15), 16)
+
+
+def generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+class BatchStream:
+    """An endless stream of minibatch indices: a fresh permutation per pass, from its own
+    generator. Two streams with the same seed give the same batches (data-order pairing)."""
+
+    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+        self._n, self._bs = n, min(batch_size, n)
+        self._gen = generator(seed)
+        self._perm = torch.randperm(n, generator=self._gen)
+        self._pos = 0
+
+    def next(self) -> Tensor:
+        if self._pos + self._bs > self._n:
+            self._perm = torch.randperm(self._n, generator=self._gen)
+            self._pos = 0
+        idx = self._perm[self._pos:self._pos + self._bs]
+        self._pos += self._bs
+        return idx
+
+
+def adamw(params: Sequence[nn.Parameter], *, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    # foreach=False keeps the CPU update order independent of the parameter grouping.
+    return torch.optim.AdamW(list(params), lr=lr, weight_decay=weight_decay, foreach=False)
+
+
+class _StraightThrough(torch.autograd.Function):
+    """Forward: exactly ``h``. Backward: ``dL/dy`` to ``h`` and to every seed output.
+
+    This is ``y = h + sum_i (s_i - s_i.detach())`` with the forward made exact even when a
+    seed output is NaN or inf (the formula would then poison the host).
+    """
+
+    @staticmethod
+    def forward(ctx, h: Tensor, *seed_outputs: Tensor) -> Tensor:  # noqa: D102
+        ctx.n_seeds = len(seed_outputs)
+        return h.clone()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # noqa: D102
+        return (grad,) + (grad,) * ctx.n_seeds
+
+
+@dataclass
+class SlotProbe:
+    """What one incubation forward left at one slot, for the first-order term."""
+
+    h: Tensor
+    seed_outputs: list[Tensor]
+    grad: Tensor | None = None
+
+
+class IncubationHook:
+    """TRAINING stage for every seed at every slot: detached input, straight-through output.
+
+    ``seeds[slot]`` lists the modules incubating there. After ``backward`` the probes hold
+    ``dL/dy`` per slot, so ``first_order_terms`` can compute ``-<dL/dy, s - h>``.
+    """
+
+    def __init__(self, seeds: Mapping[str, Sequence[nn.Module]]) -> None:
+        self.seeds = seeds
+        self.probes: dict[str, SlotProbe] = {}
+
+    def __call__(self, slot: str, h: Tensor) -> Tensor:
+        modules = self.seeds.get(slot)
+        if not modules:
+            return h
+        h_in = h.detach()
+        outputs = [m(h_in) for m in modules]
+        y = _StraightThrough.apply(h, *outputs)
+        probe = SlotProbe(h_in, [s.detach() for s in outputs])
+        if y.requires_grad:
+            def keep(grad: Tensor, probe: SlotProbe = probe) -> None:
+                probe.grad = grad.detach()
+            y.register_hook(keep)
+        self.probes[slot] = probe
+        return y
+
+    def first_order_terms(self, slot: str) -> Tensor:
+        """Per seed at ``slot``: rows (first_order, ||dL/dy||, ||s - h||), on the device."""
+        probe = self.probes[slot]
+        g = probe.grad if probe.grad is not None else torch.zeros_like(probe.h)
+        deltas = torch.stack([(s - probe.h).double() for s in probe.seed_outputs])
+        g64 = g.double()
+        dot = (deltas * g64).flatten(1).sum(1)
+        g_l2 = g64.norm().expand_as(dot)
+        d_l2 = deltas.flatten(1).norm(dim=1)
+        return torch.stack([-dot, g_l2, d_l2], dim=1)
+
+
+class BlendHook:
+    """BLENDING and after: ``y = h + alpha (s - h)`` with the seed fed the live ``h``."""
+
+    def __init__(self, slot: str, seed: nn.Module) -> None:
+        self.slot, self.seed, self.alpha = slot, seed, 0.0
+
+    def __call__(self, slot: str, h: Tensor) -> Tensor:
+        if slot != self.slot or self.alpha == 0.0:
+            return h
+        return h + self.alpha * (self.seed(h) - h)
+
+
+def ramp_alpha(step: int, n_steps: int, shape: str) -> float:
+    """Blend weight after ``step + 1`` of ``n_steps`` ramp steps (1.0 past the ramp)."""
+    if n_steps <= 0 or step + 1 >= n_steps:
+        return 1.0
+    t = (step + 1) / n_steps
+    if shape == "linear":
+        return t
+    lo, hi = 1 / (1 + math.exp(6.0)), 1 / (1 + math.exp(-6.0))
+    return (1 / (1 + math.exp(-12.0 * (t - 0.5))) - lo) / (hi - lo)
+
+
+@dataclass(frozen=True, eq=False)
+class Evaluation:
+    """Held-out mean loss, accuracy and per-target correctness (CPU)."""
+
+    loss: float
+    acc: float
+    correct: np.ndarray  # bool, one entry per scored target, in test-set order
+
+
+@torch.no_grad()
+def evaluate(host: nn.Module, workload: Workload, *, hook=None, device: torch.device,
+             batch_size: int = 1024) -> Evaluation:
+    """Evaluate ``host`` (eval mode) with ``hook`` in its slots on the held-out split."""
+    was_training = host.training
+    host.eval()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    flags = []
+    n = workload.test_x.shape[0]
+    for start in range(0, n, batch_size):
+        x = workload.test_x[start:start + batch_size]
+        y = workload.test_y[start:start + batch_size]
+        logits = host(x, hook)
+        if logits.dim() == 3:
+            logits, y = logits.reshape(-1, logits.shape[-1]), y.reshape(-1)
+        scored = y != IGNORE_INDEX
+        loss_sum += F.cross_entropy(logits[scored], y[scored], reduction="sum").double()
+        flags.append(logits[scored].argmax(dim=-1) == y[scored])
+    host.train(was_training)
+    # SYNC POINT: one copy per evaluation.
+    correct = torch.cat(flags).cpu().numpy()
+    total = max(correct.size, 1)
+    return Evaluation(float(loss_sum.item()) / total, float(correct.mean()) if correct.size
+                      else 0.0, correct)
+
+
+def train_step(host: nn.Module, workload: Workload, idx: Tensor, *, hook, device) -> Tensor:
+    """Forward and backward on one batch (the workload's tensors live on ``device``)."""
+    idx = idx.to(workload.train_x.device)
+    x, y = workload.train_x[idx], workload.train_y[idx]
+    loss = task_loss(host(x, hook), y)
+    loss.backward()
+    return loss.detach()
+
+
+def clip_(params: Sequence[nn.Parameter], max_norm: float) -> None:
+    if max_norm > 0:
+        torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=False)
+
+
+@dataclass(frozen=True)
+class HostState:
+    """A host and its optimizer at one point in time (CPU copies)."""
+
+    host: dict[str, Tensor]
+    optimizer: dict
+
+
+def pretrain_host(workload: Workload, *, replicate: int, device: torch.device,
+                  cache_dir: Path | None) -> tuple[HostState, bool]:
+    """Train the host from scratch, or load it from the cache (keyed by a content hash of
+    the workload config, the replicate and the device type). Returns (state, loaded)."""
+    key = config_hash(workload.config, replicate, device.type, "pretrain-v1")
+    path = None if cache_dir is None else Path(cache_dir) / f"host-{key}.pt"
+    if path is not None and path.exists():
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+        return HostState(blob["host"], blob["optimizer"]), True
+    cfg = workload.config.pretrain
+    host = workload.build_host(generator=generator(phase_seed(replicate, "host"))).to(device)
+    opt = adamw(list(host.parameters()), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    stream = BatchStream(workload.n_train, cfg.batch_size, phase_seed(replicate, "pretrain"))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: _cosine(t, cfg.steps, cfg.final_lr_fraction))
+    host.train()
+    for _ in range(cfg.steps):
+        opt.zero_grad(set_to_none=True)
+        train_step(host, workload, stream.next(), hook=None, device=device)
+        opt.step()
+        sched.step()
+    for group in opt.param_groups:  # the saved state carries no schedule
+        group.pop("initial_lr", None)
+    state = HostState(to_cpu(host.state_dict()), to_cpu(opt.state_dict()))
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        torch.save({"host": state.host, "optimizer": state.optimizer}, tmp)
+        tmp.replace(path)
+    return state, False
+
+
+def _cosine(step: int, total: int, final_fraction: float) -> float:
+    """Cosine decay of the learning-rate factor from 1 to ``final_fraction``."""
+    t = min(step / max(total, 1), 1.0)
+    return final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def to_cpu(obj):
+    if isinstance(obj, Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(to_cpu(v) for v in obj)
+    return obj

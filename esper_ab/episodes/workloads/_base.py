@@ -1,0 +1,152 @@
+"""Workload configs, the built ``Workload`` and the shared batching/loss helpers."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from esper_ab.errors import bad_value
+from esper_ab.episodes.hosts import (
+    CNNHost,
+    CNNHostConfig,
+    TransformerHost,
+    TransformerHostConfig,
+    build_host,
+)
+
+__all__ = [
+    "IGNORE_INDEX",
+    "PretrainConfig",
+    "Workload",
+    "WorkloadConfig",
+    "accuracy_counts",
+    "config_hash",
+    "task_loss",
+]
+
+Topology = Literal["cnn", "transformer"]
+IGNORE_INDEX = -100  # sequence targets that carry no loss
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """How the host is trained before any seed germinates (AdamW, fixed number of steps)."""
+
+    steps: int = 600
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    final_lr_fraction: float = 0.05  # cosine decay from lr to lr * final_lr_fraction
+
+    def __post_init__(self) -> None:
+        if self.steps < 0:
+            raise bad_value("PretrainConfig.steps", self.steps, "use 0 or more steps")
+        if self.batch_size < 1:
+            raise bad_value("PretrainConfig.batch_size", self.batch_size, "use 1 or more")
+        if not self.lr > 0:
+            raise bad_value("PretrainConfig.lr", self.lr, "use a positive learning rate")
+
+
+@dataclass(frozen=True)
+class WorkloadConfig:
+    """Everything that fixes a workload's data, host and host pretraining.
+
+    ``data`` is the workload's own frozen options (generator knobs, a data path); the
+    content hash of the whole config keys the pretrained-host cache.
+    """
+
+    name: str
+    host: CNNHostConfig | TransformerHostConfig
+    data: object
+    pretrain: PretrainConfig
+    default_slot: str
+
+    @property
+    def topology(self) -> Topology:
+        return "cnn" if isinstance(self.host, CNNHostConfig) else "transformer"
+
+    def replace(self, **changes: object) -> WorkloadConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def _jsonable(value: object) -> object:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {"__type__": type(value).__name__, **fields}
+    if isinstance(value, tuple | list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in sorted(value.items())}
+    return value
+
+
+def config_hash(*parts: object, length: int = 16) -> str:
+    """A stable content hash of dataclasses / plain values (sha256, hex prefix)."""
+    text = json.dumps([_jsonable(p) for p in parts], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+@dataclass(frozen=True, eq=False)
+class Workload:
+    """A built workload: tensors on the CPU plus its config. Deterministic given the seed.
+
+    ``train_y``/``test_y`` are class indices: shape (N,) for images, (N, T) for sequences
+    with ``IGNORE_INDEX`` where a position carries no loss.
+    """
+
+    config: WorkloadConfig
+    seed: int
+    train_x: Tensor
+    train_y: Tensor
+    test_x: Tensor
+    test_y: Tensor
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def topology(self) -> Topology:
+        return self.config.topology
+
+    @property
+    def n_train(self) -> int:
+        return int(self.train_x.shape[0])
+
+    def to(self, device: torch.device | str) -> Workload:
+        """The same workload with its tensors on ``device`` (self when already there)."""
+        device = torch.device(device)
+        if self.train_x.device == device:
+            return self
+        return dataclasses.replace(
+            self, train_x=self.train_x.to(device), train_y=self.train_y.to(device),
+            test_x=self.test_x.to(device), test_y=self.test_y.to(device))
+
+    def build_host(self, *, generator: torch.Generator | None = None) -> CNNHost | TransformerHost:
+        return build_host(self.config.host, generator=generator)
+
+    def slot_names(self) -> tuple[str, ...]:
+        return self.build_host().slot_names
+
+
+def task_loss(logits: Tensor, y: Tensor) -> Tensor:
+    """Mean cross-entropy over every target that is not ``IGNORE_INDEX``."""
+    if logits.dim() == 3:
+        logits, y = logits.reshape(-1, logits.shape[-1]), y.reshape(-1)
+    return F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX)
+
+
+def accuracy_counts(logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """(number correct, number of scored targets) as device tensors (no host sync)."""
+    if logits.dim() == 3:
+        logits, y = logits.reshape(-1, logits.shape[-1]), y.reshape(-1)
+    scored = y != IGNORE_INDEX
+    correct = (logits.argmax(dim=-1) == y) & scored
+    return correct.sum(), scored.sum()

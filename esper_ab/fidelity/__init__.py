@@ -1,0 +1,34 @@
+"""Stage 8c, fidelity: cheap replay search, expensive closed-loop confirmation.
+
+- ``recording``: record a space's episodes as Ray tasks (parallel, resumable).
+- ``search``: the in-process Optuna search over replay (batched asks, one scoring pass).
+- ``replay_sweep``: that search tracked in MLflow (parent, finalists, trial table).
+- ``confirmation``: closed-loop runs of the finalists as Ray tasks.
+- ``multi``: replay search then closed-loop confirmation, with its verdict.
+- ``agreement``: how well replay predicted the closed loop.
+"""
+
+from esper_ab.fidelity.agreement import agreement_table, format_agreement, render_fidelity_html
+from esper_ab.fidelity.confirmation import ConfirmJob, run_confirmations
+from esper_ab.fidelity.multi import MultiFidelityOptions, run_multi_fidelity
+from esper_ab.fidelity.recording import episode_jobs, load_spec_traces, record_space
+from esper_ab.fidelity.replay_sweep import ReplaySweepOptions, run_replay_sweep
+from esper_ab.fidelity.search import rank_trials, replay_study_name, search_replay
+
+__all__ = [
+    "ConfirmJob",
+    "MultiFidelityOptions",
+    "ReplaySweepOptions",
+    "agreement_table",
+    "episode_jobs",
+    "format_agreement",
+    "load_spec_traces",
+    "rank_trials",
+    "record_space",
+    "render_fidelity_html",
+    "replay_study_name",
+    "run_confirmations",
+    "run_multi_fidelity",
+    "run_replay_sweep",
+    "search_replay",
+]

@@ -1,0 +1,201 @@
+"""The multi-fidelity sweep (``fidelity: multi``): search at replay fidelity, confirm the
+finalists in the closed loop on Ray. The closed-loop results are the authoritative ones.
+
+1. **Traces.** Record the episodes of every workload x replicate the sweep needs (its
+   replicates and ``confirm.replicates``) as Ray tasks (``esper_ab.fidelity.recording``, cached and
+   resumable), or read them from ``traces.path``.
+2. **Replay search** (``esper_ab.fidelity.search``): thousands of configs in process on the
+   sweep's replicates. The best ``max(confirm.top_k, selection.top_k)`` are re-run as full
+   trials and logged as child runs, and the replay-stage summary (``report.html``,
+   leaderboard, replay verdict) is logged, as for a replay sweep.
+3. **Confirmation** (``esper_ab.fidelity.confirmation``): the ``confirm.top_k`` finalists (with the
+   calibration they were fitted with) and the baseline gate run in the closed loop on each
+   confirmation replicate, one Ray task per config x workload x replicate, on CUDA when a GPU
+   is assigned. One child run per config (tag ``esper_ab.role=confirmation``,
+   ``esper_ab.fidelity=closed_loop``).
+4. **Verdict and agreement.** The closed-loop decisions (admitted, blend epoch, realized gain
+   over the no-seed control, the recorded episode's ``valuable``) go through the statistics
+   module's paired analysis under the sweep's selection rule: that verdict is the sweep's
+   (``sweep/analysis.json``, so ``esper-ab export`` exports the confirmed winner; the replay
+   stage's analysis stays in ``replay/analysis.json``). ``esper_ab.fidelity.agreement`` shows
+   where replay and the loop agree (``fidelity/agreement.csv``, ``fidelity/per_seed.csv``,
+   ``fidelity/report.html``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from esper_ab.errors import ConfigError
+from esper_ab.sweeps.spec import SweepSpec
+
+__all__ = ["MultiFidelityOptions", "MultiFidelityOutcome", "run_multi_fidelity"]
+
+
+@dataclass(frozen=True)
+class MultiFidelityOptions:
+    address: str | None = None          # None: embedded local Ray (or RAY_ADDRESS)
+    tracking_uri: str | None = None     # None: sqlite:///mlflow.db in the working dir
+    storage_dir: str | None = None      # None: <store dir>/esper_ab_sweeps
+    num_samples: int | None = None      # replay configs searched (None: the spec's)
+    batch_size: int = 64
+    num_cpus: int | None = None         # local Ray only
+    n_boot: int = 1000
+    n_perm: int = 2000
+    progress: Callable[[str, int, int], None] | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        from esper_ab.errors import bad_value
+
+        if self.batch_size < 1:
+            raise bad_value("batch_size", self.batch_size, "use 1 or more")
+
+
+@dataclass(frozen=True, eq=False)
+class MultiFidelityOutcome:
+    sweep_run_id: str
+    experiment: str
+    status: str                         # FINISHED / FAILED
+    reason: str                         # the closed-loop verdict (+ the replay stage's)
+    winner: str | None                  # the confirmed winner's label, None: no winner
+    search: Any                         # esper_ab.fidelity.search.ReplaySearch
+    replay_summary: Any                 # esper_ab.sweeps.analysis.SweepAnalysis (replay stage)
+    closed_loop: Any                    # esper_ab.stats.Analysis (authoritative)
+    agreement: pd.DataFrame             # one row per confirmed config
+    per_seed: pd.DataFrame
+    rank_agreement: dict[str, Any]
+    compute: dict[str, float]           # CPU seconds and unit counts of what this call ran
+    sweep_dir: Path
+    wall_s: float
+
+
+def _label(tracker: Any, finalist: Any) -> str:
+    """The finalist's label in the sweep analysis (``t<number>-<strategy>``)."""
+    number = int(tracker.run_tags(finalist.run_id).get("esper_ab.trial_number", 0))
+    return f"t{number:03d}-{finalist.params.strategy}"
+
+
+def _traces(spec: SweepSpec, folder: Path, cache: Path, reps: list[int],
+            progress: Any) -> tuple[Any, Any]:
+    from esper_ab.fidelity.recording import load_spec_traces, record_space
+
+    if spec.traces.source == "record":
+        rec = record_space(spec, out_dir=folder / "traces", cache_dir=cache, replicates=reps,
+                           progress=progress)
+        return load_spec_traces(spec, folder / "traces", replicates=reps), rec
+    return load_spec_traces(spec, spec.traces.path, replicates=reps), None
+
+
+def _jobs(spec: SweepSpec, gates: dict[str, Any], reps: list[int]) -> list[Any]:
+    from esper_ab.fidelity.confirmation import ConfirmJob
+
+    many = len(spec.workloads) > 1
+    return [ConfirmJob(label, gate, entry.name, int(r), entry.episode_config(),
+                       seed_prefix=f"{entry.name}:" if many else "")
+            for label, gate in gates.items() for entry in spec.workloads for r in reps]
+
+
+def run_multi_fidelity(spec: SweepSpec, *,
+                       options: MultiFidelityOptions = MultiFidelityOptions()
+                       ) -> MultiFidelityOutcome:
+    """Run the multi-fidelity sweep of ``spec``; every run ends FINISHED or FAILED."""
+    import ray
+
+    from esper_ab.sweeps.runtime import connect_ray
+    from esper_ab.replay import ReplayEvidence
+    from esper_ab.fidelity.search import search_replay
+    from esper_ab.fidelity.replay_sweep import log_finalists, log_search
+    from esper_ab.sweeps.space import space_summary
+    from esper_ab.sweeps.studies import sweep_dir_for
+    from esper_ab.sweeps.summary import summarize_sweep
+    from esper_ab.tracking import SweepTracker
+
+    if spec.traces.source == "synthetic":
+        raise ConfigError(f"sweep {spec.name!r}: fidelity multi confirms configs in the closed "
+                          "loop, which needs real episodes: use traces: {source: record} "
+                          "(or directory), not synthetic")
+    t0 = time.perf_counter()
+    spec = spec.model_copy(update={"fidelity": "multi"})
+    if options.num_samples is not None:
+        spec = spec.with_overrides(num_samples=options.num_samples)
+    confirm_reps = list(spec.confirm.replicates or spec.replicates)
+    tracker = SweepTracker(options.tracking_uri)
+    folder = sweep_dir_for(spec, tracker.uri, options.storage_dir).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    cache = folder.parent / ".esper_ab_cache"
+    parent = tracker.start_sweep(spec, space=space_summary(spec),
+                                 run_name=f"{spec.name}-multi-{time.strftime('%Y%m%d-%H%M%S')}")
+    started = False
+    try:
+        started = connect_ray(options.address, num_cpus=options.num_cpus)
+        reps = sorted(set(spec.replicates) | set(confirm_reps))
+        traces, rec = _traces(spec, folder, cache, reps, options.progress)
+        evidence = ReplayEvidence(traces.subset(spec.replicates), folds=spec.calibration_folds)
+        search = search_replay(spec, evidence, folder=folder, batch_size=options.batch_size)
+        log_search(tracker, parent, search)
+        c0 = time.process_time()
+        finalists = log_finalists(tracker, parent, spec, evidence, search,
+                                  n=max(spec.confirm.top_k, spec.selection.top_k),
+                                  tags={"esper_ab.fidelity": "replay"})
+        replay_summary = summarize_sweep(tracker, spec.experiment_name, parent,
+                                         n_boot=options.n_boot, n_perm=options.n_perm,
+                                         log=True)
+        finalist_cpu = time.process_time() - c0
+        from esper_ab.fidelity.confirmation import run_confirmations
+        from esper_ab.gate import PRESETS
+        from esper_ab.trial import BASELINE_LABEL
+
+        confirmed = finalists[:spec.confirm.top_k]
+        if not confirmed:
+            from esper_ab.errors import DataError
+
+            raise DataError(f"the replay search of sweep {spec.name!r} found no rankable "
+                            f"config among {search.n_configs} (every objective undefined): "
+                            "widen the space or check the traces")
+        gates = {BASELINE_LABEL: PRESETS[spec.baseline],
+                 **{_label(tracker, f): f.result.gate_config for f in confirmed}}
+        runs = run_confirmations(_jobs(spec, gates, confirm_reps), cache_dir=cache,
+                                 cpu=spec.resources.cpu, gpu=spec.resources.gpu,
+                                 progress=options.progress)
+        from esper_ab.fidelity._logging import analyze_and_log
+
+        result = analyze_and_log(
+            tracker, parent, spec, traces=traces.subset(confirm_reps), runs=runs,
+            gates=gates, search_rank={_label(tracker, f): f.rank for f in confirmed},
+            run_ids={_label(tracker, f): f.run_id for f in confirmed},
+            replay_summary=replay_summary, n_boot=options.n_boot, n_perm=options.n_perm,
+            compute={
+                "episodes_recorded": rec.recorded if rec else 0,
+                "episodes_cached": rec.cached if rec else len(reps) * len(spec.workloads),
+                "episode_cpu_s": rec.compute_s if rec else 0.0,
+                "replay_configs": search.n_configs, "replay_search_cpu_s": search.cpu_s,
+                "replay_finalists_cpu_s": finalist_cpu,
+                "closed_loop_runs": sum(not r.cached for r in runs),
+                "closed_loop_runs_cached": sum(r.cached for r in runs),
+                "closed_loop_cpu_s": sum(r.compute_s for r in runs if not r.cached)})
+        reason = (f"closed-loop confirmation (authoritative) of {len(confirmed)} finalist(s) "
+                  f"+ baseline on {len(confirm_reps)} replicate(s): "
+                  f"{result['analysis'].verdict.reason} | replay stage ({search.n_configs} "
+                  f"configs): {replay_summary.reason}")
+        tracker.end_run(parent, "FINISHED", reason)
+        return MultiFidelityOutcome(
+            parent, spec.experiment_name, "FINISHED", reason,
+            result["analysis"].verdict.winner, search, replay_summary, result["analysis"],
+            result["agreement"], result["per_seed"], result["ranks"], result["compute"],
+            folder, time.perf_counter() - t0)
+    except BaseException as exc:
+        why = f"multi-fidelity sweep failed: {type(exc).__name__}: " \
+              f"{' '.join(str(exc).split())[:500]}"
+        tracker.close_orphans(parent, why)
+        tracker.end_run(parent, "FAILED", why)
+        raise
+    finally:
+        if started:
+            ray.shutdown()
+

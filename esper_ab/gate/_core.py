@@ -1,0 +1,222 @@
+"""The G2 gate (stage 3 of the pipeline): per-epoch measurements -> a decision record.
+
+A gate is a strategy, a threshold (or per-blueprint thresholds), a window over the
+steps of an epoch (last measured step, mean, median), an optional EMA across epochs
+(initialised from the first measured epoch; from a fixed ``ema_start`` only where a
+preset models a client that does so), a minimum number of epochs
+in TRAINING and a clamp. The decision logic is written once, in numpy over arrays of
+shape [seeds, epochs, steps]: the online ``GateTracker`` calls it with one seed and the
+replay engine with thousands, so replay equals the online gate exactly.
+
+Order of operations per seed: step statistic -> clamp (the unclamped value is kept and
+flagged) -> window per epoch -> EMA over epochs -> checks at each epoch boundary.
+Epochs are counted from 1; the gate can pass at epoch e only when e >= min_epochs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import replace
+
+import numpy as np
+
+from esper_ab.errors import bad_value
+from esper_ab.gate._config import (
+    WINDOWS,
+    Check,
+    DecisionArrays,
+    GateConfig,
+    GateDecision,
+    StepMeasurement,
+    Window,
+)
+from esper_ab.gate._presets import PRESETS
+from esper_ab.gate._tracker import GateTracker
+from esper_ab.strategies import (
+    NOT_APPLICABLE,
+    REASONS,
+    STATE_NAMES,
+    UNMEASURED,
+    VALUE,
+    Strategy,
+    get_strategy,
+    REASON_CODE,
+)
+
+def _window(values: np.ndarray, valid: np.ndarray, window: Window) -> np.ndarray:
+    """Reduce the step axis (last) over valid entries; NaN where none is valid."""
+    any_valid = valid.any(axis=-1)
+    if window == "last":
+        k = values.shape[-1]
+        last = k - 1 - np.argmax(valid[..., ::-1], axis=-1)
+        out = np.take_along_axis(values, last[..., None], axis=-1)[..., 0]
+    elif window == "mean":
+        # A fixed left-to-right sum: the same float result whatever the padding.
+        acc = np.zeros(values.shape[:-1])
+        cnt = np.zeros(values.shape[:-1])
+        for k in range(values.shape[-1]):
+            v = valid[..., k]
+            acc = acc + np.where(v, values[..., k], 0.0)
+            cnt = cnt + v
+        out = acc / np.maximum(cnt, 1)
+    else:
+        # Sort with invalid entries as +inf at the end; the median of the n valid values
+        # is (x[(n-1)//2] + x[n//2]) / 2, exact for odd n as well.
+        ordered = np.sort(np.where(valid, values, np.inf), axis=-1)
+        n = valid.sum(axis=-1)
+        lo = np.maximum((n - 1) // 2, 0)[..., None]
+        hi = np.maximum(n // 2, 0)[..., None]
+        hi = np.minimum(hi, values.shape[-1] - 1)
+        a = np.take_along_axis(ordered, lo, axis=-1)[..., 0]
+        b = np.take_along_axis(ordered, hi, axis=-1)[..., 0]
+        with np.errstate(invalid="ignore"):
+            out = (a + b) / 2.0
+    return np.where(any_valid, out, np.nan)
+
+
+def _last_reason(reason: np.ndarray, which: np.ndarray) -> np.ndarray:
+    k = reason.shape[-1]
+    last = k - 1 - np.argmax(which[..., ::-1], axis=-1)
+    return np.take_along_axis(reason, last[..., None], axis=-1)[..., 0]
+
+
+class Gate:
+    """A validated, ready-to-use G2 gate."""
+
+    def __init__(self, config: GateConfig | None = None, *, strategy: Strategy | None = None):
+        config = config or GateConfig()
+        self.config = config
+        self.strategy = strategy or get_strategy(config.strategy, **dict(config.strategy_params))
+        if config.calibration is not None and strategy is None:
+            self.strategy.load_fitted_state(config.calibration)
+        default = self.strategy.THRESHOLD.default
+        self.threshold = self.strategy.validate_threshold(
+            default if config.threshold is None else config.threshold)
+        self.thresholds = {bp: self.strategy.validate_threshold(t)
+                           for bp, t in dict(config.thresholds).items()}
+        if config.window not in WINDOWS:
+            raise bad_value("window", config.window, f"use one of {list(WINDOWS)}")
+        if config.ema_decay is not None and not (0.0 <= config.ema_decay < 1.0):
+            raise bad_value("ema_decay", config.ema_decay, "use a decay in [0, 1), or null")
+        if config.ema_start is not None and (config.ema_decay is None or not math.isfinite(
+                config.ema_start)):
+            raise bad_value("ema_start", config.ema_start, "use a finite start value with an "
+                            "ema_decay, or null (start at the first measured epoch)")
+        if isinstance(config.min_epochs, bool) or not isinstance(config.min_epochs, int) \
+                or config.min_epochs < 0:
+            raise bad_value("min_epochs", config.min_epochs, "use a whole number >= 0")
+        if config.clamp is not None and not (isinstance(config.clamp, int | float)
+                                             and config.clamp > 0):
+            raise bad_value("clamp", config.clamp, "use a positive number, or null")
+
+    @classmethod
+    def from_preset(cls, name: str) -> Gate:
+        if name not in PRESETS:
+            raise bad_value("gate preset", name, f"use one of {sorted(PRESETS)} or a YAML path")
+        return cls(PRESETS[name])
+
+    def with_strategy(self, strategy: Strategy) -> Gate:
+        return Gate(replace(self.config, strategy=strategy.name,
+                            strategy_params=dict(strategy.params)), strategy=strategy)
+
+    def threshold_for(self, blueprint: str | None) -> float:
+        return self.thresholds.get(blueprint, self.threshold) if blueprint else self.threshold
+
+    # -- vectorized core -----------------------------------------------------------
+    def decide_arrays(self, value: np.ndarray, state: np.ndarray, reason: np.ndarray,
+                      mask: np.ndarray, thresholds: np.ndarray) -> DecisionArrays:
+        """Decide for S seeds from step statistics shaped [S, E, K] (mask: step exists)."""
+        cfg = self.config
+        s, e_count, _ = value.shape
+        measured = mask & (state == VALUE)
+        clamp = math.inf if cfg.clamp is None else cfg.clamp
+        step_clamped = measured & (value > clamp)
+        clamped_vals = np.where(step_clamped, clamp, value)
+        w_raw = _window(value, measured, cfg.window)
+        any_clamped = bool(step_clamped.any())
+        w_val = _window(clamped_vals, measured, cfg.window) if any_clamped else w_raw
+        w_flag = _window(step_clamped.astype(np.float64), measured, "last") > 0 \
+            if cfg.window == "last" else (step_clamped & measured).any(axis=-1)
+        has = measured.any(axis=-1)
+        observed = mask.any(axis=-1)
+        unmeasured = (mask & (state == UNMEASURED)).any(axis=-1)
+        ep_state = np.where(has, VALUE, np.where(unmeasured | ~observed, UNMEASURED,
+                                                 NOT_APPLICABLE)).astype(np.int8)
+        ep_reason = np.where(has, _last_reason(reason, measured),
+                             _last_reason(reason, mask)).astype(np.int8)
+        ep_dead = has & ~(measured & (reason != REASON_CODE["dead_seed"])).any(axis=-1)
+        if cfg.ema_decay is not None:
+            w_raw = self._ema(w_raw, has)
+            w_val = self._ema(w_val, has) if any_clamped else w_raw
+            seen = np.maximum.accumulate(has, axis=1)
+            ep_state = np.where(seen & ~has, VALUE, ep_state).astype(np.int8)
+        epoch_no = np.arange(1, e_count + 1)[None, :]
+        ok_min = epoch_no >= cfg.min_epochs
+        ok_measured = ep_state == VALUE
+        ok_alive = ~ep_dead if cfg.fail_dead_seeds else np.ones_like(ep_dead)
+        with np.errstate(invalid="ignore"):
+            ok_thr = w_val >= thresholds[:, None]
+        ok = ok_min & ok_measured & ok_alive & ok_thr & observed
+        passed = ok.any(axis=1)
+        pass_epoch = np.where(passed, np.argmax(ok, axis=1) + 1, 0)
+        return DecisionArrays(passed=passed, pass_epoch=pass_epoch, epoch_value=w_val,
+                              epoch_unclamped=w_raw, epoch_clamped=w_flag & ok_measured,
+                              epoch_state=ep_state, epoch_reason=ep_reason, epoch_dead=ep_dead,
+                              n_epochs=observed.sum(axis=1), threshold=thresholds)
+
+    def _ema(self, values: np.ndarray, has: np.ndarray) -> np.ndarray:
+        d, start = self.config.ema_decay, self.config.ema_start
+        out = np.full(values.shape, np.nan)
+        ema = np.full(values.shape[0], np.nan if start is None else float(start))
+        seen = np.zeros(values.shape[0], dtype=bool)
+        for e in range(values.shape[1]):
+            v, h = values[:, e], has[:, e]
+            ema = np.where(h, np.where(np.isnan(ema), v, d * ema + (1.0 - d) * v), ema)
+            seen |= h
+            out[:, e] = np.where(seen, ema, np.nan)   # no value before the first measurement
+        return out
+
+    def decision_record(self, arrays: DecisionArrays, i: int,
+                        blueprint: str | None) -> GateDecision:
+        """The decision record of seed ``i`` (at its pass epoch, else its last epoch)."""
+        n_ep = int(arrays.n_epochs[i])
+        passed = bool(arrays.passed[i])
+        e = int(arrays.pass_epoch[i]) - 1 if passed else max(n_ep - 1, 0)
+        thr = float(arrays.threshold[i])
+        st = int(arrays.epoch_state[i, e]) if n_ep else UNMEASURED
+        val = float(arrays.epoch_value[i, e]) if n_ep and st == VALUE else None
+        raw = float(arrays.epoch_unclamped[i, e]) if val is not None else None
+        reason = REASONS[int(arrays.epoch_reason[i, e])] if n_ep else "no_steps"
+        dead = bool(arrays.epoch_dead[i, e]) if n_ep else False
+        checks = (
+            Check("min_epochs", e + 1 >= self.config.min_epochs,
+                  f"epoch {e + 1} of at least {self.config.min_epochs}"),
+            Check("measured", st == VALUE, f"{STATE_NAMES[st]} ({reason})"),
+            Check("alive", not (dead and self.config.fail_dead_seeds),
+                  "dead seed: every gradient exactly 0 (blueprint defect)" if dead
+                  else "gradient present"),
+            Check("threshold", val is not None and val >= thr,
+                  f"value {val if val is None else round(val, 6)} vs threshold {thr}"),
+        )
+        return GateDecision(blueprint=blueprint, passed=passed,
+                            epoch=e + 1 if passed else None,
+                            epochs_observed=e + 1 if passed else n_ep, value=val,
+                            value_unclamped=raw,
+                            clamped=bool(arrays.epoch_clamped[i, e]) if n_ep else False,
+                            state=STATE_NAMES[st], reason=reason, threshold=thr, checks=checks)
+
+    # -- convenience entry points ----------------------------------------------------
+    def decide(self, epochs: Sequence[Sequence[StepMeasurement]], *,
+               blueprint: str | None = None) -> GateDecision:
+        """Decide for one seed from its per-epoch step measurements."""
+        tracker = self.tracker(blueprint)
+        decision = None
+        for steps in epochs:
+            decision = tracker.observe_epoch(steps)
+            if decision.passed:
+                break
+        return decision if decision is not None else tracker.current()
+
+    def tracker(self, blueprint: str | None = None) -> GateTracker:
+        return GateTracker(self, blueprint)

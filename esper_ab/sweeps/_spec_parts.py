@@ -1,0 +1,269 @@
+"""Building blocks of the sweep schema (private; ``esper_ab.sweeps.spec`` re-exports them):
+searchable values, strategy entries, workloads, the traces source and the gate search."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    field_validator,
+    model_validator,
+)
+
+from esper_ab.errors import ConfigError
+
+Window = Literal["last", "mean", "median"]
+DECLARED = "declared"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Range(_Model):
+    """A numeric search range. ``step`` (or ``grid_points``) fixes the grid sampler's points."""
+
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = Field(default=None, gt=0)
+    grid_points: int = Field(default=3, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _check(self) -> Range:
+        if not (math.isfinite(self.low) and math.isfinite(self.high)):
+            raise ValueError("low and high must be finite numbers")
+        if self.low > self.high:
+            raise ValueError(f"low={self.low} > high={self.high}: swap them")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log=true needs low > 0 (got low={self.low})")
+        return self
+
+    def grid(self, *, integer: bool = False) -> list[float]:
+        """The points the grid sampler evaluates (endpoints included)."""
+        if self.step is not None:
+            n = int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
+            pts = [self.low + i * self.step for i in range(n)]
+        elif self.grid_points == 1 or self.low == self.high:
+            pts = [self.low]
+        elif self.log:
+            a, b = math.log(self.low), math.log(self.high)
+            k = self.grid_points - 1
+            pts = [math.exp(a + (b - a) * i / k) for i in range(self.grid_points)]
+        else:
+            k = self.grid_points - 1
+            pts = [self.low + (self.high - self.low) * i / k for i in range(self.grid_points)]
+        return sorted({int(round(p)) for p in pts}) if integer else pts
+
+
+class Choices(_Model):
+    """A categorical search: one of ``choices``."""
+
+    choices: list[StrictBool | StrictInt | StrictFloat | str | None] = Field(min_length=1)
+
+
+Scalar = StrictBool | StrictInt | StrictFloat | str | None
+Searchable = Range | Choices | Scalar
+
+
+class StrategyEntry(_Model):
+    """One strategy arm of the search: its parameters and its threshold."""
+
+    name: str
+    params: dict[str, Searchable] = Field(default_factory=dict)
+    threshold: Range | Choices | StrictFloat | StrictInt | Literal["declared"] = DECLARED
+
+    @model_validator(mode="after")
+    def _check(self) -> StrategyEntry:
+        from esper_ab.strategies import list_strategies, strategy_class
+
+        if self.name not in list_strategies():
+            raise ValueError(f"unknown strategy {self.name!r}: use one of {list_strategies()}")
+        cls = strategy_class(self.name)
+        specs = {p.name: p for p in cls.PARAMS}
+        for key, value in self.params.items():
+            if key not in specs:
+                raise ValueError(f"strategy {self.name} has no parameter {key!r}: it takes "
+                                 f"{sorted(specs) or 'none'}")
+            _check_searchable(specs[key], value, f"{self.name}.{key}")
+        _check_searchable(cls.THRESHOLD, self.threshold, f"{self.name}.threshold")
+        return self
+
+
+def _check_searchable(spec: Any, value: Any, where: str) -> None:
+    """Validate a searchable value against a strategy's ``ParamSpec`` (raises ValueError)."""
+    if isinstance(value, str) and value == DECLARED:
+        return
+    if isinstance(value, Range):
+        if spec.kind not in ("float", "int"):
+            raise ValueError(f"{where} is {spec.kind}: give {{choices: [...]}} or a value, "
+                             "not a range")
+        lo, hi = spec.valid_range()
+        if value.low < lo or value.high > hi:
+            raise ValueError(f"{where} range [{value.low}, {value.high}] leaves the valid "
+                             f"domain [{lo}, {hi}]")
+        return
+    for v in value.choices if isinstance(value, Choices) else [value]:
+        try:
+            spec.validate(v, where.rsplit(".", 1)[0])
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+
+
+class WorkloadEntry(_Model):
+    """A workload, the slot(s) to grow seeds in and the blueprints to compare."""
+
+    name: str
+    slots: list[str] = Field(default_factory=list)        # empty: the workload's default
+    blueprints: list[str] = Field(default_factory=list)   # empty: every blueprint
+    data: dict[str, Any] = Field(default_factory=dict)     # overrides of the data config
+    episode: dict[str, Any] = Field(default_factory=dict)  # overrides of the episode config
+
+    @model_validator(mode="after")
+    def _check(self) -> WorkloadEntry:
+        from esper_ab.episodes.blueprints import list_blueprints
+        from esper_ab.episodes.workloads import list_workloads
+
+        if self.name not in list_workloads():
+            raise ValueError(f"unknown workload {self.name!r}: use one of {list(list_workloads())}")
+        config = self.workload_config()
+        slots = _slot_names(config)
+        for slot in self.slots:
+            if slot not in slots:
+                raise ValueError(f"workload {self.name} has no slot {slot!r}: use one of "
+                                 f"{list(slots)}")
+        known = list_blueprints(config.topology)
+        for bp in self.blueprints:
+            if bp not in known:
+                raise ValueError(f"unknown {config.topology} blueprint {bp!r}: use one of "
+                                 f"{list(known)}")
+        self.episode_config()
+        return self
+
+    def episode_config(self) -> Any:
+        """The ``EpisodeConfig`` that records this workload's traces."""
+        from esper_ab.episodes.runner import episode_config
+
+        data = dict(self.data)
+        data_dir = data.pop("data_dir", None)
+        try:
+            return episode_config(self.name, data_dir=data_dir, data=data,
+                                  slots=tuple(self.slots), blueprints=tuple(self.blueprints),
+                                  **dict(self.episode))
+        except ConfigError as exc:
+            raise ValueError(f"episode of workload {self.name}: {exc}") from None
+        except TypeError as exc:
+            raise ValueError(f"bad episode option for workload {self.name}: {exc}") from None
+
+    def workload_config(self) -> Any:
+        """The workload's ``WorkloadConfig`` with the data overrides applied."""
+        from esper_ab.episodes.workloads import workload_config
+
+        try:
+            return workload_config(self.name, **self.data)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        except TypeError as exc:   # an unknown data option
+            raise ValueError(f"bad data option for workload {self.name}: {exc}") from None
+        except ImportError as exc:
+            raise ValueError(f"workload {self.name} is not available in this installation "
+                             f"({exc}): pick another workload or update esper-ab") from None
+
+    @property
+    def slot_list(self) -> list[str]:
+        return list(self.slots) or [self.workload_config().default_slot]
+
+
+def _slot_names(config: Any) -> tuple[str, ...]:
+    from esper_ab.episodes.hosts import build_host
+
+    return tuple(build_host(config.host).slot_names)
+
+
+SYNTHETIC_OPTIONS = ("epochs", "steps_per_epoch", "seeds_per_blueprint", "host_params",
+                     "value_sd_pp", "margin_pp", "first_order_signal", "nonfinite_rate", "seed")
+
+
+class TracesSpec(_Model):
+    """Where the per-step traces that trials replay come from.
+
+    ``record`` (default): record the workloads' episodes (cached on disk, reused by every
+    trial). ``directory``: traces recorded earlier (``path``). ``synthetic``: traces drawn from
+    a generative model (``esper_ab.replay.evidence.synthetic_traces``) -- for exercising the sweep
+    machinery in seconds; its numbers are illustrative, not findings.
+    """
+
+    source: Literal["record", "directory", "synthetic"] = "record"
+    path: str | None = None
+    synthetic: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> TracesSpec:
+        if self.source == "directory" and not self.path:
+            raise ValueError("source directory needs path: the folder of recorded traces")
+        unknown = sorted(set(self.synthetic) - set(SYNTHETIC_OPTIONS))
+        if unknown:
+            raise ValueError(f"unknown synthetic option(s) {unknown}: use some of "
+                             f"{list(SYNTHETIC_OPTIONS)}")
+        return self
+
+
+class GateSearch(_Model):
+    """Gate settings shared by every strategy; a list means 'search over these'."""
+
+    window: Window | list[Window] = "last"
+    ema_decay: float | None | list[float | None] = None
+    min_epochs: int | list[int] = 10
+    clamp: float | None = None
+    fail_dead_seeds: bool = True
+
+    @field_validator("ema_decay")
+    @classmethod
+    def _decay(cls, v: Any) -> Any:
+        for d in v if isinstance(v, list) else [v]:
+            if d is not None and not (0.0 <= d < 1.0):
+                raise ValueError(f"ema_decay {d} must be in [0, 1), or null for no EMA")
+        return v
+
+    @field_validator("min_epochs")
+    @classmethod
+    def _min_epochs(cls, v: Any) -> Any:
+        for m in v if isinstance(v, list) else [v]:
+            if m < 0:
+                raise ValueError(f"min_epochs {m} must be >= 0")
+        return v
+
+    @field_validator("window", "ema_decay", "min_epochs")
+    @classmethod
+    def _nonempty(cls, v: Any) -> Any:
+        if isinstance(v, list) and not v:
+            raise ValueError("an empty list searches nothing: give at least one value")
+        return v
+
+
+class ConfirmSpec(_Model):
+    """The closed-loop stage of a multi-fidelity sweep (``fidelity: multi``): the ``top_k``
+    replay finalists and the baseline gate run in the loop (``esper_ab.episodes.runner.run_closed_loop``)
+    on ``replicates`` (default: the sweep's; fresh ones give an unbiased confirmation). The
+    verdict applies the sweep's ``selection`` rule to the closed-loop decisions, where a seed's
+    value is its realized final accuracy gain over the no-seed control."""
+
+    top_k: int = Field(default=3, ge=1)
+    replicates: list[StrictInt] | None = None
+
+    @field_validator("replicates")
+    @classmethod
+    def _replicates(cls, v: list[int] | None) -> list[int] | None:
+        if v is None:
+            return v
+        if len(v) < 2 or len(set(v)) != len(v) or min(v) < 0:
+            raise ValueError(f"{v!r}: give at least 2 distinct replicates >= 0 (paired tests "
+                             "over replicates), or leave it out to use the sweep's")
+        return v

@@ -1,0 +1,52 @@
+"""Ray token authentication, as esper-ab handles it (no ray import here).
+
+Ray 2.60 turns token authentication on by default: a local ``ray.init()`` and ``ray start
+--head`` create ``~/.ray/auth_token`` when it is missing, and a token cluster accepts only
+clients that present the token. esper-ab never switches it off, and never guesses:
+
+- embedded local Ray (no ``--address``): nothing to do; Ray creates and uses the token.
+- joining a cluster (``--address``): Ray's own rule applies. With ``--address auto`` Ray
+  enables token mode by itself when a token is available; with an explicit address it
+  does not, so for a token cluster export ``RAY_AUTH_MODE=token`` and provide the cluster's
+  token (``~/.ray/auth_token``, ``RAY_AUTH_TOKEN_PATH`` or ``RAY_AUTH_TOKEN``). Turning token
+  mode on towards a cluster *without* auth breaks its workers, hence no guessing.
+  An authentication failure becomes one line that says this.
+- submitting a job (``JobSubmissionClient``, ``ray job submit``): the client needs
+  ``RAY_AUTH_MODE=token`` to send the token; ``job_client_auth()`` sets it when it is unset
+  and a token is available (a cluster without auth ignores it).
+- ``RAY_AUTH_MODE=disabled`` set by you is respected, with a warning.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+__all__ = ["AUTH_HINT", "auth_mode", "job_client_auth", "token_available"]
+
+AUTH_HINT = ("for a token cluster export RAY_AUTH_MODE=token and put the cluster's token in "
+             "~/.ray/auth_token (or RAY_AUTH_TOKEN)")
+
+
+def token_available() -> bool:
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
+    return bool(os.environ.get("RAY_AUTH_TOKEN")) or path.is_file()
+
+
+def auth_mode() -> str:
+    """The mode this process will use, in words (warns when auth is disabled by choice)."""
+    mode = os.environ.get("RAY_AUTH_MODE")
+    if mode is None:
+        return "Ray's default"
+    if mode.lower() == "disabled":
+        print("esper-ab: warning: RAY_AUTH_MODE=disabled: Ray token authentication is off "
+              "by your choice; never do this on a shared cluster", file=sys.stderr)
+    return mode.lower()
+
+
+def job_client_auth() -> str:
+    """Prepare this process to submit jobs to a (token) cluster; return the mode."""
+    if os.environ.get("RAY_AUTH_MODE") is None and token_available():
+        os.environ["RAY_AUTH_MODE"] = "token"
+    return auth_mode()

@@ -1,0 +1,294 @@
+"""The schema of ``search_spaces/*.yaml`` (pydantic) and its loader.
+
+A sweep space names the workloads and slots, the replicates every trial shares (common
+random numbers: the design is paired), the strategies with their parameter and threshold
+ranges, the gate settings to search, the objective(s), the sampler, the trial budget and
+resources, the scheduler, the selection rule and the MLflow experiment.
+
+A searchable value is written one of four ways::
+
+    a: 0.25                          # fixed
+    a: {low: 0.0, high: 1.0}         # a range (log: true for a log scale, step: for a grid)
+    mode: {choices: [raw, cosine]}   # a categorical choice
+    a: declared                      # the strategy's own declared search range
+
+A strategy parameter that is left out is fixed at its default; a strategy's threshold that
+is left out is searched over the strategy's declared threshold range.
+
+``load_sweep_spec(path)`` raises ``ConfigError`` with a one-line message that names the
+bad field, its value and the fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    Field,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from esper_ab.sweeps._spec_parts import (
+    DECLARED,
+    SYNTHETIC_OPTIONS,
+    Choices,
+    ConfirmSpec,
+    GateSearch,
+    Range,
+    StrategyEntry,
+    TracesSpec,
+    WorkloadEntry,
+    _Model,
+)
+from esper_ab.errors import ConfigError
+
+__all__ = [
+    "DECLARED", "OBJECTIVE_METRICS", "ConfirmSpec", "SYNTHETIC_OPTIONS", "Choices", "GateSearch", "Objective", "Range", "Resources",
+    "SamplerSpec", "SchedulerSpec", "SelectionSpec", "StrategyEntry", "SweepSpec", "TracesSpec",
+    "WorkloadEntry", "load_sweep_spec", "parse_sweep_spec",
+]
+
+# Objective metric -> its natural direction. These are pooled over blueprints; the names
+# match the statistics module's per-strategy metrics.
+OBJECTIVE_METRICS: dict[str, Literal["max", "min"]] = {
+    "balanced_accuracy": "max",
+    "mcc": "max",
+    "realized_utility": "max",
+    "tpr": "max",
+    "fpr": "min",
+    "pass_rate": "max",
+    "pass_rate_gap": "min",
+    "pass_rate_ratio": "max",
+    "equal_opportunity_gap": "min",
+    "equalized_odds_gap": "min",
+}
+ObjectiveMetric = Literal[
+    "balanced_accuracy", "mcc", "realized_utility", "tpr", "fpr", "pass_rate",
+    "pass_rate_gap", "pass_rate_ratio", "equal_opportunity_gap", "equalized_odds_gap"]
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class Objective(_Model):
+    metric: ObjectiveMetric
+    mode: Literal["max", "min"] | None = None   # None: the metric's natural direction
+
+    @property
+    def direction(self) -> Literal["max", "min"]:
+        return self.mode or OBJECTIVE_METRICS[self.metric]
+
+
+class SamplerSpec(_Model):
+    kind: Literal["tpe", "nsga2", "random", "grid"] = "tpe"
+    seed: int = 0
+    n_startup_trials: int | None = Field(default=None, ge=0)   # tpe
+    population_size: int | None = Field(default=None, ge=2)    # nsga2
+
+
+class Resources(_Model):
+    """Per trial. ``gpu`` may be a fraction (0.25: four trials share one GPU)."""
+
+    cpu: float = Field(default=1.0, gt=0)
+    gpu: float = Field(default=0.0, ge=0)
+
+    @field_validator("gpu")
+    @classmethod
+    def _gpu(cls, v: float) -> float:
+        if v > 1 and v != int(v):
+            raise ValueError(f"gpu={v}: use a fraction <= 1 or a whole number of GPUs")
+        return v
+
+
+class SchedulerSpec(_Model):
+    """``asha`` stops weak configs early; one rung step = one more replicate evaluated."""
+
+    kind: Literal["none", "asha"] = "none"
+    grace_period: int = Field(default=1, ge=1)
+    reduction_factor: float = Field(default=2.0, gt=1)
+
+
+class FailureSpec(_Model):
+    max_failures: int = Field(default=1, ge=-1)   # retries of a crashing trial (-1: forever)
+
+
+class SelectionSpec(_Model):
+    """How the winner is chosen after the sweep (the statistics module's ``SelectionRule``).
+
+    The ``top_k`` best trials by the first objective (the Pareto front first, when there are
+    several objectives) go into one paired analysis against the baseline, corrected for
+    multiplicity; the winner maximizes ``objective`` among the trials whose
+    ``fairness_metric`` is at most ``max_gap`` and (with ``require_significance``) whose gain
+    over the baseline has a Holm-adjusted p below ``alpha``.
+    """
+
+    objective: Literal["balanced_accuracy", "mcc", "realized_utility"] = "balanced_accuracy"
+    fairness_metric: Literal["equalized_odds_gap", "equal_opportunity_gap",
+                             "pass_rate_gap"] = "equalized_odds_gap"
+    max_gap: float = Field(default=0.2, ge=0)
+    gap_bound: Literal["estimate", "ci_high"] = "estimate"
+    require_significance: bool = True
+    alpha: float = Field(default=0.05, gt=0, lt=1)
+    top_k: int = Field(default=5, ge=1)
+
+    def rule(self) -> Any:
+        """The statistics module's ``SelectionRule`` for these settings."""
+        from esper_ab.stats import SelectionRule
+
+        return SelectionRule(objective=self.objective, fairness_metric=self.fairness_metric,
+                             max_gap=self.max_gap, gap_bound=self.gap_bound,
+                             require_significance=self.require_significance, alpha=self.alpha)
+
+
+class SweepSpec(_Model):
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    experiment: str | None = None          # MLflow experiment; default: the sweep name
+    description: str = ""
+    fidelity: Literal["replay", "closed_loop", "multi"] = "replay"
+    workloads: list[WorkloadEntry] = Field(min_length=1)
+    replicates: list[StrictInt] | int = Field(default=2, validate_default=True)
+    calibration_folds: int = Field(default=2, ge=2)
+    baseline: str = "esper_lite_baseline"
+    traces: TracesSpec = Field(default_factory=TracesSpec)
+    strategies: list[StrategyEntry] = Field(min_length=1)
+    gate: GateSearch = Field(default_factory=GateSearch)
+    objectives: list[Objective] = Field(
+        default_factory=lambda: [Objective(metric="balanced_accuracy")], min_length=1)
+    sampler: SamplerSpec = Field(default_factory=SamplerSpec)
+    num_samples: int = Field(default=8, ge=1)
+    max_concurrent: int = Field(default=2, ge=1)
+    resources: Resources = Field(default_factory=Resources)
+    scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
+    failure: FailureSpec = Field(default_factory=FailureSpec)
+    selection: SelectionSpec = Field(default_factory=SelectionSpec)
+    confirm: ConfirmSpec = Field(default_factory=ConfirmSpec)   # fidelity: multi
+
+    @field_validator("replicates")
+    @classmethod
+    def _replicates(cls, v: list[int] | int) -> list[int]:
+        reps = list(range(v)) if isinstance(v, int) else list(v)
+        if len(reps) < 2:
+            raise ValueError(f"{v!r} gives {len(reps)} replicate(s): paired tests and "
+                             "cross-fitting need at least 2")
+        if len(set(reps)) != len(reps) or min(reps) < 0:
+            raise ValueError(f"{v!r}: replicates must be distinct whole numbers >= 0")
+        return reps
+
+    @field_validator("baseline")
+    @classmethod
+    def _baseline(cls, v: str) -> str:
+        from esper_ab.gate import PRESETS
+
+        if v not in PRESETS:
+            raise ValueError(f"unknown gate preset {v!r}: use one of {sorted(PRESETS)}")
+        return v
+
+    @field_validator("strategies")
+    @classmethod
+    def _unique_strategies(cls, v: list[StrategyEntry]) -> list[StrategyEntry]:
+        names = [s.name for s in v]
+        if len(set(names)) != len(names):
+            raise ValueError(f"strategies {names} repeat a name: list each strategy once")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> SweepSpec:
+        if self.scheduler.kind == "asha" and len(self.objectives) > 1:
+            raise ValueError("scheduler asha needs a single objective: drop the scheduler "
+                             "(kind: none) or keep one objective")
+        if self.scheduler.kind == "asha" and self.scheduler.grace_period > len(self.replicates):
+            raise ValueError(f"scheduler.grace_period={self.scheduler.grace_period} exceeds "
+                             f"the {len(self.replicates)} replicates: lower it")
+        metrics = [o.metric for o in self.objectives]
+        if len(set(metrics)) != len(metrics):
+            raise ValueError(f"objectives {metrics} repeat a metric: list each once")
+        return self
+
+    # -- derived -------------------------------------------------------------------
+    @property
+    def experiment_name(self) -> str:
+        return self.experiment or self.name
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    def resolved(self) -> dict[str, Any]:
+        """The fully resolved spec as plain JSON-ready data (defaults filled in)."""
+        return self.model_dump(mode="json")
+
+    def spec_hash(self) -> str:
+        text = json.dumps(self.resolved(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def with_overrides(self, *, num_samples: int | None = None,
+                       smoke_test: bool = False) -> SweepSpec:
+        """A copy with CLI overrides; ``smoke_test`` shrinks it to a minutes-long run."""
+        data = self.model_dump()
+        if num_samples is not None:
+            if num_samples < 1:
+                raise ConfigError(f"--num-samples={num_samples} is invalid: use 1 or more")
+            data["num_samples"] = num_samples
+        if smoke_test:
+            data["num_samples"] = min(data["num_samples"], 3)
+            data["max_concurrent"] = min(data["max_concurrent"], 2)
+            data["replicates"] = data["replicates"][:2]
+            if data["scheduler"]["grace_period"] > 2:
+                data["scheduler"]["grace_period"] = 1
+        return SweepSpec.model_validate(data)
+
+
+_BRANCH_LABELS = {"Range", "Choices", "str", "int", "float", "bool", "none", "list", "dict"}
+
+
+def _one_line(exc: ValidationError, source: str) -> str:
+    err = exc.errors()[0]
+    # Drop pydantic's union-branch labels ('literal[...]', 'Range', 'float', ...).
+    parts = [str(p) for p in err["loc"]]
+    loc = ".".join(p for p in parts if "[" not in p and p not in _BRANCH_LABELS)
+    msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+    value = err.get("input")
+    more = f" (and {exc.error_count() - 1} more problem(s))" if exc.error_count() > 1 else ""
+    if not loc:
+        text = f"{source}: {msg}{more}"
+    elif isinstance(value, dict | list) and len(repr(value)) > 60:
+        text = f"{source}: {loc} is invalid: {msg}{more}"
+    else:
+        text = f"{source}: {loc}={value!r} is invalid: {msg}{more}"
+    return " ".join(text.split())
+
+
+def parse_sweep_spec(data: Any, *, source: str = "sweep space") -> SweepSpec:
+    """Validate already-parsed YAML data; ``ConfigError`` with one line on failure."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source} holds {type(data).__name__} {data!r:.60}, not a mapping: "
+                          "write 'name: ...', 'workloads: ...', 'strategies: ...' at top level")
+    try:
+        return SweepSpec.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc, source)) from None
+
+
+def load_sweep_spec(path: str | Path) -> SweepSpec:
+    """Load and validate a sweep space YAML file (``ConfigError`` on any problem)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"sweep space {str(path)!r} is not a file: give the path of a "
+                          "search_spaces/*.yaml file")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"sweep space {str(path)!r} is not UTF-8 text: save it as UTF-8 "
+                          "YAML") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or exc.__class__.__name__
+        raise ConfigError(" ".join(f"sweep space {str(path)!r} is not valid YAML{where} "
+                                   f"({problem}): fix its syntax".split())) from None
+    return parse_sweep_spec(data, source=str(path))

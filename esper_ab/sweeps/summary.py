@@ -1,0 +1,61 @@
+"""The end of a sweep, from MLflow alone: read it back, analyze across trials, report.
+
+The sweep driver calls ``summarize_sweep(..., log=True)`` when Tune is done (it logs the
+analysis, the plots and ``report.html`` on the parent run); ``esper-ab report`` calls the same
+code with ``out=DIR``. Both read only what MLflow holds, so the report is reproducible from
+the tracking store.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from esper_ab.sweeps.analysis import SweepAnalysis, analyze_sweep
+from esper_ab.sweeps.report import render_html, sweep_figures
+from esper_ab.tracking import SweepTracker
+
+__all__ = ["format_summary", "summarize_sweep"]
+
+
+def summarize_sweep(tracker: SweepTracker, experiment: str, sweep_run_id: str | None = None,
+                    *, n_boot: int = 1000, n_perm: int = 2000, log: bool = False,
+                    out: str | Path | None = None) -> SweepAnalysis:
+    record = tracker.load_sweep(experiment, sweep_run_id)
+    result = analyze_sweep(record, n_boot=n_boot, n_perm=n_perm)
+    figures = sweep_figures(result)
+    page = render_html(result, figures)
+    if log:
+        tracker.log_sweep_summary(record.sweep_run_id, result, html=page, figures=figures)
+    if out is not None:
+        folder = Path(out)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "report.html").write_text(page, encoding="utf-8")
+        for name, fig in figures.items():
+            fig.savefig(folder / f"{name}.png", dpi=110)
+        result.leaderboard.to_csv(folder / "leaderboard.csv", index=False)
+        if result.analysis is not None:
+            (folder / "analysis.json").write_text(
+                json.dumps(result.analysis.to_dict(), indent=1, allow_nan=True))
+            (folder / "analysis.txt").write_text(result.analysis.format_table())
+    return result
+
+
+def format_summary(result: SweepAnalysis) -> str:
+    """What the CLI prints: the per-blueprint table of the winner (or best trial) next to the
+    baseline, the leaderboard and the verdict."""
+    lines = [f"sweep {result.record.spec.name!r}: run {result.record.sweep_run_id} in "
+             f"experiment {result.record.experiment!r}, {len(result.record.trials)} trial(s)"]
+    if result.analysis is not None:
+        g = result.analysis.metrics.by_group
+        focus = result.winner or result.selected[0]
+        keep = [s for s in g.index.get_level_values("strategy").unique()
+                if s in ("baseline", focus.label)]
+        table = g.loc[keep, ["n", "n_unmeasured", "pass_rate", "tpr", "fpr"]]
+        lines += ["", f"Per blueprint ({focus.label} vs the baseline):",
+                  table.to_string(float_format=lambda v: f"{v:.3f}")]
+    board = result.leaderboard.drop(columns=["run_id", "trial_id"])
+    lines += ["", "Trials:", board.to_string(index=False, float_format=lambda v: f"{v:.4f}",
+                                              max_colwidth=60)]
+    lines += ["", f"Verdict: {result.reason}"]
+    return "\n".join(lines)
