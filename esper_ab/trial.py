@@ -24,6 +24,15 @@ import pandas as pd
 
 from esper_ab.errors import DataError
 from esper_ab.gate import PRESETS, GateConfig
+from esper_ab.stats import (
+    GroupMetrics,
+    analyze,
+    equal_opportunity_gap,
+    equalized_odds_gap,
+    pass_rate_gap,
+    pass_rate_ratio,
+)
+from esper_ab.strategies import strategy_class
 
 __all__ = [
     "BASELINE_LABEL", "CANDIDATE_LABEL", "Evidence", "TrialParams", "TrialResult", "TrialStep",
@@ -130,7 +139,6 @@ class TrialResult:
 
 
 def _group_metrics(decisions: pd.DataFrame) -> tuple[Any, dict[str, float]]:
-    from esper_ab.stats import GroupMetrics
 
     gm = GroupMetrics.from_decisions(decisions, n_boot=0)
     return gm, _metrics_by_label(gm, [CANDIDATE_LABEL])[CANDIDATE_LABEL]
@@ -139,12 +147,6 @@ def _group_metrics(decisions: pd.DataFrame) -> tuple[Any, dict[str, float]]:
 def _metrics_by_label(gm: Any, labels: Sequence[str]) -> dict[str, dict[str, float]]:
     """The flat metrics of each strategy ``label`` of one ``GroupMetrics`` (which also holds
     the baseline's rows under ``BASELINE_LABEL``)."""
-    from esper_ab.stats import (
-        equal_opportunity_gap,
-        equalized_odds_gap,
-        pass_rate_gap,
-        pass_rate_ratio,
-    )
 
     group = ("pass_rate", "tpr", "fpr", "n", "n_unmeasured")
     blueprints = list(gm.blueprints)
@@ -185,7 +187,6 @@ def batch_trial_metrics(decisions: pd.DataFrame, *,
     under its own label, all on the same seeds; one ``GroupMetrics`` pass serves them all.
     The replay search scores thousands of configs this way (``esper_ab.fidelity.search``).
     """
-    from esper_ab.stats import GroupMetrics
 
     gm = GroupMetrics.from_decisions(decisions, n_boot=0, rank_metrics=False)
     return _metrics_by_label(gm, list(labels))
@@ -202,7 +203,6 @@ def trial_metrics(decisions: pd.DataFrame, *, final: bool, alpha: float = 0.05,
     per_blueprint = gm.by_group.reset_index()
     analysis = None
     if final:
-        from esper_ab.stats import analyze
 
         a = analyze(decisions, baseline=BASELINE_LABEL, alpha=alpha, n_boot=n_boot,
                     n_perm=n_perm, seed=seed)
@@ -234,7 +234,6 @@ def iter_trial(params: TrialParams, evidence: Evidence, *, baseline: str | GateC
     replicate's decisions depend only on that replicate, except for calibrating strategies,
     which are cross-fitted again on the replicates seen so far at every step.
     """
-    from esper_ab.strategies import strategy_class
 
     gate = params.gate_config()
     base_gate = PRESETS[baseline] if isinstance(baseline, str) else baseline
@@ -283,7 +282,6 @@ def result_from_step(params: TrialParams, step: TrialStep, evidence: Evidence) -
         raise DataError("result_from_step needs the final step of a trial: evaluate every "
                         "replicate first")
     gate = params.gate_config()
-    from esper_ab.strategies import strategy_class
 
     if strategy_class(gate.strategy).needs_calibration:
         gate = evidence.fit_calibration(gate, replicates=list(evidence.replicates))

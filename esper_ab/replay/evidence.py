@@ -26,7 +26,8 @@ from esper_ab.episodes import episode_config, run_episode
 from esper_ab.errors import DataError
 from esper_ab.gate import GateConfig
 from esper_ab.gradients import LAYER_TYPES
-from esper_ab.replay.engine import TraceSet
+from esper_ab.replay.engine import TraceSet, replay_decisions
+from esper_ab.strategies import get_strategy
 
 __all__ = ["SYNTHETIC_BLUEPRINTS", "ReplayEvidence", "SyntheticBlueprint", "evidence_for_spec",
            "synthetic_traces"]
@@ -72,8 +73,6 @@ def synthetic_traces(*, replicates: Sequence[int] = (0, 1), epochs: int = 12,
     reading of the value (``first_order_signal=None``: not recorded, NaN). A fraction
     ``nonfinite_rate`` of seed steps carries a NaN gradient.
     """
-    from esper_ab.replay.engine import TraceSet
-
     seed_rows, trace_parts = [], []
     for r in replicates:
         rng = np.random.default_rng([seed, int(r)])
@@ -164,8 +163,6 @@ class ReplayEvidence:
 
     def decisions(self, gate: GateConfig, *, label: str,
                   replicates: Sequence[int]) -> pd.DataFrame:
-        from esper_ab.replay.engine import replay_decisions
-
         sub = self._subset(replicates)
         table = replay_decisions(sub, gate, label=label,
                                  folds=min(self.folds, len(replicates))).decisions
@@ -173,8 +170,6 @@ class ReplayEvidence:
 
     def fit_calibration(self, gate: GateConfig, *, replicates: Sequence[int]) -> GateConfig:
         """``gate`` with its strategy fitted on every row of ``replicates`` (for export)."""
-        from esper_ab.strategies import get_strategy
-
         arr = self._subset(replicates).arrays()
         strategy = get_strategy(gate.strategy, **dict(gate.strategy_params))
         if not strategy.needs_calibration:
