@@ -11,15 +11,18 @@ metric is named for exactly what it is (ticket B7-PT-08):
 - ``avg_per_tensor_l2``   sqrt(sum g^2) / n_tensors          (esper-lite's "gradient_norm")
 
 ``GradientCollector`` measures several groups (host, each seed) after ``backward()``
-and *before* clipping. Work is grouped by (device, dtype) and done with fused
-``torch._foreach_norm`` calls; results accumulate on the device. Nothing syncs with the
-host until ``materialize()``, which turns many steps into ``GradStats`` with one copy.
+and *before* clipping. Work is grouped by (device, dtype): one fused copy into a cached
+flat buffer, then in-place reductions per (group, layer type) segment; results accumulate
+on the device. Nothing syncs with the host until ``materialize()``, which turns many steps
+into ``GradStats`` with one copy. ``benchmarks/telemetry_overhead.py`` measures the cost.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Iterable, Mapping, Sequence
+import operator
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
@@ -28,12 +31,11 @@ from torch import nn
 
 from esper_ab.errors import ConfigError
 
+__all__ = ["LAYER_TYPES", "GradStats", "GradientCollector", "LayerType", "ParamGroup",
+           "PendingStats", "TypeStats", "classify_layer", "measure_groups", "typed_parameters"]
+
 LayerType = Literal["conv", "linear", "norm", "embedding", "other"]
 LAYER_TYPES: tuple[LayerType, ...] = get_args(LayerType)
-
-# Accumulated quantities per (group, layer type), in this column order on the device.
-_SUM_SQ, _SUM_ABS, _N_ZERO, _N_NONFINITE = range(4)
-_N_ACC = 4
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
          nn.ConvTranspose3d)
@@ -47,14 +49,10 @@ _PRIORITY: tuple[LayerType, ...] = ("embedding", "conv", "linear", "norm", "othe
 
 def classify_layer(module: nn.Module) -> LayerType:
     """The layer type of the parameters *directly* owned by ``module``."""
-    if isinstance(module, _CONV):
-        return "conv"
-    if isinstance(module, _LINEAR):
-        return "linear"
-    if isinstance(module, _NORM):
-        return "norm"
-    if isinstance(module, _EMBEDDING):
-        return "embedding"
+    for classes, t in ((_CONV, "conv"), (_LINEAR, "linear"), (_NORM, "norm"),
+                       (_EMBEDDING, "embedding")):
+        if isinstance(module, classes):
+            return t  # type: ignore[return-value]
     return "other"
 
 
@@ -204,10 +202,38 @@ def typed_parameters(group: ParamGroup) -> list[tuple[nn.Parameter, LayerType]]:
 
 @dataclass(frozen=True)
 class PendingStats:
-    """One step's device-side accumulators; turn many into GradStats with ``materialize``."""
+    """One step's device-side accumulators; turn many into GradStats with ``materialize``.
 
-    acc: torch.Tensor                 # [n_groups * n_types, _N_ACC], float64, on device
+    ``acc`` is float64 on the device: ``[sum_sq per (group, type) | sum_abs per
+    (group, type) | zero elements per group | non-finite elements per group]``.
+    """
+
+    acc: torch.Tensor
     n_with_grad: tuple[int, ...]      # per group; known on the host without a sync
+
+
+@dataclass(frozen=True)
+class _Bucket:
+    """The cached layout of one (device, dtype): every gradient's place in a flat buffer,
+    in (group, type) order, so each (group, type) slot and each group is one segment."""
+
+    pick: Callable[[Sequence[torch.Tensor | None]], tuple[torch.Tensor, ...]]
+    buffer: torch.Tensor               # float32 (float64 for float64 gradients)
+    views: tuple[torch.Tensor, ...]    # pieces of buffer in each gradient's shape
+    slots: tuple[torch.Tensor, ...]    # segment of each slot
+    groups: tuple[torch.Tensor, ...]   # segment of each group
+    bits: tuple[torch.Tensor, ...]     # the group segments viewed as integers
+    slot_group: tuple[int, ...]        # index in ``groups`` of each slot's group
+    group_numel: torch.Tensor          # float64 element count of each group segment
+    target: torch.Tensor               # where the bucket's values land in ``acc``
+    branch_free: bool                  # count without reading values (any non-CPU device)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    key: tuple                          # (device, dtype) or None of every parameter's .grad
+    buckets: tuple[_Bucket, ...]
+    n_with_grad: tuple[int, ...]
 
 
 class GradientCollector:
@@ -217,6 +243,12 @@ class GradientCollector:
     >>> loss.backward()
     >>> pending = collector.collect()          # before any gradient clipping
     >>> stats = collector.materialize([pending])[0]   # {"host": GradStats, "seed": ...}
+
+    Per step and (device, dtype), ``collect`` copies the gradients into one flat buffer with
+    a single ``torch._foreach_copy_`` and reduces it in place: ``abs_``, a sum per
+    (group, type) slot, element counts per group, ``square_``, a sum per slot. The layout is
+    built on the first call and rebuilt only when which parameters have a gradient, or
+    their device or dtype, changes; its buffer is one float32 copy of the gradients.
     """
 
     def __init__(self, groups: Mapping[str, ParamGroup]):
@@ -224,7 +256,7 @@ class GradientCollector:
             raise ConfigError("groups={} is empty: pass at least one named parameter group")
         self.names: tuple[str, ...] = tuple(groups)
         self._params: list[nn.Parameter] = []
-        self._slot: list[int] = []          # accumulator row of each parameter
+        self._slot: list[int] = []          # (group, type) slot of each parameter
         self._group_of: list[int] = []
         numel = [[0] * len(LAYER_TYPES) for _ in self.names]
         ntens = [[0] * len(LAYER_TYPES) for _ in self.names]
@@ -238,73 +270,141 @@ class GradientCollector:
                 ntens[g][ti] += 1
         self._numel = numel
         self._ntens = ntens
+        self._n_slots = len(self.names) * len(LAYER_TYPES)
+        self._plan: _Plan | None = None
+        self._branch_free: bool | None = None  # None: off the CPU only; tests force it
 
     def collect(self) -> PendingStats:
         """Launch the fused reductions for the current ``.grad`` values; no host sync."""
-        n_rows = len(self.names) * len(LAYER_TYPES)
-        buckets: dict[tuple[torch.device, torch.dtype], list[int]] = {}
-        n_with_grad = [0] * len(self.names)
-        for i, p in enumerate(self._params):
-            if p.grad is not None:
-                buckets.setdefault((p.grad.device, p.grad.dtype), []).append(i)
-                n_with_grad[self._group_of[i]] += 1
+        grads = [p.grad for p in self._params]
+        key = tuple(None if g is None else (g.device, g.dtype) for g in grads)
+        plan = self._plan
+        if plan is None or plan.key != key:
+            plan = self._plan = self._make_plan(grads, key)
         acc: torch.Tensor | None = None
-        for (device, dtype), idx in buckets.items():
-            grads = [self._params[i].grad for i in idx]
-            # Half-precision gradients are reduced in float32; float64 stays float64.
-            red = torch.float64 if dtype == torch.float64 else torch.float32
-            # Four fused passes: L2, L1, L0 (non-zero count, NaN/inf included) and the
-            # L0 of g*0, which is NaN exactly where g is non-finite.
-            l2 = torch._foreach_norm(grads, 2, dtype=red)
-            l1 = torch._foreach_norm(grads, 1, dtype=red)
-            l0 = torch._foreach_norm(grads, 0, dtype=red)
-            nonfinite = torch._foreach_norm(torch._foreach_mul(grads, 0.0), 0,
-                                            dtype=red)
-            l2s = torch.stack(l2).double()
-            per_tensor = torch.stack(
-                [l2s * l2s, torch.stack(l1).double(),
-                 torch.tensor([g.numel() for g in grads], dtype=torch.float64,
-                              device=device) - torch.stack(l0).double(),
-                 torch.stack(nonfinite).double()], dim=1)
-            # L0 counts NaN/inf as non-zero, so numel - L0 is exactly the zero count.
-            rows = torch.tensor([self._slot[i] for i in idx], device=device)
+        for bucket in plan.buckets:
+            values = _reduce(bucket, bucket.pick(grads))
             if acc is None:
-                acc = torch.zeros(n_rows, _N_ACC, dtype=torch.float64, device=device)
-            acc.index_add_(0, rows.to(acc.device), per_tensor.to(acc.device))
+                acc = torch.zeros(2 * (self._n_slots + len(self.names)), dtype=torch.float64,
+                                  device=values.device)
+            acc.index_add_(0, bucket.target, values.to(acc.device))
         if acc is None:
-            acc = torch.zeros(n_rows, _N_ACC, dtype=torch.float64)
-        return PendingStats(acc=acc, n_with_grad=tuple(n_with_grad))
+            acc = torch.zeros(2 * (self._n_slots + len(self.names)), dtype=torch.float64)
+        return PendingStats(acc=acc, n_with_grad=plan.n_with_grad)
 
     def materialize(self, pending: Sequence[PendingStats]) -> list[dict[str, GradStats]]:
         """Turn pending accumulators into GradStats, one dict per step."""
         if not pending:
             return []
-        # SYNC POINT: the only device->host copy of the collector.
-        host = torch.stack([p.acc.cpu() for p in pending]).numpy()
-        out = []
-        for step, p in enumerate(pending):
-            out.append({name: self._build(host[step], g, p.n_with_grad[g])
-                        for g, name in enumerate(self.names)})
-        return out
+        accs = [p.acc for p in pending]
+        if len({a.device for a in accs}) > 1:
+            accs = [a.cpu() for a in accs]
+        # SYNC POINT: the collector's only device->host copy, one for all the steps.
+        host = torch.stack(accs).cpu().numpy()
+        return [{name: self._build(host[step], g, p.n_with_grad[g])
+                 for g, name in enumerate(self.names)}
+                for step, p in enumerate(pending)]
 
     def measure(self) -> dict[str, GradStats]:
         """collect + materialize for one step (convenient; syncs immediately)."""
         return self.materialize([self.collect()])[0]
 
+    def _make_plan(self, grads: list[torch.Tensor | None], key: tuple) -> _Plan:
+        n_with_grad = [0] * len(self.names)
+        by_key: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+        for i, g in enumerate(grads):
+            if g is not None:
+                n_with_grad[self._group_of[i]] += 1
+                by_key.setdefault((g.device, g.dtype), []).append(i)
+        acc_device = next(iter(by_key))[0] if by_key else None
+        ns, nt = self._n_slots, len(LAYER_TYPES)
+        buckets = []
+        for (device, dtype), idx in by_key.items():
+            idx.sort(key=lambda i: self._slot[i])      # stable: (group, type) order
+            red, bits = ((torch.float64, torch.int64) if dtype == torch.float64
+                         else (torch.float32, torch.int32))
+            sizes = [grads[i].numel() for i in idx]    # type: ignore[union-attr]
+            buffer = torch.empty(sum(sizes), dtype=red, device=device)
+            slot_ids, slot_sizes = _runs([self._slot[i] for i in idx], sizes)
+            group_ids, group_sizes = _runs([self._group_of[i] for i in idx], sizes)
+            target = (slot_ids + [ns + s for s in slot_ids] + [2 * ns + g for g in group_ids]
+                      + [2 * ns + len(self.names) + g for g in group_ids])
+            buckets.append(_Bucket(
+                pick=(operator.itemgetter(*idx) if len(idx) > 1  # a bare item for one index
+                      else lambda grads, i=idx[0]: (grads[i],)), buffer=buffer,
+                views=tuple(v.view(grads[i].shape)     # type: ignore[union-attr]
+                            for v, i in zip(buffer.split(sizes), idx, strict=True)),
+                slots=buffer.split(slot_sizes), groups=buffer.split(group_sizes),
+                bits=buffer.view(bits).split(group_sizes),
+                slot_group=tuple(group_ids.index(s // nt) for s in slot_ids),
+                group_numel=torch.tensor(group_sizes, dtype=torch.float64, device=device),
+                target=torch.tensor(target, device=acc_device),
+                branch_free=(device.type != "cpu" if self._branch_free is None
+                             else self._branch_free)))
+        return _Plan(key=key, buckets=tuple(buckets), n_with_grad=tuple(n_with_grad))
+
     def _build(self, acc, g: int, n_with_grad: int) -> GradStats:
-        nt = len(LAYER_TYPES)
-        rows = acc[g * nt:(g + 1) * nt]
-        by_type = {}
-        for ti, t in enumerate(LAYER_TYPES):
-            if self._ntens[g][ti]:
-                by_type[t] = TypeStats(float(rows[ti, _SUM_SQ]), float(rows[ti, _SUM_ABS]),
-                                       self._numel[g][ti], self._ntens[g][ti])
+        nt, ns, ng = len(LAYER_TYPES), self._n_slots, len(self.names)
+        sum_sq, sum_abs = acc[g * nt:(g + 1) * nt], acc[ns + g * nt:ns + (g + 1) * nt]
+        by_type = {t: TypeStats(float(sum_sq[ti]), float(sum_abs[ti]), self._numel[g][ti],
+                                self._ntens[g][ti])
+                   for ti, t in enumerate(LAYER_TYPES) if self._ntens[g][ti]}
         return GradStats(
-            sum_sq=float(rows[:, _SUM_SQ].sum()), sum_abs=float(rows[:, _SUM_ABS].sum()),
+            sum_sq=float(sum_sq.sum()), sum_abs=float(sum_abs.sum()),
             numel=sum(self._numel[g]), n_tensors=sum(self._ntens[g]),
-            n_with_grad=n_with_grad,
-            n_nonfinite=int(round(rows[:, _N_NONFINITE].sum())),
-            n_zero_elements=int(round(rows[:, _N_ZERO].sum())), by_type=by_type)
+            n_with_grad=n_with_grad, n_nonfinite=int(round(acc[2 * ns + ng + g])),
+            n_zero_elements=int(round(acc[2 * ns + g])), by_type=by_type)
+
+
+_first = operator.itemgetter(0)
+
+
+def _runs(labels: list[int], sizes: list[int]) -> tuple[list[int], list[int]]:
+    """Run-length encoding of consecutive equal labels, with the summed size of each run."""
+    runs = [(label, sum(size for _, size in run))
+            for label, run in itertools.groupby(zip(labels, sizes, strict=True), key=_first)]
+    return [label for label, _ in runs], [size for _, size in runs]
+
+
+def _reduce(b: _Bucket, grads: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``[sum_sq per slot | sum_abs per slot | zeros per group | non-finite per group]``.
+
+    A fixed number of kernels per bucket, slot and group, and one fused copy.
+    """
+    torch._foreach_copy_(b.views, grads)     # half precision is reduced in float32
+    b.buffer.abs_()
+    # abs_ cleared the sign bit, so |g| is zero exactly where its integer view is zero;
+    # the integer count_nonzero is much faster on the CPU than the float one.
+    sum_abs = torch.stack([s.sum() for s in b.slots])
+    if b.branch_free:
+        nonzero = torch.stack([torch.count_nonzero(s) for s in b.bits])
+        finite = torch.stack([torch.count_nonzero(torch.isfinite(s)) for s in b.groups])
+        counts = torch.cat([b.group_numel - nonzero, b.group_numel - finite])
+    else:
+        counts = _counts_on_cpu(b, sum_abs)
+    b.buffer.square_()                       # |g|^2 = g^2
+    return torch.cat([torch.stack([s.sum() for s in b.slots]), sum_abs, counts])
+
+
+def _counts_on_cpu(b: _Bucket, sum_abs: torch.Tensor) -> torch.Tensor:
+    """Exact zero and non-finite counts per group, skipping the passes that must give 0.
+
+    On the CPU reading a value is no device sync, so a count runs only where a cheap bound
+    allows a non-zero result: zeros only where min |g| is not > 0, non-finite elements only
+    where a slot's sum |g| is not finite (it can overflow with finite values; the count
+    then runs and gives 0).
+    """
+    finite_slot = [math.isfinite(v) for v in sum_abs.tolist()]
+    nonempty = [len(s) > 0 for s in b.groups]
+    mins = iter(torch.stack([s.amin() for s, ne in zip(b.groups, nonempty, strict=True)
+                             if ne]).tolist() if any(nonempty) else ())
+    zeros, nonfinite = [], []
+    for gi, seg in enumerate(b.groups):
+        low = next(mins) if nonempty[gi] else 1.0
+        zeros.append(0 if low > 0 else len(seg) - int(torch.count_nonzero(b.bits[gi])))
+        finite = all(f for f, sg in zip(finite_slot, b.slot_group, strict=True) if sg == gi)
+        nonfinite.append(0 if finite else len(seg) - int(torch.count_nonzero(seg.isfinite())))
+    return torch.tensor(zeros + nonfinite, dtype=torch.float64)
 
 
 def measure_groups(groups: Mapping[str, ParamGroup]) -> dict[str, GradStats]:

@@ -191,3 +191,155 @@ def test_row_round_trip():
 ])
 def test_classifier(module, expected):
     assert classify_layer(module) == expected
+
+
+# -- the cached flat layout: both counting paths, invalidation, dtypes, edge cases ------
+
+
+def _collector(groups, branch_free):
+    col = GradientCollector(groups)
+    col._branch_free = branch_free  # None: the device decides; True: the accelerator path
+    return col
+
+
+@pytest.mark.parametrize("branch_free", [None, True])
+@settings(max_examples=25, deadline=None)
+@given(shapes=st.lists(st.tuples(st.integers(0, 5), st.integers(1, 7)), min_size=1, max_size=6),
+       zero_frac=st.floats(0, 1), bad_frac=st.sampled_from([0.0, 0.0, 0.2]),
+       seed=st.integers(0, 10_000), n_groups=st.integers(1, 3),
+       no_grad=st.lists(st.booleans(), min_size=6, max_size=6))
+def test_both_counting_paths_match_reference(branch_free, shapes, zero_frac, bad_frac, seed,
+                                             n_groups, no_grad):
+    gen = torch.Generator().manual_seed(seed)
+    groups: dict[str, list] = {f"g{k}": [] for k in range(n_groups)}
+    for i, (a, b) in enumerate(shapes):
+        dt = torch.float64 if i % 3 == 2 else torch.float32   # two buckets in one group
+        p = nn.Parameter(torch.zeros(a, b, dtype=dt))
+        if not no_grad[i]:
+            g = torch.randn(a, b, generator=gen, dtype=dt) * 10 ** (i - 2)
+            g[torch.rand(a, b, generator=gen) < zero_frac] = -0.0 if i % 2 else 0.0
+            bad = torch.rand(a, b, generator=gen) < bad_frac
+            g[bad] = torch.tensor([float("nan"), float("inf"), -float("inf")],
+                                  dtype=dt)[torch.arange(int(bad.sum())) % 3]
+            p.grad = g
+        groups[f"g{i % n_groups}"].append((p, LAYER_TYPES[i % len(LAYER_TYPES)]))
+    col = _collector(groups, branch_free)
+    for _ in range(2):  # the second call reuses the cached layout and buffers
+        stats = col.measure()
+        for name, params in groups.items():
+            ref, bt = reference(params)
+            s = stats[name]
+            assert (s.n_with_grad, s.n_nonfinite, s.n_zero_elements) == (
+                ref["n_with_grad"], ref["n_nonfinite"], ref["n_zero"])
+            if ref["n_nonfinite"] == 0:
+                assert_matches(s, ref, bt)
+            else:
+                assert not s.is_finite
+
+
+@pytest.mark.parametrize("branch_free", [None, True])
+def test_layout_rebuilt_when_gradients_appear_vanish_or_change_dtype(branch_free):
+    torch.manual_seed(3)
+    m = SmallCNN()
+    col = _collector({"body": nn.ModuleList([m.conv, m.gn, m.bn]), "head": m.fc}, branch_free)
+    body = [(m.conv.weight, "conv"), (m.conv.bias, "conv"), (m.gn.weight, "norm"),
+            (m.gn.bias, "norm"), (m.bn.weight, "norm"), (m.bn.bias, "norm")]
+    head = [(m.fc.weight, "linear"), (m.fc.bias, "linear")]
+
+    def check():
+        stats = col.measure()
+        assert_matches(stats["body"], *reference(body))
+        assert_matches(stats["head"], *reference(head))
+
+    check()                                     # no gradient anywhere yet
+    m(torch.randn(4, 3, 8, 8)).logsumexp(1).sum().backward()
+    check()
+    m.gn.weight.grad = None                     # one gradient vanishes
+    m.fc.bias.grad = torch.zeros_like(m.fc.bias)
+    check()
+    m.double()                                  # same Parameter objects, new dtype
+    m.zero_grad(set_to_none=True)
+    m(torch.randn(4, 3, 8, 8, dtype=torch.float64)).logsumexp(1).sum().backward()
+    check()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_is_reduced_in_float32(dtype):
+    p = nn.Parameter(torch.zeros(300, dtype=dtype))
+    g = torch.linspace(-300, 300, 300).to(dtype)  # g^2 overflows float16 (max 65504)
+    g[::7] = 0
+    p.grad = g
+    s = GradientCollector({"g": [(p, "linear")]}).measure()["g"]
+    assert_matches(s, *reference([(p, "linear")]))
+    assert math.isfinite(s.sum_sq) and s.sum_sq > 65504
+
+
+def test_counts_exact_beyond_float32_integers():
+    """More than 2**24 elements in one tensor: float32 counters would stop at 2**24."""
+    n = 2**24 + 5
+    p = nn.Parameter(torch.zeros(n))
+    g = torch.zeros(n)
+    g[:3] = 1.0
+    p.grad = g
+    for branch_free in (None, True):
+        s = _collector({"g": [p]}, branch_free).measure()["g"]
+        assert s.n_zero_elements == n - 3 and s.n_nonfinite == 0 and s.sum_abs == 3.0
+
+
+def test_empty_groups_and_empty_tensors():
+    empty = nn.Parameter(torch.zeros(0, 4))
+    empty.grad = torch.zeros(0, 4)
+    full = nn.Parameter(torch.zeros(2))
+    full.grad = torch.tensor([0.0, 3.0])
+    for branch_free in (None, True):
+        stats = _collector({"noop": nn.Identity(), "empty": [empty], "both": [empty, full]},
+                           branch_free).measure()
+        assert stats["noop"].n_tensors == 0 and not stats["noop"].has_gradient
+        assert stats["empty"].n_with_grad == 1 and stats["empty"].numel == 0
+        assert stats["empty"].n_zero_elements == 0 and stats["empty"].sum_sq == 0.0
+        assert stats["both"].n_zero_elements == 1 and stats["both"].sum_sq == 9.0
+
+
+def test_parameter_in_two_groups_counts_in_each():
+    p = nn.Parameter(torch.zeros(3))
+    p.grad = torch.tensor([1.0, -2.0, 0.0])
+    stats = GradientCollector({"a": [p], "b": [p, p]}).measure()
+    for name in ("a", "b"):
+        assert stats[name].n_tensors == 1 and stats[name].sum_sq == 5.0
+        assert stats[name].sum_abs == 3.0 and stats[name].n_zero_elements == 1
+
+
+def test_pending_steps_are_independent_of_the_reused_buffer():
+    p = nn.Parameter(torch.zeros(4))
+    col = GradientCollector({"g": [p]})
+    pending = []
+    for k in range(3):
+        p.grad = torch.full((4,), float(k + 1))
+        pending.append(col.collect())
+    assert [s["g"].sum_abs for s in col.materialize(pending)] == [4.0, 8.0, 12.0]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_collect_matches_reference_without_host_sync():
+    torch.manual_seed(4)
+    m = TiedLM().cuda()
+    m(torch.randint(0, 11, (3, 5), device="cuda")).logsumexp(-1).sum().backward()
+    m.gain.grad[0] = float("nan")
+    col = GradientCollector({"lm": m})
+    col.collect()                                # builds the layout (host->device copies)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        pending = col.collect()                  # the hot path: must not sync
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    s = col.materialize([pending])[0]["lm"]
+    cpu = TiedLM()
+    cpu.load_state_dict({k: v.cpu() for k, v in m.state_dict().items()})
+    for pc, pg in zip(cpu.parameters(), m.parameters(), strict=True):
+        pc.grad = pg.grad.cpu()
+    ref, _ = reference([(cpu.emb.weight, "embedding"), (cpu.ln.weight, "norm"),
+                        (cpu.ln.bias, "norm"), (cpu.gain, "other")])
+    assert (s.n_nonfinite, s.n_zero_elements, s.n_with_grad) == (
+        ref["n_nonfinite"], ref["n_zero"], ref["n_with_grad"]) and s.n_nonfinite == 1
