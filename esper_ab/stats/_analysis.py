@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 
 from esper_ab.errors import DataError, bad_value
-from esper_ab.stats._counts import STRATEGY_METRICS, build_arrays
+from esper_ab.stats._counts import STRATEGY_METRICS, DecisionArrays, build_arrays
 from esper_ab.stats._disparities import disparity_table
+from esper_ab.stats._fairness import FairnessTable, fairness_table
 from esper_ab.stats._groups import GroupMetrics, compute_group_metrics
 from esper_ab.stats._matched import matched_comparison_from
 from esper_ab.stats._paired import cochran_test, mcnemar_tests, paired_metric_tests
@@ -22,7 +23,8 @@ from esper_ab.stats._within import blueprint_pass_test, kruskal_test
 
 SPEARMAN_NAME = "statistic_value_spearman"
 # Stream ids for the seeded random generators, one per component.
-_BOOT, _WITHIN, _PAIRED = 1, 2, 3
+_BOOT, _WITHIN, _PAIRED, _FAIR = 1, 2, 3, 4
+_FAIR_BOOT = 500  # bootstrap resamples of the fairness criterion's CI (each is costly)
 
 
 def _check_options(alpha: float, n_boot: int, n_perm: int, ci_level: float) -> None:
@@ -108,26 +110,52 @@ def analyze(
     if target is None:
         target = float(metrics.overall.loc[baseline, "pass_rate"])
     matched = matched_comparison_from(frame, strategies=order, target_pass_rate=target,
-                                      weights=weights, ci_level=ci_level)
-    verdict = decide(disparities=disparities, tests=adjusted, baseline=baseline, rule=rule,
-                     alpha=alpha)
+                                      weights=weights, ci_level=ci_level, baseline=baseline,
+                                      n_perm=min(n_perm, 200), seed=seed)
+    label = (f"the baseline's pass rate {target:.2f}" if matched_pass_rate is None
+             else f"the matched pass rate {target:.2f}")
+    fairness = _fairness(arrays, rule, baseline=baseline, weights=weights, n_perm=n_perm,
+                         ci_level=ci_level, seed=seed)
+    verdict = decide(disparities=disparities, tests=adjusted, fairness=fairness,
+                     overall=metrics.overall, matched_tests=matched.tests, baseline=baseline,
+                     rule=rule, alpha=alpha, n_replicates=arrays.n_replicates,
+                     matched_label=label)
     return Analysis(
         baseline=baseline, alpha=float(alpha), ci_level=float(ci_level), n_boot=n_boot,
         n_perm=n_perm, seed=seed, rule=rule, n_replicates=arrays.n_replicates,
         metrics=metrics, disparities=disparities, tests=adjusted, matched=matched,
-        verdict=verdict)
+        verdict=verdict, fairness=fairness, decisions=frame, matched_label=label)
+
+
+def _fairness(arrays: DecisionArrays, rule: SelectionRule, *, baseline: str,
+              weights: np.ndarray, n_perm: int, ci_level: float, seed: int) -> FairnessTable:
+    return fairness_table(
+        arrays.counts, strategies=arrays.strategies, blueprints=arrays.blueprints,
+        baseline=baseline, min_valuable=rule.min_valuable,
+        min_non_valuable=rule.min_non_valuable, weights=weights[:_FAIR_BOOT], n_perm=n_perm,
+        ci_level=ci_level, rng=np.random.default_rng([seed, _FAIR]))
 
 
 def select_winner(
     analysis: Analysis | pd.DataFrame, *, rule: SelectionRule | None = None,
     baseline: str = "baseline", alpha: float = 0.05, seed: int = 0,
 ) -> Verdict:
-    """The verdict for an :class:`Analysis` (re-decided under ``rule``) or a decisions table.
-
-    With a table, runs :func:`analyze` with ``baseline``, ``alpha`` and ``seed`` first.
-    """
-    if isinstance(analysis, Analysis):
-        rule = rule or analysis.rule
-        return decide(disparities=analysis.disparities, tests=analysis.tests,
-                      baseline=analysis.baseline, rule=rule, alpha=analysis.alpha)
-    return analyze(analysis, baseline=baseline, alpha=alpha, rule=rule, seed=seed).verdict
+    """The verdict for an :class:`Analysis` (re-decided under ``rule``, recomputing only the
+    fairness criterion when the rule's seed minimums differ) or for a decisions table (runs
+    :func:`analyze` with ``baseline``, ``alpha`` and ``seed`` first)."""
+    if not isinstance(analysis, Analysis):
+        return analyze(analysis, baseline=baseline, alpha=alpha, rule=rule, seed=seed).verdict
+    a = analysis
+    rule = rule or a.rule
+    fairness = a.fairness
+    if (rule.min_valuable, rule.min_non_valuable) != (fairness.min_valuable,
+                                                       fairness.min_non_valuable):
+        arrays = build_arrays(a.decisions, strategies=a.strategies)
+        weights = bootstrap_weights(np.random.default_rng([a.seed, _BOOT]), a.n_boot,
+                                    arrays.n_replicates)
+        fairness = _fairness(arrays, rule, baseline=a.baseline, weights=weights,
+                             n_perm=a.n_perm, ci_level=a.ci_level, seed=a.seed)
+    return decide(disparities=a.disparities, tests=a.tests, fairness=fairness,
+                  overall=a.metrics.overall, matched_tests=a.matched.tests,
+                  baseline=a.baseline, rule=rule, alpha=a.alpha, n_replicates=a.n_replicates,
+                  matched_label=a.matched_label)

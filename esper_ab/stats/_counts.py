@@ -73,6 +73,20 @@ class DecisionArrays:
         return out
 
 
+@dataclass(frozen=True)
+class CountArrays:
+    """Only the per-replicate counts of a table (what the count-based tests need): the fast
+    path of simulations and the power planner, which never build a DataFrame."""
+
+    strategies: tuple[str, ...]
+    blueprints: tuple[str, ...]
+    counts: np.ndarray  # (R, S, B, N_FIELDS)
+
+    @property
+    def n_replicates(self) -> int:
+        return int(self.counts.shape[0])
+
+
 def build_arrays(frame: pd.DataFrame, *, strategies: tuple[str, ...] | None = None) -> DecisionArrays:
     """Reduce a *validated* table to codes and per-replicate counts."""
     strat = tuple(strategies) if strategies is not None else tuple(sorted(pd.unique(frame["strategy"])))

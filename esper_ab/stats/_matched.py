@@ -19,17 +19,24 @@ from esper_ab.errors import ConfigError
 from esper_ab.stats._counts import build_arrays
 from esper_ab.stats._disparities import disparity_table
 from esper_ab.stats._groups import GroupMetrics, compute_group_metrics
+from esper_ab.stats._paired import paired_metric_tests
+from esper_ab.stats._results import TestResult
+
+MATCHED_OBJECTIVES = ("balanced_accuracy", "mcc", "realized_utility")
 
 
 @dataclass(frozen=True, eq=False)  # holds DataFrames: compare fields explicitly
 class MatchedComparison:
-    """Metrics and disparities of every strategy at a common overall pass rate."""
+    """Metrics and disparities of every strategy at a common overall pass rate; ``tests``
+    holds the paired objective tests against the baseline there (when a baseline is given):
+    the matched gain and its CI."""
 
     target_pass_rate: float
     thresholds: pd.Series
     realized_pass_rate: pd.Series
     metrics: GroupMetrics
     disparities: pd.DataFrame
+    tests: tuple[TestResult, ...] = ()
 
 
 def matched_threshold(statistic: np.ndarray, pass_rate: float) -> float:
@@ -63,18 +70,29 @@ def rethreshold(df: pd.DataFrame, *, pass_rate: float) -> tuple[pd.DataFrame, pd
 
 def matched_comparison_from(
     frame: pd.DataFrame, *, strategies: tuple[str, ...], target_pass_rate: float,
-    weights: np.ndarray, ci_level: float,
+    weights: np.ndarray, ci_level: float, baseline: str | None = None, n_perm: int = 200,
+    seed: int = 0,
 ) -> MatchedComparison:
-    """The matched comparison for a validated frame, reusing bootstrap weights."""
+    """The matched comparison for a validated frame, reusing bootstrap weights; with a
+    ``baseline``, also the paired objective tests of every other strategy against it."""
     matched, thresholds = rethreshold(frame, pass_rate=target_pass_rate)
     arrays = build_arrays(matched, strategies=strategies)
     metrics = compute_group_metrics(arrays, weights=weights[:0], ci_level=ci_level,
                                     rank_metrics=False)
     disparities = disparity_table(arrays, weights, ci_level=ci_level)
+    tests: list[TestResult] = []
+    for i, s in enumerate(strategies):
+        if baseline is None or s == baseline:
+            continue
+        tests += paired_metric_tests(arrays, strategy=s, baseline=baseline,
+                                     metrics=MATCHED_OBJECTIVES, n_perm=n_perm,
+                                     n_boot=int(weights.shape[0]), ci_level=ci_level,
+                                     rng=np.random.default_rng([seed, i]))
     return MatchedComparison(
         target_pass_rate=float(target_pass_rate),
         thresholds=thresholds.reindex(list(strategies)),
         realized_pass_rate=metrics.overall["pass_rate"].rename("realized_pass_rate"),
         metrics=metrics,
         disparities=disparities,
+        tests=tuple(tests),
     )

@@ -5,11 +5,19 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats as sps
 
-from esper_ab.stats._counts import SMOOTH, STRATEGY_METRICS, DecisionArrays, N, strategy_metrics
+from esper_ab.stats._counts import (
+    SMOOTH,
+    STRATEGY_METRICS,
+    CountArrays,
+    DecisionArrays,
+    N,
+    strategy_metrics,
+)
 from esper_ab.stats._resample import (
     bootstrap_ci,
     bootstrap_weights,
     jackknife_weights,
+    nan_sd,
     permutation_pvalue,
     sign_flips,
 )
@@ -18,7 +26,8 @@ from esper_ab.stats._results import TestResult
 MCNEMAR_NAME = "correctness_mcnemar"
 PASS_MCNEMAR_NAME = "blueprint_pass_mcnemar"
 COCHRAN_NAME = "correctness_cochran_q"
-EXACT_BELOW = 25  # McNemar is exact (binomial) with fewer discordant pairs than this
+EXACT_BELOW = 25
+POOLED_METRICS = ("balanced_accuracy", "mcc", "realized_utility")  # McNemar is exact (binomial) with fewer discordant pairs than this
 
 
 def metric_test_name(metric: str) -> str:
@@ -26,7 +35,7 @@ def metric_test_name(metric: str) -> str:
 
 
 def paired_metric_tests(
-    arrays: DecisionArrays, *, strategy: str, baseline: str, metrics: tuple[str, ...],
+    arrays: DecisionArrays | CountArrays, *, strategy: str, baseline: str, metrics: tuple[str, ...],
     n_perm: int, n_boot: int, ci_level: float, rng: np.random.Generator,
 ) -> list[TestResult]:
     """Sign-flip permutation test and paired cluster-bootstrap CI of metric(strategy) − metric(baseline).
@@ -48,6 +57,8 @@ def paired_metric_tests(
                            strategy=strategy, note="evaluate both strategies on the same "
                            "replicates (common random numbers)") for m in metrics]
     cols = [STRATEGY_METRICS.index(m) for m in metrics]
+    if all(m in POOLED_METRICS for m in metrics):
+        pair = pair.sum(axis=2, keepdims=True)  # pooled metrics need only blueprint totals
     observed = strategy_metrics(pair.sum(axis=0))[:, cols]
     diff = observed[0] - observed[1]
 
@@ -66,6 +77,7 @@ def paired_metric_tests(
     jack = strategy_metrics((jackknife_weights(R) @ flat.reshape(R, -1)).reshape((R,) + pair.shape[1:]))
     lo, hi = bootstrap_ci(diff, boot_diff, jack[:, 0, cols] - jack[:, 1, cols], ci_level,
                           smooth=SMOOTH[cols])
+    se = nan_sd(boot_diff)
     how = "all 2^R swaps (exact)" if exact else f"{flips.shape[0]} random swap patterns"
     ci_kind = {True: "BCa", False: "percentile"}
     out = []
@@ -77,6 +89,7 @@ def paired_metric_tests(
             statistic=float(diff[i]), pvalue=float(pvals[i]), effect_size=float(diff[i]),
             effect_size_name=f"{m} difference (strategy - baseline)",
             ci=(float(lo[i]), float(hi[i])), ci_level=ci_level, strategy=strategy, n_units=R,
+            standard_error=float(se[i]),
             note=f"{m}: strategy {observed[0, i]:.4g}, baseline {observed[1, i]:.4g}"))
     return out
 

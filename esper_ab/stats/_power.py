@@ -29,12 +29,15 @@ from esper_ab.stats._resample import bootstrap_weights
 from esper_ab.stats._schema import validate_decisions
 from esper_ab.stats._simulate import SimulationDesign, simulate_decisions
 
-_MAX_REPLICATES = 1_000_000
+MAX_REPLICATES = 100_000  # the planner's hard cap
 
 
 @dataclass(frozen=True)
 class PowerEstimate:
-    """Power of a two-sided paired test at ``n_replicates`` and the replicates needed."""
+    """Power of a two-sided paired test at ``n_replicates`` and the replicates needed.
+
+    ``capped`` is True when the target power needs more than ``MAX_REPLICATES`` replicates
+    (then ``replicates_needed`` is the cap and ``message`` says so)."""
 
     metric: str
     effect: float
@@ -44,6 +47,8 @@ class PowerEstimate:
     n_replicates: int
     power: float
     replicates_needed: int
+    capped: bool = False
+    message: str = ""
 
 
 @dataclass(frozen=True)
@@ -67,31 +72,62 @@ def _power_at(n: int, effect: float, sd: float, alpha: float) -> float:
     return float(sps.nct.sf(crit, n - 1, nc) + sps.nct.cdf(-crit, n - 1, nc))
 
 
+def replicates_for(effect: float, sd: float, alpha: float, target_power: float) -> int | None:
+    """Smallest n >= 2 with noncentral-t power >= target, or None past ``MAX_REPLICATES``.
+
+    Bounded work: the normal approximation brackets n, then an integer bisection (at most
+    ~17 steps) finds it; a non-finite or negligible effect never loops."""
+    if not (math.isfinite(effect) and math.isfinite(sd) and sd > 0) or effect == 0:
+        return None
+    z = sps.norm.isf(alpha / 2) + sps.norm.ppf(target_power)
+    ratio = z * sd / abs(effect)
+    if not math.isfinite(ratio) or ratio * ratio > MAX_REPLICATES:
+        return None
+    lo, hi = 1, max(2, math.ceil(ratio * ratio))
+    while _power_at(hi, effect, sd, alpha) < target_power:  # the t needs a few more
+        if hi >= MAX_REPLICATES:
+            return None
+        lo, hi = hi, min(MAX_REPLICATES, 2 * hi)
+    while hi - lo > 1:  # invariant: power(lo) < target <= power(hi) (lo = 1 counts as below)
+        mid = (lo + hi) // 2
+        if mid >= 2 and _power_at(mid, effect, sd, alpha) >= target_power:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
 def power(
     *, effect: float, sd_per_replicate: float, alpha: float = 0.05, target_power: float = 0.8,
     n_replicates: int = 20, metric: str = "balanced_accuracy",
 ) -> PowerEstimate:
-    """Power at ``n_replicates`` and the smallest number of replicates reaching ``target_power``."""
+    """Power at ``n_replicates`` and the smallest number of replicates reaching ``target_power``.
+
+    A zero or negligible effect does not raise or loop: it returns ``capped=True`` with
+    ``replicates_needed = MAX_REPLICATES`` and a message."""
     if not 0 < alpha < 1:
         raise bad_value("alpha", alpha, "use a level in (0, 1)")
     if not 0 < target_power < 1:
         raise bad_value("target_power", target_power, "use a power in (0, 1), e.g. 0.8")
     if not (sd_per_replicate > 0 and math.isfinite(sd_per_replicate)):
         raise bad_value("sd_per_replicate", sd_per_replicate, "use a positive, finite SD")
-    if effect == 0 or not math.isfinite(effect):
-        raise bad_value("effect", effect, "use the non-zero difference you want to detect")
-    if n_replicates < 2:
+    if not isinstance(effect, int | float) or not math.isfinite(effect):
+        raise bad_value("effect", effect, "use the finite difference you want to detect")
+    if not (isinstance(n_replicates, int) and n_replicates >= 2):
         raise bad_value("n_replicates", n_replicates, "use at least 2 replicates")
-    z = sps.norm.isf(alpha / 2) + sps.norm.ppf(target_power)
-    n = max(2, math.ceil((z * sd_per_replicate / effect) ** 2))  # normal approximation
-    while n > 2 and _power_at(n - 1, effect, sd_per_replicate, alpha) >= target_power:
-        n -= 1
-    while _power_at(n, effect, sd_per_replicate, alpha) < target_power and n < _MAX_REPLICATES:
-        n += 1
+    effect = float(effect)
+    n = replicates_for(effect, sd_per_replicate, alpha, target_power)
+    at_n = _power_at(n_replicates, effect, sd_per_replicate, alpha)
+    message = ""
+    if n is None:
+        message = (f"an effect of {effect:.3g} (sd per replicate {sd_per_replicate:.3g}) needs "
+                   f"more than {MAX_REPLICATES} replicates for power {target_power:g}: it is "
+                   "practically zero; plan for the smallest effect that matters")
     return PowerEstimate(
-        metric=metric, effect=float(effect), sd_per_replicate=float(sd_per_replicate),
+        metric=metric, effect=effect, sd_per_replicate=float(sd_per_replicate),
         alpha=float(alpha), target_power=float(target_power), n_replicates=int(n_replicates),
-        power=_power_at(n_replicates, effect, sd_per_replicate, alpha), replicates_needed=int(n))
+        power=at_n, replicates_needed=MAX_REPLICATES if n is None else int(n),
+        capped=n is None, message=message)
 
 
 # Rate-type metrics only: realized utility is a sum that grows with the number of replicates.

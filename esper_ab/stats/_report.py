@@ -11,6 +11,7 @@ import pandas as pd
 
 from esper_ab.errors import DataError
 from esper_ab.stats._counts import DISPARITY_METRICS
+from esper_ab.stats._fairness import FairnessTable
 from esper_ab.stats._groups import GroupMetrics
 from esper_ab.stats._matched import MatchedComparison
 from esper_ab.stats._results import TestResult
@@ -36,6 +37,9 @@ class Analysis:
     tests: tuple[TestResult, ...]
     matched: MatchedComparison
     verdict: Verdict
+    fairness: FairnessTable
+    decisions: pd.DataFrame   # the validated table
+    matched_label: str = "the baseline's pass rate"
 
     @property
     def strategies(self) -> tuple[str, ...]:
@@ -110,6 +114,7 @@ def analysis_to_dict(a: Analysis) -> dict[str, object]:
         matched_strategies[s] = entry
     rate_cols = ["n_passed", "pass_rate", "tpr", "fpr", "precision"]
     return {
+        "verdict": a.verdict.to_dict(),  # first, so that the file starts with the answer
         "baseline": a.baseline,
         "alpha": a.alpha,
         "ci_level": a.ci_level,
@@ -127,8 +132,9 @@ def analysis_to_dict(a: Analysis) -> dict[str, object]:
             "strategies": matched_strategies,
             "disparities": _disparities(m.disparities, DISPARITY_METRICS),
             "per_blueprint": _nested(m.metrics.by_group[rate_cols]),
+            "gains_vs_baseline": [t.to_dict() for t in m.tests],
         },
-        "verdict": a.verdict.to_dict(),
+        "fairness": a.fairness.to_dict(),
     }
 
 
@@ -152,6 +158,8 @@ def format_analysis(a: Analysis) -> str:
     """Human-readable report: per-blueprint table, overall, disparities, matched, tests, verdict."""
     lvl = f"{a.ci_level:.0%}"
     lines = [
+        *a.verdict.summary_lines(),
+        "",
         f"esper-ab analyze: {len(a.strategies)} strategies x {len(a.blueprints)} blueprints x "
         f"{a.n_replicates} replicates; baseline {a.baseline!r}, alpha {a.alpha:g}, "
         f"{lvl} CIs by cluster bootstrap over replicates ({a.n_boot} resamples)",
@@ -180,7 +188,7 @@ def format_analysis(a: Analysis) -> str:
     lines += [overall.to_string(), "", f"Disparities across blueprints ({lvl} CI)"]
     disp = pd.DataFrame({m: [_ci(d.loc[s, m], d.loc[s, f"{m}_ci_low"], d.loc[s, f"{m}_ci_high"])
                              for s in d.index] for m in DISPARITY_METRICS}, index=d.index)
-    lines += [disp.to_string(), ""]
+    lines += [disp.to_string(), "", *_fairness_lines(a), ""]
     m = a.matched
     md = m.disparities
     lines.append(f"Matched comparison: every strategy re-thresholded to overall pass rate "
@@ -213,5 +221,25 @@ def format_analysis(a: Analysis) -> str:
         lines.append(f"  {t.name} {t.strategy}/{t.blueprint}: statistic {_f(t.statistic, '.4g')}, "
                      f"effect {_f(t.effect_size, '+.3f')}, p {_p(t.pvalue)}, p_adj "
                      f"{_p(t.pvalue_adjusted)}")
-    lines += ["", f"Verdict: {a.verdict.winner or 'none'}", f"  {a.verdict.reason}"]
+    v = a.verdict
+    lines += ["", f"Verdict ({v.kind}): {v.winner or 'none'}", f"  {v.reason}"]
     return "\n".join(lines)
+
+
+def _fairness_lines(a: Analysis) -> list[str]:
+    f, rule = a.fairness, a.rule
+    ft = f.table
+    lines = [f"Fairness criterion: gaps debiased (bias of max - min removed at empirical-Bayes "
+             f"rates), raw beside; TPR/FPR only on blueprints with >= {f.min_valuable} valuable "
+             f"and >= {f.min_non_valuable} non-valuable seeds ({f.left_out_text()}); 'vs "
+             "baseline': sign-flip test over replicates, one-sided p for 'less fair'"]
+    cols = {}
+    for m in ("equalized_odds_gap", "equal_opportunity_gap", "pass_rate_gap"):
+        cols[f"{m} [{a.ci_level:.0%} CI]"] = [
+            _ci(ft.loc[s, m], ft.loc[s, f"{m}_ci_low"], ft.loc[s, f"{m}_ci_high"]) for s in ft.index]
+        cols[f"{m}_raw"] = ft[f"{m}_raw"].map(_f)
+    m = rule.fairness_metric
+    cols[f"{m} vs baseline"] = ft[f"{m}_vs_baseline"].map(lambda v: _f(v, "+.3f"))
+    cols["p (less fair)"] = ft[f"{m}_vs_baseline_p"].map(_p)
+    lines.append(pd.DataFrame(cols, index=ft.index).to_string())
+    return lines

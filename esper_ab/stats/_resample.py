@@ -46,6 +46,31 @@ def permutation_pvalue(observed: np.ndarray, permuted: np.ndarray, *, exact: boo
     return np.where(np.isnan(obs) | (m == 0), np.nan, np.minimum(p, 1.0))
 
 
+def permutation_pvalue_greater(observed: np.ndarray, permuted: np.ndarray, *, exact: bool) -> np.ndarray:
+    """One-sided p-value P(T* >= T) with permutations on axis 0 (conventions as
+    :func:`permutation_pvalue`)."""
+    obs = np.asarray(observed, dtype=float)
+    perm = np.asarray(permuted, dtype=float)
+    valid = ~np.isnan(perm)
+    extreme = valid & (perm >= obs - _TIE_RTOL * np.abs(obs) - 1e-12)
+    k = extreme.sum(axis=0)
+    m = valid.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = k / m if exact else (1 + k) / (1 + m)
+    return np.where(np.isnan(obs) | (m == 0), np.nan, np.minimum(p, 1.0))
+
+
+def nan_sd(x: np.ndarray) -> np.ndarray:
+    """Sample SD (ddof 1) over axis 0 ignoring NaN; NaN with fewer than 2 values."""
+    x = np.asarray(x, dtype=float)
+    ok = ~np.isnan(x)
+    n = ok.sum(axis=0)
+    z = np.where(ok, x, 0.0)
+    mean = z.sum(axis=0) / np.maximum(n, 1)
+    ss = (np.where(ok, x - mean, 0.0) ** 2).sum(axis=0)
+    return np.where(n >= 2, np.sqrt(ss / np.maximum(n - 1, 1)), np.nan)
+
+
 def jackknife_weights(n_units: int) -> np.ndarray:
     """(n_units, n_units) leave-one-unit-out multiplicities."""
     return np.ones((n_units, n_units)) - np.eye(n_units)

@@ -65,8 +65,17 @@ def test_only_the_baseline_gives_no_winner():
 
 
 def test_rule_is_configurable_and_re_decided_without_recomputing(planted):
-    strict = select_winner(planted, rule=SelectionRule(max_gap=0.0))
+    # "good" is fair by construction, so its debiased gap may be exactly 0 and pass even a
+    # bound of 0; the upper CI limit of the gap is positive and cannot.
+    strict = select_winner(planted, rule=SelectionRule(max_gap=0.0, gap_bound="ci_high"))
     assert strict.winner is None and "> 0" in strict.reason
+    assert strict.kind == "not_better" and "unfair: upper CI limit" in strict.reason
+    # Seed minimums re-decide with the fairness criterion recomputed: 40 replicates x 5 seeds
+    # hold about 100 valuable seeds per blueprint, fewer than 150.
+    few = select_winner(planted, rule=SelectionRule(min_valuable=150))
+    assert few.winner is None and set(few.left_out) == set(BPS)
+    assert "valuable seed(s) < min_valuable 150" in few.left_out["norm"]
+    assert "undefined" in few.reason
     by_mcc = select_winner(planted, rule=SelectionRule(objective="mcc"))
     assert by_mcc.winner == "good"
     no_sig = select_winner(planted, rule=SelectionRule(require_significance=False, max_gap=1.0))
@@ -109,9 +118,12 @@ def test_json_layout_holds_the_required_fields(planted):
 
 def test_format_table_has_every_section(planted):
     text = planted.format_table()
-    for needle in ("Per blueprint", "Overall", "Disparities", "Matched comparison", "Tests",
-                   "Verdict: good"):
+    for needle in ("Per blueprint", "Overall", "Disparities", "Fairness criterion",
+                   "Matched comparison", "Tests", "Verdict (winner): good"):
         assert needle in text
+    # The answer comes first: the verdict's headline is the first line.
+    assert text.splitlines()[0].startswith("Verdict: winner good: balanced_accuracy")
+    assert text.splitlines()[0] == planted.verdict.headline
 
 
 def test_deterministic_given_the_seed():

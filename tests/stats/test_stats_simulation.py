@@ -96,8 +96,11 @@ def test_power_formula_against_normal_approximation():
     at = power(effect=0.1, sd_per_replicate=0.5, n_replicates=est.replicates_needed)
     below = power(effect=0.1, sd_per_replicate=0.5, n_replicates=est.replicates_needed - 1)
     assert at.power >= 0.8 > below.power
+    # A zero effect is not an error: the planner caps it and says why (issue 10).
+    zero = power(effect=0.0, sd_per_replicate=1.0)
+    assert zero.capped and "practically zero" in zero.message
     with pytest.raises(ConfigError, match="effect"):
-        power(effect=0.0, sd_per_replicate=1.0)
+        power(effect=float("nan"), sd_per_replicate=1.0)
 
 
 def test_pilot_sd_matches_the_linearized_per_replicate_spread():
