@@ -13,11 +13,11 @@ measured), which would dominate a search that evaluates a config in a few millis
 
 from __future__ import annotations
 
-import fcntl
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock, Timeout
 
 from esper_ab.errors import ConfigError
 
@@ -114,27 +114,21 @@ class BatchedJournalBackend:
 
 
 class SweepFolderLock:
-    """An exclusive, non-blocking lock on ``<folder>/<name>.lock`` (released on exit, and by
-    the OS if the process dies)."""
+    """An exclusive, non-blocking lock on ``<folder>/<name>.lock`` (``filelock``: released
+    on exit, and by the OS if the process dies)."""
 
     def __init__(self, folder: Path, name: str, *, what: str) -> None:
         self.path, self.what = Path(folder) / f"{name}.lock", what
-        self._fd: int | None = None
+        self._lock = FileLock(str(self.path), timeout=0, is_singleton=False)
 
     def __enter__(self) -> SweepFolderLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+            self._lock.acquire()
+        except Timeout:
             raise ConfigError(f"{self.what} is already running ({self.path} is locked): wait "
                               "for it to finish, or use another --storage-dir") from None
-        self._fd = fd
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
+        self._lock.release()
