@@ -19,7 +19,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", dest="json_out", metavar="OUT", default=None,
                    help="also write the analysis as JSON to OUT")
     p.add_argument("--max-gap", type=float, default=None, metavar="EPS",
-                   help="bound on the equalized-odds gap in the selection rule (default 0.2)")
+                   help="bound on the debiased equalized-odds gap in the selection rule "
+                        "(default 0.2)")
+    p.add_argument("--gap-bound", choices=("estimate", "ci_high"), default=None,
+                   help="apply --max-gap to the gap's point estimate or its upper CI limit "
+                        "(default: estimate)")
+    p.add_argument("--margin", type=float, default=None, metavar="M",
+                   help="equivalence margin of 'not better than the baseline', in the "
+                        "objective's units (default 0.05)")
+    p.add_argument("--min-valuable", type=int, default=None, metavar="N",
+                   help="valuable seeds a blueprint needs to enter TPR/FPR (default 10)")
+    p.add_argument("--min-non-valuable", type=int, default=None, metavar="N",
+                   help="non-valuable seeds a blueprint needs to enter TPR/FPR (default 10)")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default: %(default)s)")
     p.add_argument("--n-perm", type=int, default=2000, help="permutations (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of all resampling (default: %(default)s)")
@@ -45,7 +56,9 @@ def run(args: argparse.Namespace) -> int:
     if args.plots:
         raise DataError(f"--plots {args.plots!r} needs --observational: add it, or use "
                         "'esper-ab report' for a sweep's plots")
-    rule = SelectionRule() if args.max_gap is None else SelectionRule(max_gap=args.max_gap)
+    given = {"max_gap": args.max_gap, "gap_bound": args.gap_bound, "margin": args.margin,
+             "min_valuable": args.min_valuable, "min_non_valuable": args.min_non_valuable}
+    rule = SelectionRule(**{k: v for k, v in given.items() if v is not None})
     table = load_decisions_csv(args.decisions)
     result = analyze(table, baseline=args.baseline, alpha=args.alpha, rule=rule,
                      n_boot=args.n_boot, n_perm=args.n_perm, seed=args.seed)

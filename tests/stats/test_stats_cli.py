@@ -33,7 +33,9 @@ def test_analyze_prints_the_report_and_writes_json(csv_path, tmp_path):
     proc = _run(str(csv_path), "--baseline", "sqrt", "--alpha", "0.1", "--json", str(out),
                 "--n-boot", "200", "--n-perm", "200")
     assert proc.returncode == 0, proc.stderr
-    assert "Per blueprint" in proc.stdout and "Verdict:" in proc.stdout
+    assert "Per blueprint" in proc.stdout and "Verdict" in proc.stdout
+    first = proc.stdout.splitlines()[0]
+    assert first.startswith("Verdict: ")  # the answer is the first line
     data = json.loads(out.read_text())
     assert data["baseline"] == "sqrt" and data["alpha"] == 0.1
     assert set(data["per_blueprint"]) == {"sqrt", "mean_abs"}
@@ -41,6 +43,22 @@ def test_analyze_prints_the_report_and_writes_json(csv_path, tmp_path):
     assert "equalized_odds_gap" in data["disparities"]["mean_abs"]
     assert all("pvalue_adjusted" in t for t in data["tests"])
     assert "winner" in data["verdict"] and data["verdict"]["reason"]
+    assert data["verdict"]["kind"] in ("winner", "not_better", "undecided")
+    assert data["verdict"]["headline"] == first
+    assert (data["verdict"]["winner"] is None) == (data["verdict"]["kind"] != "winner")
+
+
+def test_rule_options_reach_the_verdict_and_bad_ones_exit_2(csv_path, tmp_path):
+    out = tmp_path / "rule.json"
+    proc = _run(str(csv_path), "--baseline", "sqrt", "--n-boot", "50", "--n-perm", "100",
+                "--margin", "0.1", "--min-valuable", "3", "--gap-bound", "ci_high",
+                "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    rule = json.loads(out.read_text())["verdict"]["rule"]
+    assert (rule["margin"], rule["min_valuable"], rule["gap_bound"]) == (0.1, 3, "ci_high")
+    bad = _run(str(csv_path), "--baseline", "sqrt", "--margin", "-1")
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+    assert "margin" in bad.stderr and "-1" in bad.stderr
 
 
 @pytest.mark.parametrize(
