@@ -79,6 +79,8 @@ def build_winner(*, gate: GateConfig, analysis: Mapping[str, Any], label: str,
                  if t.get("name") == f"{objective}_vs_baseline" and t.get("strategy") == label
                  and t.get("blueprint") is None), {})
     verdict = analysis.get("verdict", {})
+    _refuse_degenerate(verdict, label)
+    said = [str(verdict.get(k) or "") for k in ("headline", "reason")]
     return WinnerFile(
         exported_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), gate=gate.to_dict(),
         calibration_sha256=calibration_hash(gate.calibration),
@@ -90,9 +92,19 @@ def build_winner(*, gate: GateConfig, analysis: Mapping[str, Any], label: str,
             replicates=list(spec.replicates), objective=objective, metrics=metrics,
             pvalue_vs_baseline=_clean(test.get("pvalue")),
             pvalue_adjusted_vs_baseline=_clean(test.get("pvalue_adjusted")),
-            adjustment=test.get("adjustment"), verdict=str(verdict.get("reason", "")),
-            forced=forced),
+            adjustment=test.get("adjustment"), verdict="\n".join(s for s in said if s),
+            verdict_kind=verdict.get("kind"), forced=forced),
         versions=dict(versions), git_commit=git_commit)
+
+
+def _refuse_degenerate(verdict: Mapping[str, Any], label: str) -> None:
+    """A gate that admits no seed, every seed or no valuable seed is never exported, not
+    even with --force: it cannot be shipped."""
+    cand = next((c for c in verdict.get("candidates", []) if c.get("strategy") == label), {})
+    if cand.get("degenerate"):
+        raise ConfigError(f"trial {label} is a degenerate gate (it {cand['degenerate']}): it is "
+                          "never exported, even with --force; export another trial or widen "
+                          "the sweep's threshold range")
 
 
 def load_gate(path: str | Path) -> Gate:

@@ -89,6 +89,24 @@ class SweepAnalysis:
         """The combined decisions table the analysis ran on."""
         return None if not self.selected else _combined(self.selected)
 
+    @property
+    def kind(self) -> str:
+        """``winner``, ``not_better`` or ``undecided`` (no complete trial: nothing compared)."""
+        return self.analysis.verdict.kind if self.analysis is not None else "undecided"
+
+    @property
+    def headline(self) -> str:
+        """The one line any rendering puts first (``Verdict: <kind>...``)."""
+        if self.analysis is not None:
+            return self.analysis.verdict.headline
+        return f"Verdict: undecided: {self.reason.removeprefix('no winner: ')}"
+
+    def summary_lines(self) -> list[str]:
+        """The headline and a few lines under it, then the selection caveat."""
+        if self.analysis is None:
+            return [self.headline]
+        return [*self.analysis.verdict.summary_lines(), f"  note: {SELECTION_CAVEAT}"]
+
 
 def _signed(values: np.ndarray, directions: list[str]) -> np.ndarray:
     """Objectives turned so that larger is better."""
@@ -173,5 +191,6 @@ def analyze_sweep(record: SweepRecord, *, n_boot: int = 1000, n_perm: int = 2000
                        rule=spec.selection.rule(), n_boot=n_boot, n_perm=n_perm, seed=seed)
     verdict = analysis.verdict
     winner = next((t for t in selected if t.label == verdict.winner), None)
-    reason = f"{verdict.reason}; note: {SELECTION_CAVEAT}"
+    reason = (f"{verdict.headline.removeprefix('Verdict: ')} | {verdict.reason}; note: "
+              f"{SELECTION_CAVEAT}")
     return SweepAnalysis(record, board, pareto, selected, analysis, winner, reason)
