@@ -2,33 +2,58 @@
 
 Both arms run fwd + bwd + AdamW on the same model and batch; the measured arm also calls
 ``GradientCollector.collect()`` after backward (the per-step path of an episode) and
-materializes once per 20 steps (the per-epoch sync). Arms are interleaved in blocks so
-drift on a shared machine hits both; the figure is the median of the per-block ratios.
+materializes once per block (the per-epoch sync). One run alternates blocks of the two
+arms in pairs whose order flips from pair to pair (AB BA AB ...), so drift hits both arms.
+Every step is timed; the run's ratio is
 
-    python benchmarks/telemetry_overhead.py [--device cpu|cuda] [--blocks 15] [--steps 20]
+    (median measured step + median materialize / steps per block) / median plain step
+
+Medians of single steps keep the figure steady on a shared machine, where preemption
+inflates a random few steps (block sums swing by several percent there). Each host gets
+``--runs`` runs in one invocation (a fresh model each); the line prints their median and
+spread, and the *collect share*: median time inside ``collect()`` (plus the materialize
+share) over the median plain step, a direct check of the ratio that contention barely
+moves. ``--aa`` makes the measured arm plain too: the ratio then shows the noise floor.
+
+On the CPU steps are timed with ``time.perf_counter`` at ``--threads`` threads (1 by
+default). On CUDA (measured when ``torch.cuda.is_available()``) steps are timed with CUDA
+events and there is no host sync inside a block but the measured arm's ``materialize``;
+one synchronize after each block's last event reads the events.
+
+    python benchmarks/telemetry_overhead.py [--device auto|cpu|cuda] [--runs 3]
+        [--pairs 10] [--steps 5] [--threads 1] [--hosts cnn,gpt] [--aa]
+
+Target: ratio <= 1.02 on every host.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
+import os
 import statistics
+import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from esper_ab.episodes.hosts import CNNHost, CNNHostConfig, TransformerHost, TransformerHostConfig
 from esper_ab.gradients import GradientCollector
-from esper_ab.hosts import CNNHost, CNNHostConfig, TransformerHost, TransformerHostConfig
+
+Batch = tuple[torch.Tensor, torch.Tensor]
 
 
-def cnn() -> tuple[nn.Module, tuple[torch.Tensor, torch.Tensor]]:
+def cnn() -> tuple[nn.Module, Batch]:
     """esper-ab's CNN host (conv-BN-ReLU blocks, 8->16->32 channels, like cifar_baseline)."""
     model = CNNHost(CNNHostConfig(in_channels=3, n_classes=10, base_width=8, n_blocks=3,
                                   image_size=32))
     return model, (torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,)))
 
 
-def transformer() -> tuple[nn.Module, tuple[torch.Tensor, torch.Tensor]]:
+def transformer() -> tuple[nn.Module, Batch]:
     """esper-ab's pre-LN GPT host with a tied embedding (width 128, 4 layers)."""
     cfg = TransformerHostConfig(vocab_size=512, context_length=64, width=128, n_layers=4,
                                 n_heads=4)
@@ -46,7 +71,44 @@ class _FlatLogits(nn.Module):
         return self.model(idx).flatten(0, 1)
 
 
-def measure(name, build, device, blocks, steps) -> tuple[float, float, float]:
+HOSTS: dict[str, Callable[[], tuple[nn.Module, Batch]]] = {"cnn": cnn, "gpt": transformer}
+
+
+class _Clock:
+    """Marks on the CPU clock, or CUDA events recorded on the stream (no host sync)."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+
+    def mark(self):
+        if not self.cuda:
+            return time.perf_counter()
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    def settle(self) -> None:
+        """Make the marks readable: one synchronize on CUDA, after a block's last mark."""
+        if self.cuda:
+            torch.cuda.synchronize()
+
+    def seconds(self, a, b) -> float:
+        return a.elapsed_time(b) / 1e3 if self.cuda else b - a
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One run. ``ratio`` is the figure; ``collect_share`` is the time inside ``collect``
+    (and the materialize share) over the plain step, a direct check of the ratio."""
+
+    ratio: float
+    collect_share: float
+    plain_s: float
+    measured_s: float
+
+
+def one_run(build: Callable[[], tuple[nn.Module, Batch]], device: torch.device, *,
+            pairs: int, steps: int, aa: bool = False) -> RunResult:
     torch.manual_seed(0)
     model, (x, y) = build()
     model.to(device)
@@ -54,54 +116,106 @@ def measure(name, build, device, blocks, steps) -> tuple[float, float, float]:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     collector = GradientCollector({"host": model})
     loss_fn = nn.CrossEntropyLoss()
+    clock = _Clock(device)
+    step_s: dict[bool, list[float]] = {True: [], False: []}
+    collect_s: list[float] = []
+    sync_s: list[float] = []
 
-    def step(collect: bool, pending: list) -> None:
-        opt.zero_grad(set_to_none=True)
-        loss_fn(model(x), y).backward()
-        if collect:
-            pending.append(collector.collect())
-        opt.step()
-
-    def run(collect: bool) -> float:
-        pending: list = []
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
+    def block(measured: bool) -> None:
+        collect = measured and not aa
+        pending = []
+        marks = []  # per step: start, before collect, after collect; then the end
         for _ in range(steps):
-            step(collect, pending)
+            start = clock.mark()
+            opt.zero_grad(set_to_none=True)
+            loss_fn(model(x), y).backward()
+            before = clock.mark()   # both arms mark here, so they differ only by collect()
+            if collect:
+                pending.append(collector.collect())
+            marks.append((start, before, clock.mark()))
+            opt.step()
+        end = clock.mark()
         if collect:
             collector.materialize(pending)  # the per-epoch sync
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - t0
+        done = clock.mark()
+        clock.settle()
+        starts = [m[0] for m in marks] + [end]
+        step_s[measured].extend(clock.seconds(a, b) for a, b in itertools.pairwise(starts))
+        if measured:
+            collect_s.extend(clock.seconds(b, c) for _, b, c in marks)
+            sync_s.append(clock.seconds(end, done))
 
-    run(True), run(False)  # warm-up
-    ratios, plain, timed = [], [], []
-    for b in range(blocks):
-        order = (True, False) if b % 2 else (False, True)
-        t = {c: run(c) for c in order}
-        ratios.append(t[True] / t[False])
-        plain.append(t[False] / steps)
-        timed.append(t[True] / steps)
-    return statistics.median(ratios), statistics.median(plain), statistics.median(timed)
+    block(True), block(False)  # warm-up: allocator, layout cache, kernels
+    for kept in (step_s[True], step_s[False], collect_s, sync_s):
+        kept.clear()
+    for p in range(pairs):
+        for arm in ((False, True) if p % 2 == 0 else (True, False)):
+            block(arm)
+    plain = statistics.median(step_s[False])
+    sync = statistics.median(sync_s) / steps
+    measured = statistics.median(step_s[True]) + sync
+    return RunResult(ratio=measured / plain,
+                     collect_share=(statistics.median(collect_s) + sync) / plain,
+                     plain_s=plain, measured_s=measured)
+
+
+def measure_host(name: str, device: torch.device, *, runs: int, pairs: int, steps: int,
+                 aa: bool = False) -> dict:
+    """``runs`` independent runs: the ratio's median, min and max, and the step times."""
+    load = os.getloadavg()[0]
+    results = [one_run(HOSTS[name], device, pairs=pairs, steps=steps, aa=aa)
+               for _ in range(runs)]
+    ratios = [r.ratio for r in results]
+    return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios),
+            "runs": ratios, "collect_share": statistics.median(r.collect_share for r in results),
+            "plain_ms": 1e3 * statistics.median(r.plain_s for r in results),
+            "measured_ms": 1e3 * statistics.median(r.measured_s for r in results),
+            "load_before": load, "load_after": os.getloadavg()[0]}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    ap.add_argument("--blocks", type=int, default=15)
-    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                    help="auto: the CPU, and CUDA too when it is available")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--pairs", type=int, default=10, help="block pairs per run")
+    ap.add_argument("--steps", type=int, default=5, help="training steps per block")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--hosts", default="cnn,gpt")
+    ap.add_argument("--aa", action="store_true", help="A/A: no collection in either arm")
     args = ap.parse_args()
+    hosts = [h for h in args.hosts.split(",") if h]
+    bad = [h for h in hosts if h not in HOSTS]
+    if bad or min(args.runs, args.pairs, args.steps, args.threads) < 1:
+        print(f"--hosts={args.hosts!r} --runs/--pairs/--steps/--threads: use hosts from "
+              f"{','.join(HOSTS)} and positive counts", file=sys.stderr)
+        raise SystemExit(2)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("--device=cuda: torch.cuda.is_available() is False; use --device cpu or auto",
+              file=sys.stderr)
+        raise SystemExit(2)
     torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    print(f"telemetry overhead on {device} (torch {torch.__version__}, "
-          f"{args.threads} thread(s), {args.blocks} blocks x {args.steps} steps)")
-    for name, build in (("cnn", cnn), ("transformer", transformer)):
-        ratio, plain, timed = measure(name, build, device, args.blocks, args.steps)
-        n = sum(p.numel() for p in build()[0].parameters())
-        print(f"  {name:<12} params={n:>9,}  plain step {plain * 1e3:8.2f} ms  with collection "
-              f"{timed * 1e3:8.2f} ms  ratio {ratio:.4f}  (target <= 1.02)")
+    devices = [] if args.device == "cuda" else [torch.device("cpu")]
+    if args.device != "cpu" and torch.cuda.is_available():
+        devices.append(torch.device("cuda"))
+    print(f"telemetry overhead (torch {torch.__version__}, {args.threads} CPU thread(s); "
+          f"{args.runs} runs x {args.pairs} block pairs x {args.steps} steps; target <= 1.02"
+          f"{'; A/A: no collection in either arm' if args.aa else ''})")
+    for device in devices:
+        label = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+        print(f"device {device} ({label})")
+        for name in hosts:
+            r = measure_host(name, device, runs=args.runs, pairs=args.pairs, steps=args.steps,
+                             aa=args.aa)
+            n = sum(p.numel() for p in HOSTS[name]()[0].parameters())
+            runs = " ".join(f"{v:.4f}" for v in r["runs"])
+            print(f"  {name:<4} params={n:>8,}  plain step {r['plain_ms']:7.2f} ms  with "
+                  f"collection {r['measured_ms']:7.2f} ms  ratio median {r['median']:.4f} "
+                  f"[min {r['min']:.4f}, max {r['max']:.4f}]  runs: {runs}  collect share "
+                  f"{r['collect_share']:.2%}  (load {r['load_before']:.2f} -> "
+                  f"{r['load_after']:.2f})")
+    if args.device == "auto" and not torch.cuda.is_available():
+        print("device cuda: skipped (torch.cuda.is_available() is False)")
 
 
 if __name__ == "__main__":
