@@ -22,7 +22,7 @@ from esper_ab.gate._config import (
     StepMeasurement,
     Window,
 )
-from esper_ab.gate._core import Gate
+from esper_ab.gate._core import Gate, StepReduction, StepStates, step_states
 from esper_ab.gate._file import (
     FORMAT,
     ForcedExportWarning,
@@ -55,6 +55,8 @@ __all__ = [
     "GateTracker",
     "MetricEvidence",
     "StepMeasurement",
+    "StepReduction",
+    "StepStates",
     "Window",
     "WinnerEvidence",
     "WinnerFile",
@@ -64,6 +66,7 @@ __all__ = [
     "load_gate_config",
     "load_winner",
     "read_gate_file",
+    "step_states",
     "resign_winner",
     "warn_if_forced",
     "write_winner",

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -44,30 +44,40 @@ from esper_ab.strategies import (
     REASON_CODE,
 )
 
+def _all_along_steps(valid: np.ndarray) -> list[bool]:
+    """Per step slice: whether every entry is valid (then a slice needs no mask)."""
+    return valid.reshape(valid.shape[0], -1).all(axis=1).tolist()
+
+
 def _window(values: np.ndarray, valid: np.ndarray, window: Window) -> np.ndarray:
-    """Reduce the step axis (last) over valid entries; NaN where none is valid."""
-    any_valid = valid.any(axis=-1)
+    """Reduce the step axis (the FIRST axis: [K, ...]) over valid entries; NaN where none is
+    valid. Step-first, every step slice is contiguous for the replay engine's layout; the
+    online tracker passes a view of its [1, E, K] arrays, so both run this same code. A
+    slice whose entries are all valid takes the unmasked form of the same operation."""
+    full = _all_along_steps(valid)
     if window == "last":
-        k = values.shape[-1]
-        last = k - 1 - np.argmax(valid[..., ::-1], axis=-1)
-        out = np.take_along_axis(values, last[..., None], axis=-1)[..., 0]
-    elif window == "mean":
-        # A fixed left-to-right sum: the same float result whatever the padding.
-        acc = np.zeros(values.shape[:-1])
-        cnt = np.zeros(values.shape[:-1])
-        for k in range(values.shape[-1]):
-            v = valid[..., k]
-            acc = acc + np.where(v, values[..., k], 0.0)
-            cnt = cnt + v
-        out = acc / np.maximum(cnt, 1)
+        # The last valid step wins: a left-to-right pass of selects, one slice at a time.
+        out = np.full(values.shape[1:], np.nan)
+        for k in range(values.shape[0]):
+            np.copyto(out, values[k], where=True if full[k] else valid[k])
+        return out
+    any_valid = valid.any(axis=0)
+    if window == "mean":
+        # A fixed left-to-right sum over the valid steps: the same float result whatever
+        # the padding (skipping a step adds nothing; the sum starts at +0.0, never -0.0).
+        acc = np.zeros(values.shape[1:])
+        for k in range(values.shape[0]):
+            np.add(acc, values[k], out=acc, where=True if full[k] else valid[k])
+        out = acc / np.maximum(valid.sum(axis=0), 1)
     else:
         # Sort with invalid entries as +inf at the end; the median of the n valid values
-        # is (x[(n-1)//2] + x[n//2]) / 2, exact for odd n as well.
-        ordered = np.sort(np.where(valid, values, np.inf), axis=-1)
-        n = valid.sum(axis=-1)
+        # is (x[(n-1)//2] + x[n//2]) / 2, exact for odd n as well. Sorted along a
+        # contiguous last axis ([..., K]): many tiny sorts, no strided access.
+        k_count = values.shape[0]
+        ordered = np.sort(np.moveaxis(np.where(valid, values, np.inf), 0, -1), axis=-1)
+        n = valid.sum(axis=0)
         lo = np.maximum((n - 1) // 2, 0)[..., None]
-        hi = np.maximum(n // 2, 0)[..., None]
-        hi = np.minimum(hi, values.shape[-1] - 1)
+        hi = np.minimum(np.maximum(n // 2, 0), k_count - 1)[..., None]
         a = np.take_along_axis(ordered, lo, axis=-1)[..., 0]
         b = np.take_along_axis(ordered, hi, axis=-1)[..., 0]
         with np.errstate(invalid="ignore"):
@@ -76,9 +86,59 @@ def _window(values: np.ndarray, valid: np.ndarray, window: Window) -> np.ndarray
 
 
 def _last_reason(reason: np.ndarray, which: np.ndarray) -> np.ndarray:
-    k = reason.shape[-1]
-    last = k - 1 - np.argmax(which[..., ::-1], axis=-1)
-    return np.take_along_axis(reason, last[..., None], axis=-1)[..., 0]
+    """The reason of the last step where ``which`` holds; 0 (``ok``) where none does (an
+    epoch without steps: its padding)."""
+    full = _all_along_steps(which)
+    out = np.zeros(reason.shape[1:], dtype=reason.dtype)
+    for k in range(reason.shape[0]):
+        np.copyto(out, reason[k], where=True if full[k] else which[k])
+    return out
+
+
+@dataclass(frozen=True)
+class StepStates:
+    """What the step states alone make of each epoch ([S, E]; ``measured`` is [K, S, E]).
+    No gate setting enters it: replay computes it once per statistic's states."""
+
+    measured: np.ndarray     # bool: the step exists and holds a value
+    has: np.ndarray          # bool: a measured step
+    observed: np.ndarray     # bool: any step at all
+    ep_state: np.ndarray     # int8
+    ep_reason: np.ndarray    # int8
+    ep_dead: np.ndarray      # bool
+
+
+def step_states(state: np.ndarray, reason: np.ndarray, mask: np.ndarray) -> StepStates:
+    """The per-epoch states of step states shaped step-first, [K, S, E] (any views)."""
+    measured = mask & (state == VALUE)
+    has = measured.any(axis=0)
+    observed = mask.any(axis=0)
+    unmeasured = (mask & (state == UNMEASURED)).any(axis=0)
+    ep_state = np.where(has, VALUE, np.where(unmeasured | ~observed, UNMEASURED,
+                                             NOT_APPLICABLE)).astype(np.int8)
+    ep_reason = np.where(has, _last_reason(reason, measured),
+                         _last_reason(reason, mask)).astype(np.int8)
+    ep_dead = has & ~(measured & (reason != REASON_CODE["dead_seed"])).any(axis=0)
+    return StepStates(measured=measured, has=has, observed=observed, ep_state=ep_state,
+                      ep_reason=ep_reason, ep_dead=ep_dead)
+
+
+@dataclass(frozen=True)
+class StepReduction:
+    """One gate's per-epoch reduction of step statistics, shaped [S, E]: what the window and
+    the clamp make of each epoch, before the EMA and the checks. It depends on the statistic,
+    the window and the clamp only, so replay computes it once for every config that shares
+    them (thresholds, min_epochs, EMA decays of a sweep)."""
+
+    w_raw: np.ndarray        # windowed unclamped value (NaN: no measured step)
+    w_val: np.ndarray        # windowed clamped value (the same array when nothing clamps)
+    w_flag: np.ndarray       # bool: the windowed value was clamped
+    has: np.ndarray          # bool: a measured step
+    observed: np.ndarray     # bool: any step at all
+    ep_state: np.ndarray     # int8
+    ep_reason: np.ndarray    # int8
+    ep_dead: np.ndarray      # bool
+    any_clamped: bool
 
 
 class Gate:
@@ -127,55 +187,79 @@ class Gate:
     def decide_arrays(self, value: np.ndarray, state: np.ndarray, reason: np.ndarray,
                       mask: np.ndarray, thresholds: np.ndarray) -> DecisionArrays:
         """Decide for S seeds from step statistics shaped [S, E, K] (mask: step exists)."""
+        steps = [np.moveaxis(a, -1, 0) for a in (value, state, reason, mask)]
+        return self.decide_epochs(self.reduce_steps(*steps), thresholds)
+
+    def reduction_key(self) -> tuple:
+        """Every setting ``reduce_steps`` reads: gates with equal keys reduce the same
+        statistic identically (the replay engine caches on it)."""
+        return self.config.window, self.config.clamp
+
+    def reduce_steps(self, value: np.ndarray, state: np.ndarray, reason: np.ndarray,
+                     mask: np.ndarray, *, states: StepStates | None = None) -> StepReduction:
+        """Clamp and window step statistics shaped step-first, [K, S, E] (any views).
+        Reads only the settings of ``reduction_key``; ``states`` is ``step_states`` of the
+        same (state, reason, mask), when the caller has it already."""
         cfg = self.config
-        s, e_count, _ = value.shape
-        measured = mask & (state == VALUE)
-        clamp = math.inf if cfg.clamp is None else cfg.clamp
-        step_clamped = measured & (value > clamp)
-        clamped_vals = np.where(step_clamped, clamp, value)
+        st = step_states(state, reason, mask) if states is None else states
+        measured = st.measured
+        if cfg.clamp is None:
+            step_clamped, any_clamped = None, False
+        else:
+            step_clamped = measured & (value > cfg.clamp)
+            any_clamped = bool(step_clamped.any())
         w_raw = _window(value, measured, cfg.window)
-        any_clamped = bool(step_clamped.any())
-        w_val = _window(clamped_vals, measured, cfg.window) if any_clamped else w_raw
-        w_flag = _window(step_clamped.astype(np.float64), measured, "last") > 0 \
-            if cfg.window == "last" else (step_clamped & measured).any(axis=-1)
-        has = measured.any(axis=-1)
-        observed = mask.any(axis=-1)
-        unmeasured = (mask & (state == UNMEASURED)).any(axis=-1)
-        ep_state = np.where(has, VALUE, np.where(unmeasured | ~observed, UNMEASURED,
-                                                 NOT_APPLICABLE)).astype(np.int8)
-        ep_reason = np.where(has, _last_reason(reason, measured),
-                             _last_reason(reason, mask)).astype(np.int8)
-        ep_dead = has & ~(measured & (reason != REASON_CODE["dead_seed"])).any(axis=-1)
+        if any_clamped:
+            w_val = _window(np.where(step_clamped, cfg.clamp, value), measured, cfg.window)
+            w_flag = _window(step_clamped.astype(np.float64), measured, "last") > 0 \
+                if cfg.window == "last" else step_clamped.any(axis=0)
+        else:
+            w_val, w_flag = w_raw, np.zeros(w_raw.shape, dtype=bool)
+        return StepReduction(w_raw=w_raw, w_val=w_val, w_flag=w_flag, has=st.has,
+                             observed=st.observed, ep_state=st.ep_state,
+                             ep_reason=st.ep_reason, ep_dead=st.ep_dead,
+                             any_clamped=any_clamped)
+
+    def decide_epochs(self, steps: StepReduction, thresholds: np.ndarray) -> DecisionArrays:
+        """The EMA across epochs and the checks at each epoch boundary (arrays [S, E]).
+        The result may share arrays with ``steps``: treat both as read-only."""
+        cfg = self.config
+        w_raw, w_val, ep_state = steps.w_raw, steps.w_val, steps.ep_state
         if cfg.ema_decay is not None:
-            w_raw = self._ema(w_raw, has)
-            w_val = self._ema(w_val, has) if any_clamped else w_raw
-            seen = np.maximum.accumulate(has, axis=1)
-            ep_state = np.where(seen & ~has, VALUE, ep_state).astype(np.int8)
-        epoch_no = np.arange(1, e_count + 1)[None, :]
-        ok_min = epoch_no >= cfg.min_epochs
+            w_raw = self._ema(w_raw, steps.has)
+            w_val = self._ema(w_val, steps.has) if steps.any_clamped else w_raw
+            seen = np.maximum.accumulate(steps.has, axis=1)
+            ep_state = np.where(seen & ~steps.has, VALUE, ep_state).astype(np.int8)
+        epoch_no = np.arange(1, w_raw.shape[1] + 1)[None, :]
         ok_measured = ep_state == VALUE
-        ok_alive = ~ep_dead if cfg.fail_dead_seeds else np.ones_like(ep_dead)
         with np.errstate(invalid="ignore"):
-            ok_thr = w_val >= thresholds[:, None]
-        ok = ok_min & ok_measured & ok_alive & ok_thr & observed
+            ok = w_val >= thresholds[:, None]
+        ok &= ok_measured
+        ok &= steps.observed
+        ok &= epoch_no >= cfg.min_epochs
+        if cfg.fail_dead_seeds:
+            ok &= ~steps.ep_dead
         passed = ok.any(axis=1)
         pass_epoch = np.where(passed, np.argmax(ok, axis=1) + 1, 0)
         return DecisionArrays(passed=passed, pass_epoch=pass_epoch, epoch_value=w_val,
-                              epoch_unclamped=w_raw, epoch_clamped=w_flag & ok_measured,
-                              epoch_state=ep_state, epoch_reason=ep_reason, epoch_dead=ep_dead,
-                              n_epochs=observed.sum(axis=1), threshold=thresholds)
+                              epoch_unclamped=w_raw, epoch_clamped=steps.w_flag & ok_measured,
+                              epoch_state=ep_state, epoch_reason=steps.ep_reason,
+                              epoch_dead=steps.ep_dead, n_epochs=steps.observed.sum(axis=1),
+                              threshold=thresholds)
 
     def _ema(self, values: np.ndarray, has: np.ndarray) -> np.ndarray:
+        """The EMA over epochs of [S, E] values (computed epoch-major: contiguous rows)."""
         d, start = self.config.ema_decay, self.config.ema_start
-        out = np.full(values.shape, np.nan)
-        ema = np.full(values.shape[0], np.nan if start is None else float(start))
-        seen = np.zeros(values.shape[0], dtype=bool)
-        for e in range(values.shape[1]):
-            v, h = values[:, e], has[:, e]
+        vt, ht = np.ascontiguousarray(values.T), np.ascontiguousarray(has.T)
+        out = np.full(vt.shape, np.nan)
+        ema = np.full(vt.shape[1], np.nan if start is None else float(start))
+        seen = np.zeros(vt.shape[1], dtype=bool)
+        for e in range(vt.shape[0]):
+            v, h = vt[e], ht[e]
             ema = np.where(h, np.where(np.isnan(ema), v, d * ema + (1.0 - d) * v), ema)
             seen |= h
-            out[:, e] = np.where(seen, ema, np.nan)   # no value before the first measurement
-        return out
+            np.copyto(out[e], ema, where=seen)   # no value before the first measurement
+        return out.T
 
     def decision_record(self, arrays: DecisionArrays, i: int,
                         blueprint: str | None) -> GateDecision:

@@ -2,11 +2,18 @@
 
 During TRAINING the host is unaffected by its seeds (DOMAIN.md §1, §7), so the decision
 of *any* strategy is a pure function of the recorded per-step gradient statistics. This
-module computes it for every seed at once: the strategy's statistic over all trace rows
-(one numpy call), scattered into [seeds, epochs, steps] arrays, then the gate's own
-vectorized decision core. The online ``GateTracker`` runs the very same two functions,
-which is why replay equals the online gate exactly (tests/test_replay.py checks it on
-recorded episodes).
+module computes it for every seed at once: the strategy's statistic over every step of the
+trace (one numpy call over the step-first layout of ``_layout``), then the gate's own
+vectorized decision core (``Gate.reduce_steps``: clamp and window; ``Gate.decide_epochs``:
+EMA and checks). The online ``GateTracker`` runs the very same functions, which is why
+replay equals the online gate exactly (tests/replay/ checks it for every strategy, on
+synthetic and on recorded episodes).
+
+A sweep replays thousands of configs over one trace, so what configs share is computed once
+and cached on the layout: the statistic of each strategy setting, the windowed epochs of
+each (statistic, window, clamp), the calibration groups of each cross-fitting fold. A config
+then costs its own EMA and checks and one decisions table (built column by column from
+arrays); ``benchmarks/replay_throughput.py`` measures it.
 
 Calibrating strategies (per-blueprint thresholds, z-scores) are cross-fitted: replicates
 are split into folds; each fold is evaluated by a strategy fitted on the other folds.
@@ -14,6 +21,7 @@ are split into folds; each fold is evaluated by a strategy fitted on the other f
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,24 +31,30 @@ import numpy as np
 import pandas as pd
 
 from esper_ab.errors import ConfigError, DataError
-from esper_ab.gate import DecisionArrays, Gate, GateConfig
+from esper_ab.gate import DecisionArrays, Gate, GateConfig, StepStates, step_states
+from esper_ab.replay._layout import (
+    CONTROL_BLUEPRINTS,
+    SEED_KEYS,
+    TRACE_KEYS,
+    ReplayArrays,
+)
 from esper_ab.strategies import (
     REASONS,
     STATE_NAMES,
     Baseline,
     BaselineCalibrated,
-    CalibrationData,
-    ContextBatch,
     StatisticBatch,
-    StatsBatch,
     Strategy,
     get_strategy,
     usable_rows,
 )
 
-TRACE_KEYS = ("replicate", "seed_id", "blueprint", "epoch", "step")
-SEED_KEYS = ("replicate", "seed_id", "blueprint")
-CONTROL_BLUEPRINTS = frozenset({"placebo"})  # the control is measured against, never gated
+__all__ = ["CONTROL_BLUEPRINTS", "SEED_KEYS", "TRACE_KEYS", "CrossFitSplit", "ReplayArrays",
+           "ReplayResult", "TraceSet", "decide_rows", "decisions_table", "fold_split",
+           "replay_decisions"]
+
+_STATE_NAMES = pd.array(list(STATE_NAMES), dtype="str")
+_REASONS = pd.array(list(REASONS), dtype="str")
 
 
 @dataclass(frozen=True)
@@ -104,73 +118,6 @@ class TraceSet:
 
 
 @dataclass(frozen=True)
-class ReplayArrays:
-    """The trace as numpy batches plus the [seed, epoch, step] index of every row."""
-
-    seed_table: pd.DataFrame   # one row per gated seed, in seed-index order
-    seed: StatsBatch
-    host: StatsBatch
-    context: ContextBatch
-    row_seed: np.ndarray
-    row_epoch: np.ndarray
-    row_step: np.ndarray
-    row_replicate: np.ndarray
-    shape: tuple[int, int, int]
-    row_flat: np.ndarray        # flat index of each row in the [S, E, K] arrays
-    dense: bool                 # row_flat == arange: the rows already are [S, E, K]
-    seed_blueprints: np.ndarray
-
-    @classmethod
-    def build(cls, traces: TraceSet) -> ReplayArrays:
-        trace = traces.trace[~traces.trace["blueprint"].isin(CONTROL_BLUEPRINTS)]
-        trace = trace.sort_values(["replicate", "seed_id", "epoch", "step"], kind="stable")
-        trace = trace.reset_index(drop=True)
-        keys = trace[list(SEED_KEYS)].drop_duplicates().reset_index(drop=True)
-        seed_index = pd.MultiIndex.from_frame(keys[["replicate", "seed_id"]])
-        row_seed = seed_index.get_indexer(pd.MultiIndex.from_frame(
-            trace[["replicate", "seed_id"]]))
-        epochs = np.sort(trace["epoch"].unique())
-        row_epoch = np.searchsorted(epochs, trace["epoch"].to_numpy())
-        # Position of each step within its (seed, epoch), in recorded order.
-        row_step = trace.groupby([row_seed, row_epoch], sort=False).cumcount().to_numpy()
-        k = int(row_step.max()) + 1 if len(trace) else 1
-
-        def opt(col: str) -> np.ndarray:
-            if col in trace.columns:
-                return trace[col].to_numpy(dtype=np.float64)
-            return np.full(len(trace), np.nan)
-
-        ctx = ContextBatch(blueprint=trace["blueprint"].to_numpy(dtype=object),
-                           first_order=opt("first_order"), grad_out_norm=opt("grad_out_norm"),
-                           delta_norm=opt("delta_norm"))
-        shape = (len(keys), len(epochs), k)
-        row_flat = (row_seed * shape[1] + row_epoch) * k + row_step
-        return cls(seed_table=keys, seed=StatsBatch.from_columns(trace, "seed_"),
-                   host=StatsBatch.from_columns(trace, "host_"), context=ctx,
-                   row_seed=row_seed, row_epoch=row_epoch, row_step=row_step,
-                   row_replicate=trace["replicate"].to_numpy(), shape=shape,
-                   row_flat=row_flat,
-                   dense=len(row_flat) == int(np.prod(shape))
-                   and bool(np.array_equal(row_flat, np.arange(len(row_flat)))),
-                   seed_blueprints=keys["blueprint"].to_numpy(dtype=object))
-
-    def rows_of(self, replicates: Sequence[int]) -> np.ndarray:
-        return np.isin(self.row_replicate, np.asarray(list(replicates)))
-
-    def calibration(self, rows: np.ndarray) -> CalibrationData:
-        def take(b: StatsBatch) -> StatsBatch:
-            return StatsBatch(**{f: getattr(b, f)[rows] for f in b.__dataclass_fields__})
-
-        ctx = self.context
-        return CalibrationData(
-            blueprint=ctx.blueprint[rows], seed=take(self.seed), host=take(self.host),
-            context=ContextBatch(blueprint=ctx.blueprint[rows],
-                                 first_order=ctx.first_order[rows],
-                                 grad_out_norm=ctx.grad_out_norm[rows],
-                                 delta_norm=ctx.delta_norm[rows]))
-
-
-@dataclass(frozen=True)
 class CrossFitSplit:
     """Which replicates calibrated which: one entry per fold."""
 
@@ -204,65 +151,118 @@ def replay_decisions(traces: TraceSet, config: GateConfig, *, label: str | None 
     strategy = get_strategy(config.strategy, **dict(config.strategy_params))
     gate = Gate(replace(config, calibration=None), strategy=strategy)
     if strategy.needs_calibration and config.calibration is None:
-        split = split or fold_split(sorted(set(arr.row_replicate.tolist())), folds)
-        value, state, reason = _cross_fitted(arr, strategy, split)
+        split = split or arr.derived(("fold-split", folds),
+                                     lambda: fold_split(arr.replicates, folds))
+        key = (*_strategy_key(strategy), "cross-fit", split.folds)
+        stat = arr.statistic(key, lambda: _cross_fitted(arr, strategy, split))
     else:
         if strategy.needs_calibration:
             strategy.load_fitted_state(config.calibration)
         split = None
-        stat = strategy.statistic_batch(arr.seed, arr.host, arr.context)
-        value, state, reason = stat.value, stat.state, stat.reason
-    decided = decide_rows(gate, arr, value, state, reason)
+        key = _strategy_key(strategy, config.calibration)
+        stat = arr.statistic(key, lambda: strategy.statistic_batch(arr.seed, arr.host,
+                                                                   arr.context))
+    steps = arr.reduction((key, gate.reduction_key()), lambda: gate.reduce_steps(
+        arr.kse(stat.value), arr.kse(stat.state), arr.kse(stat.reason), arr.mask,
+        states=_step_states(arr, stat)))
+    decided = gate.decide_epochs(steps, _thresholds(gate, arr))
     return ReplayResult(decisions=decisions_table(traces, arr, gate, decided,
                                                   label or config.strategy),
                         split=split, n_seed_epochs=int(decided.n_epochs.sum()))
 
 
-def _cross_fitted(arr: ReplayArrays, template: Strategy, split: CrossFitSplit):
-    """Fit on each fold's calibration replicates, score its evaluation replicates."""
+def _step_states(arr: ReplayArrays, stat: StatisticBatch) -> StepStates:
+    """``step_states`` of a statistic's (state, reason) arrays, shared by every statistic
+    that has the very same arrays (an exponent's for every ``a``: the same edge cases). The
+    entry holds both arrays, so their ids stay theirs while it is cached."""
+    def make() -> tuple[np.ndarray, np.ndarray, StepStates]:
+        return stat.state, stat.reason, step_states(arr.kse(stat.state),
+                                                    arr.kse(stat.reason), arr.mask)
+
+    state, reason, states = arr.reduction(("step-states", id(stat.state), id(stat.reason)),
+                                          make)
+    assert state is stat.state and reason is stat.reason
+    return states
+
+
+def _strategy_key(strategy: Strategy, calibration: Any = None) -> tuple:
+    """What makes two strategies compute the same statistic."""
+    fitted = None if calibration is None else json.dumps(dict(calibration), sort_keys=True,
+                                                         default=str)
+    return strategy.name, tuple(sorted(strategy.params.items())), fitted
+
+
+def _statistic(arr: ReplayArrays, strategy: Strategy) -> StatisticBatch:
+    return arr.statistic(_strategy_key(strategy),
+                         lambda: strategy.statistic_batch(arr.seed, arr.host, arr.context))
+
+
+def _cross_fitted(arr: ReplayArrays, template: Strategy, split: CrossFitSplit
+                  ) -> StatisticBatch:
+    """Fit on each fold's calibration replicates, score its evaluation replicates.
+
+    The baseline statistic, its prepared form and each fold's calibration groups are
+    parameter-free, so they are computed once per trace; each config fits on them (in trace
+    order, as a fit on those rows alone would) and scores every position with its fold's
+    fitted parameters, broadcast per seed over the [K, S, E] layout."""
     if not isinstance(template, BaselineCalibrated):  # pragma: no cover - future strategies
         raise ConfigError(f"strategy {template.name!r} cannot be cross-fitted by replay")
-    base = Baseline().statistic_batch(arr.seed, arr.host, arr.context)
-    usable = usable_rows(base)
-    bps = arr.context.blueprint
-    value = np.full(len(arr.row_seed), np.nan)
-    for cal_reps, eval_reps in split.folds:
-        fitted = type(template)(**template.params)
-        cal = arr.rows_of(cal_reps)
-        fitted.load_fitted_state(fitted.fit_values(base.value[cal], usable[cal], bps[cal]))
-        rows = arr.rows_of(eval_reps)
-        sub = StatisticBatch(base.value[rows], base.state[rows], base.reason[rows])
-        value[rows] = fitted.transform(sub, bps[rows]).value
-    return value, base.state, base.reason
+    cls = type(template)
+    base = _statistic(arr, Baseline())
+    prepared = arr.derived(("prepared", cls.__name__), lambda: template.prepare(base.value))
+    usable = arr.derived("usable", lambda: usable_rows(base))
+    uniq, _ = arr.seed_codes()
+    tables = []
+    for cal_reps, _ in split.folds:
+        def groups(cal_reps: tuple[int, ...] = cal_reps) -> Any:
+            rows = arr.rows_of(cal_reps)
+            pooled, grouped = template.group_values(prepared[rows], usable[rows],
+                                                    arr.context.blueprint[rows])
+            if cls.order_free_fit:   # quantiles: sorted input, the same values, faster
+                return np.sort(pooled), [(bp, np.sort(v)) for bp, v in grouped]
+            return pooled, grouped
+
+        pooled, grouped = arr.derived(("calibration-groups", cls.__name__, cal_reps), groups)
+        fitted = cls(**template.params)
+        fitted.load_fitted_state(fitted.fit_grouped(pooled, grouped))
+        tables.append(fitted.score_tables(uniq))
+    seed_rows = arr.derived(("fold-codes", split.folds), lambda: _fold_codes(arr, split))
+    per_seed = [np.concatenate([t[j] for t in tables])[seed_rows][None, :, None]
+                for j in range(len(tables[0]))]
+    kse = StatisticBatch(arr.kse(base.value), arr.kse(base.state), arr.kse(base.reason))
+    out = template.score(kse, arr.kse(prepared), per_seed)
+    return StatisticBatch(out.value.reshape(-1), base.state, base.reason)
+
+
+def _fold_codes(arr: ReplayArrays, split: CrossFitSplit) -> np.ndarray:
+    """Per seed: its evaluation fold x distinct blueprints + its blueprint's index."""
+    uniq, seed_codes = arr.seed_codes()
+    fold_of = {int(r): f for f, (_, ev) in enumerate(split.folds) for r in ev}
+    seed_fold = np.array([fold_of[int(r)] for r in arr.seed_table["replicate"]], dtype=np.intp)
+    return seed_fold * len(uniq) + seed_codes
+
+
+def _thresholds(gate: Gate, arr: ReplayArrays) -> np.ndarray:
+    if not gate.thresholds:
+        return np.full(arr.shape[0], float(gate.threshold))
+    uniq, codes = arr.seed_codes()
+    return np.array([gate.threshold_for(bp) for bp in uniq], dtype=np.float64)[codes]
 
 
 def decide_rows(gate: Gate, arr: ReplayArrays, value: np.ndarray, state: np.ndarray,
                 reason: np.ndarray) -> DecisionArrays:
-    """Scatter per-row statistics into [S, E, K] and run the gate's vectorized core."""
-    shape = arr.shape
-    if arr.dense:  # every seed has every epoch with the same step count: a reshape
-        v, st, rs = value.reshape(shape), state.reshape(shape), reason.reshape(shape)
-        mask = np.ones(shape, dtype=bool)
-    else:
-        v = np.full(shape, np.nan)
-        st = np.ones(shape, dtype=np.int8)
-        rs = np.zeros(shape, dtype=np.int8)
-        mask = np.zeros(shape, dtype=bool)
-        for target, src in ((v, value), (st, state), (rs, reason), (mask, True)):
-            np.put(target, arr.row_flat, src)
-    if gate.thresholds:
-        thresholds = np.array([gate.threshold_for(bp) for bp in arr.seed_blueprints])
-    else:
-        thresholds = np.full(shape[0], gate.threshold)
-    return gate.decide_arrays(v, st, rs, mask, thresholds)
+    """The gate's decisions from per-position statistics over ``arr`` (uncached)."""
+    steps = gate.reduce_steps(arr.kse(value), arr.kse(state), arr.kse(reason), arr.mask)
+    return gate.decide_epochs(steps, _thresholds(gate, arr))
 
 
 _SEED_VALUE_COLUMNS = ("value_acc_pp", "value_loss", "valuable", "workload", "slot", "n_params",
                        "dead_at_birth")
 
 
-def _seed_values(traces: TraceSet, arr: ReplayArrays) -> pd.DataFrame:
-    """The recorded per-seed columns, aligned row by row with ``arr.seed_table`` (cached)."""
+def _seed_values(traces: TraceSet, arr: ReplayArrays) -> dict[str, Any]:
+    """The seed table's and the recorded per-seed columns as arrays, aligned row by row
+    with ``arr.seed_table`` (cached)."""
     if "seed_values" not in traces._cache:
         values = traces.seeds.drop_duplicates(["replicate", "seed_id"])
         keep = [c for c in ("replicate", "seed_id", *_SEED_VALUE_COLUMNS)
@@ -276,8 +276,24 @@ def _seed_values(traces: TraceSet, arr: ReplayArrays) -> pd.DataFrame:
             raise DataError(f"seed {bad!r} has a trace but no measured value: re-record the "
                             "episode (values are needed for every seed, accepted or not)")
         out["valuable"] = out["valuable"].astype(bool)
-        traces._cache["seed_values"] = out
+        traces._cache["seed_values"] = (
+            {c: arr.seed_table[c].array for c in arr.seed_table.columns},
+            {c: out[c].array for c in out.columns})
     return traces._cache["seed_values"]
+
+
+_LABEL = None   # _text_column: a column holding one label
+
+
+def _text_column(arr: ReplayArrays, names: Any, codes: np.ndarray, label: str = "") -> Any:
+    """The string column of ``names[codes]`` (``label`` everywhere when ``names`` is
+    ``_LABEL``). Configs of a sweep repeat the same columns, so they are kept by content."""
+    def make() -> Any:
+        table = pd.array([label], dtype="str") if names is _LABEL else names
+        return table.take(codes.astype(np.intp))
+
+    key = (label, len(codes)) if names is _LABEL else (id(names), codes.tobytes())
+    return arr.caches["columns"].get(key, make)
 
 
 def decisions_table(traces: TraceSet, arr: ReplayArrays, gate: Gate, d: DecisionArrays,
@@ -285,21 +301,20 @@ def decisions_table(traces: TraceSet, arr: ReplayArrays, gate: Gate, d: Decision
     """One row per gated seed: the decision, its statistic and the recorded value. Built
     column by column from arrays (one DataFrame construction: replay runs it per config)."""
     s_count = arr.shape[0]
+    keys, values = _seed_values(traces, arr)
     last = np.where(d.passed, d.pass_epoch - 1, np.maximum(d.n_epochs - 1, 0))
     rows = np.arange(s_count)
     ep_state = d.epoch_state[rows, last]
     passed = d.passed.astype(bool)
-    cols: dict[str, object] = {c: arr.seed_table[c].array for c in arr.seed_table.columns}
-    cols["strategy"] = np.full(s_count, label, dtype=object)
+    cols: dict[str, object] = dict(keys)
+    cols["strategy"] = _text_column(arr, _LABEL, np.zeros(s_count, dtype=np.int8), label)
     cols["passed"] = passed
     cols["pass_epoch"] = pd.arrays.IntegerArray(np.where(passed, d.pass_epoch, 0).astype(np.int64),
                                                 ~passed)
     cols["statistic"] = np.where(ep_state == 0, d.epoch_value[rows, last], np.nan)
-    cols["statistic_state"] = np.asarray(STATE_NAMES, dtype=object)[ep_state]
-    cols["reason"] = np.asarray(REASONS, dtype=object)[d.epoch_reason[rows, last]]
+    cols["statistic_state"] = _text_column(arr, _STATE_NAMES, ep_state)
+    cols["reason"] = _text_column(arr, _REASONS, d.epoch_reason[rows, last])
     cols["clamped"] = d.epoch_clamped[rows, last]
     cols["threshold"] = d.threshold
-    values = _seed_values(traces, arr)
-    for c in values.columns:
-        cols[c] = values[c].array
+    cols.update(values)
     return pd.DataFrame(cols, copy=False)

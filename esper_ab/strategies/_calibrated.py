@@ -7,7 +7,7 @@ did not see.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -60,11 +60,11 @@ def _groups(bps: np.ndarray, usable: np.ndarray):
     return sorted(pairs, key=lambda p: p[0])
 
 
-def _lookup(table: dict[str, float], pooled: float, bps: np.ndarray) -> np.ndarray:
-    uniq, inverse = _codes(bps)
-    per = np.array([table.get(u, pooled) if u is not None else pooled for u in uniq],
-                   dtype=np.float64)
-    return per[inverse]
+def _per_blueprint(table: dict[str, float], pooled: float, uniq: list) -> np.ndarray:
+    """One value per distinct blueprint (``_codes`` order); the pooled one for a blueprint
+    the calibration did not see, and for rows without a blueprint."""
+    return np.array([table.get(u, pooled) if u is not None else pooled for u in uniq],
+                    dtype=np.float64)
 
 
 def _check_state(state: dict[str, Any], keys: tuple[str, ...], name: str) -> dict[str, Any]:
@@ -77,12 +77,22 @@ def _check_state(state: dict[str, Any], keys: tuple[str, ...], name: str) -> dic
 class BaselineCalibrated(Strategy):
     """A strategy that re-scores the baseline statistic with a per-blueprint calibration.
 
-    ``fit_values``/``transform`` take baseline statistics already computed, so the replay
-    engine computes the baseline once per trace and cross-fits folds on it; the online
-    path (``_fit``/``_compute``) goes through the very same two methods.
+    Fitting and scoring are split into parameter-free and parameter-dependent parts, so the
+    replay engine can compute the baseline, its ``prepare``d form and the calibration groups
+    once per trace and fold, and cross-fit thousands of configs on them; the online path
+    (``_fit``/``_compute``) goes through the very same methods:
+
+    - ``prepare(values)``: an elementwise, parameter-free transform of the baseline values;
+    - ``fit_grouped(pooled, groups)``: the fitted state from the prepared usable values,
+      pooled and per blueprint (``group_values`` builds both);
+    - ``score_tables(blueprints)``: per distinct blueprint, the arrays ``_apply`` takes;
+    - ``_apply(prepared, *row_params)``: the score, elementwise (no parameter of its own).
     """
 
     needs_calibration = True
+    # fit_grouped depends on the values of each group, not on their order (quantiles): the
+    # replay engine may pass them sorted.
+    order_free_fit: ClassVar[bool] = False
 
     def _fit(self, cal: CalibrationData) -> dict[str, Any]:
         stat = Baseline().statistic_batch(cal.seed, cal.host, cal.context)
@@ -94,19 +104,44 @@ class BaselineCalibrated(Strategy):
 
     def fit_values(self, values: np.ndarray, usable: np.ndarray,
                    blueprints: np.ndarray) -> dict[str, Any]:
-        if not usable.any():
+        return self.fit_grouped(*self.group_values(self.prepare(values), usable, blueprints))
+
+    @staticmethod
+    def group_values(prepared: np.ndarray, usable: np.ndarray, blueprints: np.ndarray
+                     ) -> tuple[np.ndarray, list[tuple[str, np.ndarray]]]:
+        """The usable prepared values, pooled and per blueprint (sorted by name; a blueprint
+        with rows but no usable one gets an empty array), each in row order."""
+        return prepared[usable], [(bp, prepared[rows]) for bp, rows in
+                                  _groups(blueprints, usable)]
+
+    def fit_grouped(self, pooled: np.ndarray,
+                    groups: list[tuple[str, np.ndarray]]) -> dict[str, Any]:
+        if not len(pooled):
             raise ConfigError("calibration has no measurable baseline statistic: record "
                               "calibration replicates whose seeds receive gradients")
-        return self._fit_values(values, usable, blueprints)
+        return self._fit_grouped(pooled, groups)
 
     def transform(self, base: StatisticBatch, blueprints: np.ndarray) -> StatisticBatch:
-        value = np.where(base.state == VALUE, self._score(base.value, blueprints), np.nan)
+        uniq, codes = _codes(blueprints)
+        return self.score(base, self.prepare(base.value),
+                          [t[codes] for t in self.score_tables(uniq)])
+
+    def score(self, base: StatisticBatch, prepared: np.ndarray,
+              row_params: list[np.ndarray]) -> StatisticBatch:
+        """The calibrated statistic from the prepared baseline and each row's parameters."""
+        value = np.where(base.state == VALUE, self._apply(prepared, *row_params), np.nan)
         return StatisticBatch(value=value, state=base.state, reason=base.reason)
 
-    def _fit_values(self, values, usable, blueprints) -> dict[str, Any]:
+    def prepare(self, values: np.ndarray) -> np.ndarray:
+        return values
+
+    def _fit_grouped(self, pooled, groups) -> dict[str, Any]:
         raise NotImplementedError
 
-    def _score(self, values: np.ndarray, blueprints: np.ndarray) -> np.ndarray:
+    def score_tables(self, uniq: list) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def _apply(self, prepared: np.ndarray, *row_params: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
 
@@ -120,16 +155,16 @@ class PerBlueprintThreshold(BaselineCalibrated):
         ParamSpec("min_samples", "int", 5, low=1, high=200, domain=(1, 10**9),
                   doc="fewer calibration rows than this: use the pooled threshold"),
     )
+    order_free_fit = True
     THRESHOLD = ParamSpec("threshold", "float", 1.0, low=0.25, high=4.0, log=True,
                           domain=(0.0, float("inf")),
                           doc="multiplier of each blueprint's calibrated threshold")
 
-    def _fit_values(self, values, usable, blueprints) -> dict[str, Any]:
+    def _fit_grouped(self, pooled_values, groups) -> dict[str, Any]:
         q = self.params["quantile"]
-        pooled = float(np.quantile(values[usable], q))
+        pooled = float(np.quantile(pooled_values, q))
         thresholds, counts = {}, {}
-        for bp, rows in _groups(blueprints, usable):
-            v = values[rows]
+        for bp, v in groups:
             counts[bp] = int(len(v))
             if len(v) >= self.params["min_samples"]:
                 thresholds[bp] = float(np.quantile(v, q))
@@ -143,9 +178,11 @@ class PerBlueprintThreshold(BaselineCalibrated):
         fitted = self._fitted or {}
         return {bp: multiplier * t for bp, t in fitted.get("thresholds", {}).items()}
 
-    def _score(self, values, blueprints):
-        t = _lookup(self._fitted["thresholds"], self._fitted["pooled"], blueprints)
-        return values / np.maximum(t, _FLOOR)
+    def score_tables(self, uniq):
+        return [_per_blueprint(self._fitted["thresholds"], self._fitted["pooled"], uniq)]
+
+    def _apply(self, prepared, t):
+        return prepared / np.maximum(t, _FLOOR)
 
 
 class ZScore(BaselineCalibrated):
@@ -162,14 +199,15 @@ class ZScore(BaselineCalibrated):
                           domain=(-float("inf"), float("inf")),
                           doc="pass when z >= threshold")
 
-    def _fit_values(self, values, usable, blueprints) -> dict[str, Any]:
-        logv = np.log(np.maximum(values, _FLOOR))
-        pooled_mu = float(logv[usable].mean())
-        pooled_var = float(logv[usable].var())
+    def prepare(self, values):
+        return np.log(np.maximum(values, _FLOOR))
+
+    def _fit_grouped(self, pooled, groups) -> dict[str, Any]:
+        pooled_mu = float(pooled.mean())
+        pooled_var = float(pooled.var())
         k = self.params["shrinkage"]
         mu, sigma, counts = {}, {}, {}
-        for bp, rows in _groups(blueprints, usable):
-            v = logv[rows]
+        for bp, v in groups:
             n = len(v)
             counts[bp] = n
             m_b = float(v.mean()) if n else pooled_mu
@@ -184,7 +222,10 @@ class ZScore(BaselineCalibrated):
     def _validate_fitted(self, state):
         return _check_state(state, ("mu", "sigma", "pooled_mu", "pooled_sigma"), self.name)
 
-    def _score(self, values, blueprints):
-        mu = _lookup(self._fitted["mu"], self._fitted["pooled_mu"], blueprints)
-        sigma = _lookup(self._fitted["sigma"], self._fitted["pooled_sigma"], blueprints)
-        return (np.log(np.maximum(values, _FLOOR)) - mu) / sigma
+    def score_tables(self, uniq):
+        f = self._fitted
+        return [_per_blueprint(f["mu"], f["pooled_mu"], uniq),
+                _per_blueprint(f["sigma"], f["pooled_sigma"], uniq)]
+
+    def _apply(self, prepared, mu, sigma):
+        return (prepared - mu) / sigma

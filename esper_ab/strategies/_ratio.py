@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import weakref
+from dataclasses import dataclass
+
 import numpy as np
 
 from esper_ab.gradients import LAYER_TYPES
@@ -25,6 +28,39 @@ LEGACY = ParamSpec("legacy_edge_cases", "bool", False,
                    doc="esper-lite semantics: host norm < 1e-8 gives 0, a zero-parameter "
                        "seed falls back to the raw ratio, a seed with no gradient gives 0")
 _EMB = LAYER_TYPES.index("embedding")
+
+
+# -- derived columns of large batches ----------------------------------------------------
+# The replay engine passes the same (seed, host) batches -- a whole trace -- to every config
+# of a sweep; what does not depend on a strategy parameter (the edge-case checks, R0, the
+# parameter-count ratio) is computed once per batch and kept while the batch lives. Small
+# batches (the online gate: one epoch of one seed) are computed afresh: the values are the
+# same either way, since each is the same elementwise numpy expression.
+_MEMO_MIN_ROWS = 4096
+_memos: dict[int, dict] = {}
+
+
+def _memo(batch: StatsBatch, key: tuple, make):
+    if len(batch) < _MEMO_MIN_ROWS:
+        return make()
+    memo = _memos.get(id(batch))
+    if memo is None:
+        memo = _memos[id(batch)] = {}
+        weakref.finalize(batch, _memos.pop, id(batch), None)
+    if key not in memo:
+        value = make()
+        for a in value if isinstance(value, tuple) else (value,):
+            if isinstance(a, np.ndarray):
+                a.flags.writeable = False   # shared by every later call: never mutated
+        memo[key] = value
+    return memo[key]
+
+
+def _pair_key(seed: StatsBatch, host: StatsBatch, name: str, *extra) -> tuple:
+    """A memo key of ``seed``'s memo for a column derived from (seed, host); the memo keeps
+    ``host`` alive, so its id cannot be reused while the entry exists."""
+    _memo(seed, ("host", id(host)), lambda: host)
+    return (name, id(host), *extra)
 
 
 def gradient_checks(seed: StatsBatch, host: StatsBatch, *, legacy: bool = False,
@@ -63,17 +99,45 @@ def gradient_checks(seed: StatsBatch, host: StatsBatch, *, legacy: bool = False,
     return state, reason
 
 
-def finish(raw: np.ndarray, state: np.ndarray, reason: np.ndarray) -> StatisticBatch:
+@dataclass(frozen=True)
+class _Checks:
+    """The edge-case checks of one (seed, host) batch and what ``finish`` derives from them."""
+
+    state: np.ndarray
+    reason: np.ndarray
+    ok: np.ndarray        # reason == ok: the computed value is kept
+    fill: np.ndarray      # the value of every other row: 0 (zero-valued edge cases) or NaN
+
+
+def _checks(seed: StatsBatch, host: StatsBatch, *, legacy: bool = False,
+            host_l2: np.ndarray | None = None, ref: str = "host") -> _Checks:
+    """``gradient_checks`` (memoized per batch; ``ref`` names the ``host_l2`` variant)."""
+    def make() -> _Checks:
+        state, reason = gradient_checks(seed, host, legacy=legacy, host_l2=host_l2)
+        ok = reason == R["ok"]
+        zero = (state == VALUE) & ~ok
+        return _Checks(state, reason, ok, np.where(zero, 0.0, np.nan))
+
+    return _memo(seed, _pair_key(seed, host, "checks", legacy, ref), make)
+
+
+def finish(raw: np.ndarray, state: np.ndarray, reason: np.ndarray,
+           checks: _Checks | None = None) -> StatisticBatch:
     """Fill values: computed where ok, 0 for the zero-valued edge cases, NaN elsewhere."""
-    value = np.where(reason == R["ok"], raw, np.nan)
-    zero = (state == VALUE) & (reason != R["ok"])
-    value = np.where(zero, 0.0, value)
+    if checks is None:
+        ok = reason == R["ok"]
+        fill = np.where((state == VALUE) & ~ok, 0.0, np.nan)
+    else:
+        ok, fill = checks.ok, checks.fill
+    value = np.where(ok, raw, fill)
     # A computed value that still came out non-finite (overflow) is unmeasured.
-    bad = (reason == R["ok"]) & ~np.isfinite(value)
-    state = np.where(bad, UNMEASURED, state).astype(np.int8)
-    reason = np.where(bad, R["nonfinite_seed"], reason).astype(np.int8)
-    value = np.where(bad, np.nan, value)
-    return StatisticBatch(value=value.astype(np.float64), state=state, reason=reason)
+    bad = ok & ~np.isfinite(value)
+    if bad.any():
+        state = np.where(bad, UNMEASURED, state).astype(np.int8)
+        reason = np.where(bad, R["nonfinite_seed"], reason).astype(np.int8)
+        value = np.where(bad, np.nan, value)
+    return StatisticBatch(value=value.astype(np.float64, copy=False), state=state,
+                          reason=reason)
 
 
 class _RatioStrategy(Strategy):
@@ -81,15 +145,40 @@ class _RatioStrategy(Strategy):
     PARAMS = (LEGACY,)
 
     def _compute(self, seed: StatsBatch, host: StatsBatch, ctx: ContextBatch) -> StatisticBatch:
-        state, reason = gradient_checks(seed, host, legacy=self.params["legacy_edge_cases"])
-        return finish(self._formula(seed, host), state, reason)
+        checks = _checks(seed, host, legacy=self.params["legacy_edge_cases"])
+        return finish(self._formula(seed, host), checks.state, checks.reason, checks)
 
     def _formula(self, seed: StatsBatch, host: StatsBatch) -> np.ndarray:
         raise NotImplementedError
 
 
 def raw_ratio(seed: StatsBatch, host: StatsBatch) -> np.ndarray:
-    return np.sqrt(seed.sum_sq) / np.sqrt(host.sum_sq)
+    return _memo(seed, _pair_key(seed, host, "raw"),
+                 lambda: np.sqrt(seed.sum_sq) / np.sqrt(host.sum_sq))
+
+
+def _count_ratio(seed: StatsBatch, host: StatsBatch) -> tuple[np.ndarray, np.ndarray | None]:
+    """N_H / N_S, and (for a large batch with few distinct ratios: one per blueprint) its
+    distinct values with each row's index into them."""
+    ratio = _memo(seed, _pair_key(seed, host, "count_ratio"), lambda: host.numel / seed.numel)
+    if len(seed) < _MEMO_MIN_ROWS:
+        return ratio, None
+
+    def distinct() -> tuple[np.ndarray, np.ndarray] | None:
+        uniq, inverse = np.unique(ratio, return_inverse=True)
+        return (uniq, inverse.astype(np.intp)) if len(uniq) <= len(ratio) // 8 else None
+
+    return ratio, _memo(seed, _pair_key(seed, host, "count_ratio_distinct"), distinct)
+
+
+def _power_of_counts(seed: StatsBatch, host: StatsBatch, a: float) -> np.ndarray:
+    """(N_H / N_S)^a per row: ``np.power`` is elementwise, so taking it once per distinct
+    ratio and gathering gives every row exactly the value it gives row by row."""
+    ratio, distinct = _count_ratio(seed, host)
+    if distinct is None:
+        return np.power(ratio, a)
+    uniq, inverse = distinct
+    return np.power(uniq, a)[inverse]
 
 
 class Raw(_RatioStrategy):
@@ -115,7 +204,49 @@ class Exponent(_RatioStrategy):
                         doc="exponent of the parameter-count normalization"), LEGACY)
 
     def _formula(self, seed, host):
-        return raw_ratio(seed, host) * np.power(host.numel / seed.numel, self.params["a"])
+        return raw_ratio(seed, host) * _power_of_counts(seed, host, self.params["a"])
+
+    def _compute(self, seed: StatsBatch, host: StatsBatch, ctx: ContextBatch) -> StatisticBatch:
+        checks = _checks(seed, host, legacy=self.params["legacy_edge_cases"])
+        fast = _scaled_raw(seed, host, checks, self.params["a"])
+        if fast is not None:
+            return StatisticBatch(value=fast, state=checks.state, reason=checks.reason)
+        return finish(self._formula(seed, host), checks.state, checks.reason, checks)
+
+
+def _scaled_raw(seed: StatsBatch, host: StatsBatch, checks: _Checks,
+                a: float) -> np.ndarray | None:
+    """``finish(R0 * (N_H/N_S)^a)`` in two passes, for a large batch where that is exact.
+
+    R0 with the fill already in place (``where(ok, R0, fill)``, kept per batch) times the
+    power gathered from the distinct count ratios gives, row by row, the same product on
+    every computed row and the same fill elsewhere (0 * p = 0, NaN * p = NaN for a finite
+    p >= 0), provided no computed row can overflow. None when that does not hold: the
+    caller then takes the general path."""
+    ratio, distinct = _count_ratio(seed, host)
+    if distinct is None:
+        return None
+    uniq, inverse = distinct
+
+    def filled() -> tuple[np.ndarray, float, np.ndarray] | None:
+        raw = raw_ratio(seed, host)
+        kept = raw[checks.ok]
+        if not np.isfinite(kept).all():
+            return None
+        used = np.zeros(len(uniq), dtype=bool)
+        used[inverse[checks.ok]] = True    # the distinct ratios of the computed rows
+        return (np.where(checks.ok, raw, checks.fill),
+                float(np.abs(kept).max()) if len(kept) else 0.0, used)
+
+    pre = _memo(seed, _pair_key(seed, host, "filled_raw", id(checks)), filled)
+    if pre is None:
+        return None
+    raw_filled, raw_max, used = pre
+    power = np.power(uniq, a)
+    if not np.isfinite(power[used]).all() or (used.any() and raw_max * power[used].max() > 1e300):
+        return None
+    value = np.take(np.where(np.isfinite(power), power, 0.0), inverse)
+    return np.multiply(value, raw_filled, out=value)
 
 
 class MeanAbs(_RatioStrategy):
@@ -141,7 +272,8 @@ class PerLayerType(_RatioStrategy):
         else:
             ref_sq = sum(host.type_sum_sq[:, i] for i in types)
             ref_n = sum(host.type_numel[:, i] for i in types)
-        state, reason = gradient_checks(seed, host, host_l2=np.sqrt(ref_sq))
+        checks = _checks(seed, host, host_l2=np.sqrt(ref_sq),
+                         ref="host" if len(types) == len(LAYER_TYPES) else "no_embedding")
         overall_rms = np.sqrt(ref_sq / ref_n)
         total = np.zeros(len(seed))
         for i in range(len(LAYER_TYPES)):
@@ -155,4 +287,4 @@ class PerLayerType(_RatioStrategy):
             # (n_t / N) * sqrt(sq_t / n_t) == sqrt(sq_t * n_t) / N
             term = np.sqrt(seed.type_sum_sq[:, i] * n_seed) / ref
             total = total + (term if n_seed.all() else np.where(n_seed > 0, term, 0.0))
-        return finish(total / seed.numel, state, reason)
+        return finish(total / seed.numel, checks.state, checks.reason, checks)
