@@ -4,7 +4,6 @@ evaluation and the on-disk cache of pretrained hosts. Private to ``esper_ab.epis
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from esper_ab.episodes._cache import load_tensors, save_tensors
 from esper_ab.episodes.workloads import IGNORE_INDEX, Workload, config_hash, task_loss
 
 PHASE_SALT = {"host": 1, "pretrain": 2, "incubate": 3, "value": 4, "seed": 5, "closed": 6}
@@ -203,8 +203,8 @@ def pretrain_host(workload: Workload, *, replicate: int, device: torch.device,
     the workload config, the replicate and the device type). Returns (state, loaded)."""
     key = config_hash(workload.config, replicate, device.type, "pretrain-v1")
     path = None if cache_dir is None else Path(cache_dir) / f"host-{key}.pt"
-    if path is not None and path.exists():
-        blob = torch.load(path, map_location="cpu", weights_only=False)
+    blob = load_tensors(path) if path is not None else None   # verified, weights only
+    if blob is not None:
         return HostState(blob["host"], blob["optimizer"]), True
     cfg = workload.config.pretrain
     host = workload.build_host(generator=generator(phase_seed(replicate, "host"))).to(device)
@@ -221,10 +221,7 @@ def pretrain_host(workload: Workload, *, replicate: int, device: torch.device,
         group.pop("initial_lr", None)
     state = HostState(to_cpu(host.state_dict()), to_cpu(opt.state_dict()))
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save({"host": state.host, "optimizer": state.optimizer}, tmp)
-        tmp.replace(path)
+        save_tensors(path, {"host": state.host, "optimizer": state.optimizer})
     return state, False
 
 
