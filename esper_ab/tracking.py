@@ -1,21 +1,17 @@
 """MLflow tracking of sweeps: the only module that imports ``mlflow``.
 
-Layout: one experiment per sweep name; one parent run per sweep invocation (tag
-``esper_ab.role=sweep``) holding the resolved spec, the search space, the package versions and
-the git commit; one nested child run per Tune trial (tag ``mlflow.parentRunId``), holding the
-trial's params, its per-replicate metrics and its decision tables.
+Layout: one experiment per sweep name (opening in MLflow's model-training view); one parent
+run per sweep invocation (tag ``esper_ab.role=sweep``): the resolved spec, the search space,
+versions, git commit and, at the end, the result (``sweeps.outcome``: the baseline's and the
+winner's metrics, per-blueprint tables, the verdict as the run's note); one nested child run
+per trial (tag ``mlflow.parentRunId``), named by strategy and key parameters.
 
 Every run is written from the sweep's *driver* through ``MlflowClient`` with explicit run
-ids: Tune callbacks see every trial transition (start, result, retry, error, completion),
-so one writer opens and ends every run and no worker needs to reach the tracking store. That
-is what lets an embedded sqlite store serve a multi-node cluster, and what guarantees that
-every run ends FINISHED or FAILED with a reason (tag ``esper_ab.end_reason``).
-
-Logging is asynchronous through ``BackgroundWriter``: one ordered queue and one thread, so
-Tune's control loop never waits on the store, and a run's end is written only after
-everything logged to it before (flushed in order). ``drain()`` waits for the queue before
-the sweep reads its runs back. (MLflow's own ``synchronous=False`` queue was measured at
-~1 s per run to flush and to terminate, which dominated short trials.)
+ids, so no worker needs to reach the tracking store (an embedded sqlite store serves a
+multi-node cluster) and every run ends FINISHED or FAILED with a reason (tag
+``esper_ab.end_reason``). Logging goes through ``BackgroundWriter``: one ordered queue and
+one thread, so Tune never waits on the store and a run's end is written after everything
+logged to it. (MLflow's own ``synchronous=False`` queue cost ~1 s per run end.)
 """
 
 from __future__ import annotations
@@ -23,13 +19,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
+import posixpath
+import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,6 +38,15 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from esper_ab.errors import ConfigError
 from esper_ab.gate import GateConfig
 from esper_ab.sweeps.analysis import SweepAnalysis, SweepRecord, TrialRecord
+from esper_ab.sweeps.outcome import (
+    child_run_name,
+    parent_metrics,
+    parent_params,
+    parent_tables,
+    parent_tags,
+)
+from esper_ab.sweeps.provenance import git_commit, package_versions
+from esper_ab.sweeps.report import png_bytes
 from esper_ab.sweeps.spec import SweepSpec, parse_sweep_spec
 from esper_ab.sweeps.studies import store_dir
 
@@ -53,9 +58,9 @@ __all__ = ["DEFAULT_TRACKING_URI", "BackgroundWriter", "SweepTracker", "git_comm
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 ROLE, TRIAL_ID, END_REASON = "esper_ab.role", "esper_ab.trial_id", "esper_ab.end_reason"
 PARENT = "mlflow.parentRunId"
+# MLflow 3.17's UI opens an experiment so tagged in its model-training view (not GenAI's)
+EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 TRIAL_DIR = "trial"
-PACKAGES = ("esper-ab", "torch", "ray", "optuna", "mlflow", "numpy", "scipy", "pandas",
-            "statsmodels", "pydantic", "matplotlib")
 EndStatus = Literal["FINISHED", "FAILED"]
 
 
@@ -71,29 +76,6 @@ def resolve_tracking_uri(uri: str | None, *, cwd: Path | None = None) -> str:
         return uri
     raise ConfigError(f"--tracking-uri={uri!r} is not supported: use sqlite:///PATH.db "
                       "(embedded) or http://HOST:PORT (an mlflow server)")
-
-
-def package_versions() -> dict[str, str]:
-    out = {}
-    for name in PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
-
-
-def git_commit(cwd: Path | None = None) -> str:
-    """``HEAD`` of the repository holding esper_ab (``+dirty`` when it has changes)."""
-    where = cwd or Path(__file__).resolve().parent
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True,
-                              text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=where, capture_output=True, text=True, timeout=10).stdout
-        return head + ("+dirty" if dirty.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def _flat_metrics(metrics: Mapping[str, Any], step: int, ts: int) -> list[Metric]:
@@ -165,6 +147,9 @@ class SweepTracker:
         if exp is not None:
             if exp.lifecycle_stage == "deleted":
                 self.client.restore_experiment(exp.experiment_id)
+            if create and EXPERIMENT_KIND not in exp.tags:
+                self.client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND,
+                                               MODEL_TRAINING)
             return exp.experiment_id
         if not create:
             raise ConfigError(f"--experiment={name!r} does not exist in {self.uri}: use the "
@@ -172,7 +157,8 @@ class SweepTracker:
         root = store_dir(self.uri)
         safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
         location = (root / "mlruns" / safe).as_uri() if root is not None else None
-        return self.client.create_experiment(name, artifact_location=location)
+        return self.client.create_experiment(name, artifact_location=location,
+                                             tags={EXPERIMENT_KIND: MODEL_TRAINING})
 
     def start_sweep(self, spec: SweepSpec, *, space: Mapping[str, Any], run_name: str,
                     tags: Mapping[str, str] = {}) -> str:
@@ -183,14 +169,8 @@ class SweepTracker:
             "esper_ab.spec_hash": spec.spec_hash(), "esper_ab.git_commit": commit,
             "mlflow.source.git.commit": commit.removesuffix("+dirty"), **tags})
         rid = run.info.run_id
-        params = {"sweep": spec.name, "fidelity": spec.fidelity, "sampler": spec.sampler.kind,
-                  "num_samples": spec.num_samples, "max_concurrent": spec.max_concurrent,
-                  "scheduler": spec.scheduler.kind, "replicates": len(spec.replicates),
-                  "objectives": ",".join(f"{o.metric}:{o.direction}" for o in spec.objectives),
-                  "strategies": ",".join(s.name for s in spec.strategies),
-                  "baseline": spec.baseline, "resources.cpu": spec.resources.cpu,
-                  "resources.gpu": spec.resources.gpu}
-        self.client.log_batch(rid, params=[Param(k, str(v)) for k, v in params.items()])
+        self.client.log_batch(rid, params=[Param(k, str(v))
+                                           for k, v in parent_params(spec).items()])
         self.client.log_dict(rid, spec.resolved(), "sweep/spec.yaml")
         self.client.log_dict(rid, dict(space), "sweep/search_space.json")
         self.client.log_dict(rid, {"packages": package_versions(), "git_commit": commit},
@@ -211,7 +191,8 @@ class SweepTracker:
 
     def trial_run(self, parent_id: str, *, trial_id: str, run_name: str,
                   params: Mapping[str, Any], tags: Mapping[str, str] = {}) -> str:
-        """The child run of ``trial_id``: created once, reopened on a retry or resume."""
+        """The child run of ``trial_id``: created once, reopened on a retry or resume; named
+        ``run_name`` and the key parameters (``exponent a=0.25 thr=0.08 (t003)``)."""
         existing = self.find_trial_run(parent_id, trial_id)
         if existing is not None:
             self.reopen(existing)
@@ -222,7 +203,8 @@ class SweepTracker:
                                            max_results=50_000)
         number = len(siblings) + 1   # only the driver creates children: unique, in order
         run = self.client.create_run(parent.info.experiment_id,
-                                     run_name=f"trial-{number:03d} {run_name}", tags={
+                                     run_name=f"{child_run_name(run_name, params)} "
+                                              f"(t{number:03d})", tags={
             PARENT: parent_id, ROLE: "trial", TRIAL_ID: trial_id,
             "esper_ab.trial_number": str(number),
             "esper_ab.sweep": parent.data.tags.get("esper_ab.sweep", ""),
@@ -246,8 +228,6 @@ class SweepTracker:
     def log_folder(self, run_id: str, folder: str, *, artifact_path: str,
                    remove: bool = False) -> None:
         """Log every file of ``folder`` as an artifact under ``artifact_path``."""
-        import shutil
-
         self.client.log_artifacts(run_id, str(folder), artifact_path=artifact_path)
         if remove:
             shutil.rmtree(folder, ignore_errors=True)
@@ -255,8 +235,6 @@ class SweepTracker:
     def log_trial_folder(self, run_id: str, folder: str, *, remove: bool = False) -> None:
         """Log a finished trial's folder: its per-replicate curve (``steps.json``) as metrics
         and every file as an artifact under ``trial/``."""
-        import shutil
-
         path = Path(folder)
         curve = path / "steps.json"
         for point in json.loads(curve.read_text()) if curve.is_file() else []:
@@ -373,24 +351,39 @@ class SweepTracker:
             decisions=decisions, reason=tags.get(END_REASON, ""))
 
     # -- the sweep summary -----------------------------------------------------------------
+    def log_table(self, run_id: str, frame: pd.DataFrame, artifact_file: str) -> None:
+        """An MLflow table (the UI's table view), replaced when logged again (not appended)."""
+        folder, name = posixpath.split(artifact_file)
+        if not any(f.path == artifact_file for f in self.client.list_artifacts(run_id, folder)):
+            self.client.log_table(run_id, frame, artifact_file)
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            frame.to_json(Path(tmp) / name, orient="split", index=False, date_format="iso")
+            self.client.log_artifact(run_id, str(Path(tmp) / name), artifact_path=folder or None)
+
     def log_sweep_summary(self, parent_id: str, result: SweepAnalysis, *, html: str,
                           figures: Mapping[str, Any]) -> None:
+        """The parent run as a result: report, plots, analysis, the baseline's and the
+        winner's (or best candidate's) metrics, the per-blueprint tables and the verdict as
+        the run's description (MLflow's note)."""
         c = self.client
         c.log_text(parent_id, html, "report.html")
-        for name, fig in figures.items():
-            c.log_figure(parent_id, fig, f"plots/{name}.png")
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, fig in figures.items():
+                (Path(tmp) / f"{name}.png").write_bytes(png_bytes(fig))
+            c.log_artifacts(parent_id, tmp, artifact_path="plots")
         c.log_text(parent_id, result.leaderboard.to_csv(index=False), "sweep/leaderboard.csv")
         if result.analysis is not None:
             c.log_dict(parent_id, result.analysis.to_dict(), "sweep/analysis.json")
             c.log_text(parent_id, result.analysis.format_table(), "sweep/analysis.txt")
-            table = result.decisions
-            if table is not None:
-                c.log_text(parent_id, table.to_csv(index=False), "sweep/decisions.csv")
-        tags = {"esper_ab.verdict": result.reason[:4000],
-                "esper_ab.winner_run_id": result.winner.run_id if result.winner else "",
-                "esper_ab.winner": result.winner.label if result.winner else ""}
-        c.log_batch(parent_id, tags=[RunTag(k, v) for k, v in tags.items()])
-        if result.winner is not None:
-            c.log_batch(parent_id, metrics=_flat_metrics(
-                {f"winner.{k}": v for k, v in result.winner.metrics.items()
-                 if k.count(".") == 1}, 0, int(time.time() * 1000)))
+            c.log_text(parent_id, result.decisions.to_csv(index=False), "sweep/decisions.csv")
+        self.log_result(parent_id, metrics=parent_metrics(result),
+                        tables=parent_tables(result), tags=parent_tags(result))
+
+    def log_result(self, run_id: str, *, metrics: Mapping[str, float],
+                   tables: Mapping[str, pd.DataFrame], tags: Mapping[str, str]) -> None:
+        """A run's result: metrics (step 0), MLflow tables, tags (its note among them)."""
+        for path, frame in tables.items():
+            self.log_table(run_id, frame, path)
+        self.log_metrics(run_id, metrics, step=0)
+        self.set_tags(run_id, tags)

@@ -19,6 +19,7 @@ from esper_ab.fidelity.agreement import (
     render_fidelity_html,
     replay_predictions,
 )
+from esper_ab.sweeps.outcome import kind_of, stage_result
 from esper_ab.sweeps.spec import SweepSpec
 from esper_ab.trial import BASELINE_LABEL, batch_trial_metrics, metric_key
 
@@ -122,7 +123,7 @@ def _log_parent(tracker: Any, parent: str, *, spec: SweepSpec, closed: Any, per_
     _json(folder, "rank_agreement.json", dict(ranks))
     _json(folder, "compute.json", dict(compute))
     (folder / "report.html").write_text(render_fidelity_html(
-        sweep=spec.name, table=table, ranks=ranks, verdict=verdict.reason,
+        sweep=spec.name, table=table, ranks=ranks, verdict=verdict.reason, kind=kind_of(verdict),
         replay_verdict=replay_verdict, compute=compute, objective=objective),
         encoding="utf-8")
     tracker.log_folder(parent, str(folder), artifact_path="fidelity", remove=True)
@@ -152,3 +153,7 @@ def _log_parent(tracker: Any, parent: str, *, spec: SweepSpec, closed: Any, per_
                               "esper_ab.replay_verdict": replay_verdict[:4000],
                               "esper_ab.winner": verdict.winner or "",
                               "esper_ab.winner_run_id": winner_run})
+    # the parent reads like the closed loop's result (its note, metrics and table)
+    stage_metrics, tables, tags = stage_result(analysis, spec, stage="closed_loop", earlier=[
+        f"replay stage: {getattr(replay_summary, 'headline', '') or replay_verdict}"])
+    tracker.log_result(parent, metrics=stage_metrics, tables=tables, tags=tags)

@@ -163,8 +163,9 @@ def _f(v: Any) -> str:
 
 def render_fidelity_html(*, sweep: str, table: pd.DataFrame, ranks: Mapping[str, Any],
                          verdict: str, replay_verdict: str, compute: Mapping[str, Any],
-                         objective: str) -> str:
-    """A self-contained page (no images) for the parent run's artifact view."""
+                         objective: str, kind: str = "") -> str:
+    """A self-contained page (no images) for the parent run's artifact view; the verdict box
+    is coloured by ``kind`` (winner green, not_better grey, undecided amber)."""
     def frame(df: pd.DataFrame) -> str:
         return df.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="-",
                           border=0, classes="t")
@@ -174,9 +175,15 @@ def render_fidelity_html(*, sweep: str, table: pd.DataFrame, ranks: Mapping[str,
     return f"""<!doctype html><html><head><meta charset="utf-8">
 <title>esper-ab multi-fidelity: {esc(sweep)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:70em}} table.t{{border-collapse:collapse}}
-table.t td,table.t th{{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}}</style>
+table.t td,table.t th{{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}}
+.verdict{{padding:.6em 1em;border-left:6px solid #999;background:#f4f4f4}}
+.verdict.winner{{background:#e8f5e9;border-color:#2e7d32}}
+.verdict.not_better{{background:#eceff1;border-color:#546e7a}}
+.verdict.undecided{{background:#fff8e1;border-color:#ff8f00}}</style>
 </head><body><h1>Multi-fidelity sweep <code>{esc(sweep)}</code></h1>
-<h2>Verdict (closed loop, authoritative)</h2><p>{esc(verdict)}</p>
+<h2>Verdict (closed loop, authoritative)</h2>
+<div class="verdict {esc(kind)}" id="verdict" data-kind="{esc(kind)}">
+<b>{esc(kind.replace("_", " ").upper())}</b> <p>{esc(verdict)}</p></div>
 <h2>Replay stage</h2><p>{esc(replay_verdict)}</p>
 <h2>Where replay and the closed loop agree</h2>
 <p>Per config on the confirmation replicates: admits, the share of seeds whose admit decision

@@ -7,6 +7,9 @@ HTML embeds them as base64 PNGs, so the one file shows everything in MLflow's ar
   trial), with percentile cluster-bootstrap CIs over replicates (the replicate is the unit).
 - ``statistic_by_blueprint``: violins of each gate's statistic per blueprint (log scale where
   every value is positive); unmeasured seeds are left out and counted in the labels.
+- ``statistic_vs_value``: per blueprint (columns) and gate (rows), each seed's statistic
+  against its value, passed seeds filled, the threshold dashed, the replicate-level Spearman
+  rho in the title: does the statistic predict value inside a blueprint?
 - ``pareto_front``: every complete trial on the first two objectives (or the first objective
   against the selection rule's fairness metric), the non-dominated ones joined.
 """
@@ -17,15 +20,27 @@ import base64
 import html
 import io
 import math
+import weakref
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import LogLocator, MaxNLocator, NullFormatter
 
-from esper_ab.sweeps.analysis import SweepAnalysis, TrialRecord, pareto_front
+from esper_ab.sweeps.analysis import SELECTION_CAVEAT, SweepAnalysis, pareto_front
+from esper_ab.sweeps.outcome import (
+    KIND_TITLES,
+    arm_prefix,
+    blueprint_table,
+    blueprint_wide,
+    focus_trial,
+    ranked_leaderboard,
+    verdict_kind,
+    verdict_lines,
+)
 from esper_ab.trial import BASELINE_LABEL, CANDIDATE_LABEL
 
-__all__ = ["pass_rate_ci", "render_html", "sweep_figures"]
+__all__ = ["pass_rate_ci", "png_bytes", "render_html", "sweep_figures"]
 
 
 def pass_rate_ci(decisions: pd.DataFrame, *, n_boot: int = 1000, ci_level: float = 0.95,
@@ -49,17 +64,20 @@ def pass_rate_ci(decisions: pd.DataFrame, *, n_boot: int = 1000, ci_level: float
     return pd.DataFrame({"blueprint": bps, "pass_rate": point, "ci_low": lo, "ci_high": hi})
 
 
-def _focus(sa: SweepAnalysis) -> TrialRecord | None:
-    return sa.winner or (sa.selected[0] if sa.selected else None)
-
-
 def _arms(sa: SweepAnalysis) -> list[tuple[str, pd.DataFrame]]:
-    t = _focus(sa)
+    return [(name, d) for name, _, d in _labelled_arms(sa)]
+
+
+def _labelled_arms(sa: SweepAnalysis) -> list[tuple[str, str, pd.DataFrame]]:
+    """(display name, the analysis' strategy label, decisions) of the baseline and the
+    winner (or the best candidate)."""
+    t = focus_trial(sa)
     if t is None or t.decisions is None:
         return []
     d = t.decisions
-    return [(f"baseline ({sa.record.spec.baseline})", d[d["strategy"] == BASELINE_LABEL]),
-            (t.label, d[d["strategy"] == CANDIDATE_LABEL])]
+    return [(f"baseline ({sa.record.spec.baseline})", BASELINE_LABEL,
+             d[d["strategy"] == BASELINE_LABEL]),
+            (t.label, t.label, d[d["strategy"] == CANDIDATE_LABEL])]
 
 
 def _empty(title: str, text: str) -> Figure:
@@ -126,6 +144,68 @@ def _violin_figure(sa: SweepAnalysis) -> Figure:
     return fig
 
 
+def _rho(sa: SweepAnalysis, label: str, blueprint: str) -> float:
+    g = sa.analysis.metrics.by_group if sa.analysis is not None else None
+    if g is None or "spearman_rho" not in g.columns or (label, blueprint) not in g.index:
+        return math.nan
+    return float(g.loc[(label, blueprint), "spearman_rho"])
+
+
+def _value_panel(ax, g: pd.DataFrame) -> int:
+    """One blueprint of one gate (log x when every statistic is positive); returns the
+    number of seeds left out (unmeasured)."""
+    x = pd.to_numeric(g["statistic"], errors="coerce").to_numpy(dtype=float)
+    y = pd.to_numeric(g["value"], errors="coerce").to_numpy(dtype=float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    log = bool(ok.any() and (x[ok] > 0).all())
+    passed = g["passed"].astype(bool).to_numpy()
+    ax.scatter(x[ok & passed], y[ok & passed], s=14, c="C2", label="passed")
+    ax.scatter(x[ok & ~passed], y[ok & ~passed], s=14, facecolors="none", edgecolors="C3",
+               label="failed")
+    thr = pd.to_numeric(g.get("threshold", pd.Series(dtype=float)), errors="coerce").dropna()
+    if len(thr) and (not log or thr.median() > 0):
+        ax.axvline(float(thr.median()), ls="--", c="0.35", lw=0.9)
+    ax.axhline(0.0, c="0.8", lw=0.6)
+    if log:
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(numticks=4))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(3))
+    ax.tick_params(labelsize=7)
+    return int((~ok).sum())
+
+
+def _value_figure(sa: SweepAnalysis) -> Figure:
+    arms = _labelled_arms(sa)
+    if not arms or "value" not in arms[0][2].columns:
+        return _empty("Statistic vs seed value", "no complete trial with seed values")
+    bps = list(pd.unique(arms[0][2]["blueprint"]))
+    # shared axes and a fixed layout: constrained layout over 2 x 8 panels took seconds
+    fig = Figure(figsize=(max(6.0, 2.0 * len(bps) + 1.0), 2.3 * len(arms) + 0.9))
+    axes = fig.subplots(len(arms), len(bps), squeeze=False, sharey=True)
+    fig.subplots_adjust(left=0.9 / fig.get_figwidth(), right=0.99, wspace=0.08, hspace=0.45,
+                        bottom=0.5 / fig.get_figheight(), top=1 - 0.6 / fig.get_figheight())
+    for i, (_, label, d) in enumerate(arms):
+        for j, bp in enumerate(bps):
+            ax = axes[i][j]
+            missing = _value_panel(ax, d[d["blueprint"] == bp])
+            rho = _rho(sa, label, bp)
+            ax.set_title(f"{bp}: rho {rho:.2f}" if math.isfinite(rho) else f"{bp}: rho n/a",
+                         fontsize=8)
+            if missing:
+                ax.text(0.02, 0.02, f"{missing} unmeasured", transform=ax.transAxes, fontsize=6)
+            if j == 0:
+                ax.set_ylabel(f"{'baseline' if i == 0 else label[:24]}\nseed value",
+                              fontsize=8)
+            if i == len(arms) - 1:
+                ax.set_xlabel("statistic", fontsize=8)
+    axes[0][0].legend(fontsize=6, loc="upper left")
+    fig.suptitle("Gate statistic against seed value per blueprint (dashed: threshold; "
+                 "rho: Spearman over replicates)", fontsize=10)
+    return fig
+
+
 def _pareto_axes(sa: SweepAnalysis) -> tuple[tuple[str, str], tuple[str, str]]:
     spec = sa.record.spec
     first = spec.objectives[0]
@@ -164,52 +244,113 @@ def _pareto_figure(sa: SweepAnalysis) -> Figure:
 def sweep_figures(sa: SweepAnalysis) -> dict[str, Figure]:
     return {"pass_rate_by_blueprint": _pass_rate_figure(sa),
             "statistic_by_blueprint": _violin_figure(sa),
+            "statistic_vs_value": _value_figure(sa),
             "pareto_front": _pareto_figure(sa)}
 
 
+_PNGS: weakref.WeakKeyDictionary[Figure, bytes] = weakref.WeakKeyDictionary()
+
+
+def png_bytes(fig: Figure) -> bytes:
+    """The figure as a PNG, rendered once (the page, MLflow's ``plots/`` and ``--out`` share
+    it: rendering the panels costs seconds)."""
+    if fig not in _PNGS:
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110)
+        _PNGS[fig] = buf.getvalue()
+    return _PNGS[fig]
+
+
 def _png(fig: Figure) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    return base64.b64encode(png_bytes(fig)).decode("ascii")
 
 
-def _table(df: pd.DataFrame) -> str:
-    return df.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-",
-                      border=0, classes="t")
+def _table(df: pd.DataFrame, table_id: str = "") -> str:
+    out = df.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-", border=0,
+                     classes="t")
+    return out.replace("<table ", f"<table id='{table_id}' ", 1) if table_id else out
+
+
+STYLE = (
+    "body{font-family:sans-serif;margin:2em;max-width:1200px;color:#222}"
+    "img{max-width:100%;height:auto}"
+    "table.t{border-collapse:collapse;font-size:12px}"
+    "table.t td,table.t th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}"
+    "pre{background:#f6f6f6;padding:1em;overflow-x:auto;font-size:11px}"
+    "details{margin:1em 0}summary{cursor:pointer;font-weight:bold}"
+    ".verdict{padding:1em 1.2em;border-left:6px solid;margin:1em 0}"
+    ".verdict .kind{font-weight:bold;text-transform:uppercase;letter-spacing:.05em}"
+    ".verdict .headline{font-size:1.1em;margin:.4em 0}"
+    ".verdict.winner{background:#e8f5e9;border-color:#2e7d32}"
+    ".verdict.not_better{background:#eceff1;border-color:#546e7a}"
+    ".verdict.undecided{background:#fff8e1;border-color:#ff8f00}"
+    ".muted{color:#666;font-size:12px}")
+
+
+def _verdict_box(sa: SweepAnalysis) -> str:
+    esc = html.escape
+    kind = verdict_kind(sa)
+    head, *details = verdict_lines(sa)
+    items = "".join(f"<li>{esc(line)}</li>" for line in details)
+    caveat = (f"<p class='muted'>Note: {esc(SELECTION_CAVEAT)}.</p>"
+              if sa.analysis is not None else "")
+    reason = sa.analysis.verdict.reason if sa.analysis is not None else sa.reason
+    return (f"<div class='verdict {kind}' id='verdict' data-kind='{kind}'>"
+            f"<div class='kind'>{esc(KIND_TITLES[kind])}</div>"
+            f"<p class='headline'>{esc(head)}</p>" + (f"<ul>{items}</ul>" if items else "")
+            + caveat + f"<details><summary>Full reasoning</summary><p>{esc(reason)}</p>"
+            "</details></div>")
+
+
+def _blueprint_section(sa: SweepAnalysis) -> list[str]:
+    focus = focus_trial(sa)
+    if sa.analysis is None or focus is None:
+        return ["<h2>Per blueprint</h2><p id='per-blueprint'>No complete trial: nothing to "
+                "compare with the baseline.</p>"]
+    prefix = arm_prefix(sa)
+    long = blueprint_table(sa.analysis, {"baseline": BASELINE_LABEL, prefix: focus.label},
+                           focus.decisions)
+    return [f"<h2>Per blueprint: the baseline vs the {prefix} <code>"
+            f"{html.escape(focus.label)}</code></h2>",
+            "<p class='muted'>Mean value: of every seed of the blueprint (the same seeds for "
+            "both gates). Realized value: the sum of the values of the seeds that passed. "
+            "TPR: pass rate of the valuable seeds; FPR: of the others.</p>",
+            _table(blueprint_wide(long, ["baseline", prefix]), "per-blueprint")]
 
 
 def render_html(sa: SweepAnalysis, figures: dict[str, Figure]) -> str:
-    """One self-contained HTML page: verdict, leaderboard, per-blueprint table, plots."""
+    """One self-contained page (images as data URIs, no script): the verdict, the baseline
+    vs the winner per blueprint, the plots, then the trials sorted by the objective."""
     r = sa.record
     spec = r.spec
     esc = html.escape
+    first = spec.objectives[0]
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>esper-ab sweep {esc(spec.name)}</title><style>",
-        "body{font-family:sans-serif;margin:2em;max-width:1200px}"
-        "table.t{border-collapse:collapse;font-size:12px}"
-        "table.t td,table.t th{padding:2px 8px;border-bottom:1px solid #ddd}"
-        "pre{background:#f6f6f6;padding:1em;overflow-x:auto;font-size:11px}"
-        ".verdict{padding:1em;background:#eef6ee;border-left:4px solid #3a3}",
-        "</style></head><body>",
+        f"<title>esper-ab sweep {esc(spec.name)}</title><style>{STYLE}</style></head><body>",
         f"<h1>Sweep <code>{esc(spec.name)}</code></h1>",
-        f"<p>Experiment <code>{esc(r.experiment)}</code>, sweep run "
+        f"<p>{esc(spec.description)}</p>" if spec.description else "",
+        _verdict_box(sa),
+        f"<p class='muted'>Experiment <code>{esc(r.experiment)}</code>, sweep run "
         f"<code>{esc(r.sweep_run_id)}</code>, fidelity <b>{esc(spec.fidelity)}</b>, "
         f"{len(spec.replicates)} replicates shared by every trial, baseline gate "
         f"<code>{esc(spec.baseline)}</code>, git <code>{esc(r.git_commit)}</code>.</p>",
-        f"<div class='verdict'><b>Verdict.</b> {esc(sa.reason)}</div>",
-        "<h2>Trials</h2>", _table(sa.leaderboard.drop(columns=["run_id"])),
-    ]
+        *_blueprint_section(sa), "<h2>Plots</h2>"]
+    for name, fig in figures.items():
+        parts.append(f"<h3>{esc(name.replace('_', ' '))}</h3>"
+                     f"<img alt='{esc(name)}' src='data:image/png;base64,{_png(fig)}'>")
     if sa.analysis is not None:
         g = sa.analysis.metrics.by_group.reset_index()
         cols = [c for c in ("strategy", "blueprint", "n", "n_unmeasured", "pass_rate", "tpr",
                             "fpr", "auc", "spearman_rho") if c in g.columns]
-        parts += ["<h2>Per blueprint (selected trials and the baseline)</h2>", _table(g[cols]),
-                  "<h2>Paired analysis against the baseline</h2>",
-                  f"<pre>{esc(sa.analysis.format_table())}</pre>"]
-    for name, fig in figures.items():
-        parts.append(f"<h2>{esc(name.replace('_', ' '))}</h2>"
-                     f"<img alt='{esc(name)}' src='data:image/png;base64,{_png(fig)}'>")
+        parts += ["<details><summary>Per blueprint, every selected trial</summary>",
+                  _table(g[cols]), "</details>",
+                  "<details><summary>Paired analysis against the baseline</summary>"
+                  f"<pre>{esc(sa.analysis.format_table())}</pre></details>"]
+    board = ranked_leaderboard(sa).drop(columns=["run_id", "trial_id"], errors="ignore")
+    parts += ["<h2>Trials</h2>",
+              f"<details id='trials'><summary>{len(board)} trial(s), best {esc(first.metric)} "
+              f"({esc(first.direction)}) first</summary>", _table(board), "</details>"]
     versions = ", ".join(f"{k} {v}" for k, v in r.versions.items())
-    parts += [f"<p><small>Packages: {esc(versions)}</small></p>", "</body></html>"]
-    return "\n".join(parts)
+    parts += [f"<p class='muted'>Packages: {esc(versions)}</p>", "</body></html>"]
+    return "\n".join(p for p in parts if p)

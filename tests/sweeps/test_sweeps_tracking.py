@@ -9,29 +9,33 @@ import tempfile
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
 import yaml
+from mlflow import MlflowClient
 from sweep_helpers import space
 
 import esper_ab
 from esper_ab.cli import main
 from esper_ab.commands.export import NoWinner, export_winner
 from esper_ab.errors import ConfigError
-from esper_ab.replay import ReplayEvidence, synthetic_traces
 from esper_ab.export import load_gate, load_winner
 from esper_ab.gate import Gate, StepMeasurement
 from esper_ab.gradients import GradStats
+from esper_ab.replay import ReplayEvidence, synthetic_traces
 from esper_ab.sweeps.space import space_summary
 from esper_ab.sweeps.spec import parse_sweep_spec
 from esper_ab.sweeps.summary import format_summary, summarize_sweep
 from esper_ab.tracking import BackgroundWriter, SweepTracker
 from esper_ab.trial import TrialParams, run_trial
 
+# pass_rate_gap: the equalized-odds gap needs >= 10 valuable and non-valuable seeds per
+# blueprint, more than 8 replicates x 2 seeds give
 SPEC = parse_sweep_spec(space(
-    name="tracked", replicates=8,
+    name="tracked", replicates=8, description="which gate is fair to <every> blueprint",
     strategies=[{"name": "first_order_value"}, {"name": "exponent"},
                 {"name": "per_blueprint_threshold"}],
-    selection={"top_k": 3, "max_gap": 1.0}))
+    selection={"top_k": 3, "max_gap": 1.0, "fairness_metric": "pass_rate_gap"}))
 TRIALS = [TrialParams("first_order_value", {"mode": "raw"}, threshold=0.0),
           TrialParams("exponent", {"a": 0.3}, threshold=0.02),
           TrialParams("per_blueprint_threshold", {"quantile": 0.5}, threshold=1.0)]
@@ -110,10 +114,81 @@ def test_summary_has_a_significant_winner_and_a_self_contained_report(store):
     assert {"report.html", "plots", "sweep"} <= arts
     with tempfile.TemporaryDirectory() as tmp:
         page = Path(tracker.client.download_artifacts(parent, "report.html", tmp)).read_text()
-    assert page.count("data:image/png;base64,") == 3
+    assert page.count("data:image/png;base64,") == 4
     assert "src='http" not in page and 'src="http' not in page
     text = format_summary(result)
     assert "Verdict:" in text and "t001-first_order_value" in text
+
+
+def _rates(rows) -> dict[str, float]:
+    """Pass rate, TPR, FPR of a decisions table by hand (NaN without seeds of a class)."""
+    valuable = rows["valuable"].astype(bool)
+    passed = rows["passed"].astype(bool)
+    return {"pass_rate": passed.mean(),
+            "tpr": passed[valuable].mean() if valuable.any() else math.nan,
+            "fpr": passed[~valuable].mean() if (~valuable).any() else math.nan}
+
+
+def test_the_parent_run_reads_like_a_result(store, tmp_path):
+    tracker, parent, ids, result, _ = store
+    client = MlflowClient(tracker.uri)
+    run = client.get_run(parent)
+    metrics, tags = run.data.metrics, run.data.tags
+    decisions = pd.read_csv(client.download_artifacts(ids[0], "trial/decisions.csv",
+                                                      str(tmp_path)))
+    for label, arm in (("baseline", "baseline"), ("candidate", "winner")):
+        rows = decisions[decisions["strategy"] == label]
+        pooled = _rates(rows)
+        assert metrics[f"{arm}.pass_rate"] == pytest.approx(pooled["pass_rate"])
+        assert metrics[f"{arm}.balanced_accuracy"] == pytest.approx(
+            (pooled["tpr"] + 1 - pooled["fpr"]) / 2)
+        per_bp = {bp: _rates(g) for bp, g in rows.groupby("blueprint")}
+        assert metrics[f"{arm}.pass_rate_gap"] == pytest.approx(
+            max(r["pass_rate"] for r in per_bp.values())
+            - min(r["pass_rate"] for r in per_bp.values()))
+        for bp, r in per_bp.items():
+            for m, v in r.items():
+                key = f"{arm}.{bp}.{m}"
+                assert (key not in metrics) if math.isnan(v) else \
+                    metrics[key] == pytest.approx(v), key
+    assert metrics["winner.balanced_accuracy"] > metrics["baseline.balanced_accuracy"]
+    assert metrics["winner.pvalue_adjusted_vs_baseline"] < 0.05
+    assert not any(k.startswith("best.") for k in metrics)
+    # the description: the verdict, its kind first, and the space's description
+    note = tags["mlflow.note.content"]
+    assert note.startswith("**Verdict: Winner.**")
+    assert "t001-first_order_value" in note.splitlines()[0]
+    assert SPEC.description in note and tags["esper_ab.verdict_kind"] == "winner"
+    # the tables: in MLflow's table view, read back by MLflow
+    logged = {t["path"]: t["type"] for t in json.loads(tags["mlflow.loggedArtifacts"])}
+    assert {logged[p] for p in ("tables/per_blueprint.json", "tables/trials.json",
+                                "tables/per_blueprint_selected.json")} == {"table"}
+    exp_id = run.info.experiment_id
+    table = client.load_table(exp_id, "tables/per_blueprint.json", run_ids=[parent])
+    assert set(table["arm"]) == {"baseline", "winner"}
+    by = table.set_index(["arm", "blueprint"])
+    for bp in decisions["blueprint"].unique():
+        assert by.loc[("winner", bp), "pass_rate"] == pytest.approx(
+            metrics[f"winner.{bp}.pass_rate"])
+    trials = client.load_table(exp_id, "tables/trials.json", run_ids=[parent])
+    assert list(trials["balanced_accuracy"]) == sorted(trials["balanced_accuracy"],
+                                                        reverse=True)
+    # the experiment opens in the model-training view; children say what they ran
+    exp = client.get_experiment(exp_id)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    names = {client.get_run(i).info.run_name for i in ids}
+    assert names == {"first_order_value mode=raw thr=0 (t001)",
+                     "exponent a=0.3 thr=0.02 (t002)",
+                     "per_blueprint_threshold quantile=0.5 thr=1 (t003)"}
+
+
+def test_a_table_logged_again_is_replaced(store):
+    tracker, parent, _, _, _ = store
+    for n in (3, 2):
+        tracker.log_table(parent, pd.DataFrame({"a": range(n)}), "tables/again.json")
+    exp_id = tracker.client.get_run(parent).info.experiment_id
+    again = tracker.client.load_table(exp_id, "tables/again.json", run_ids=[parent])
+    assert list(again["a"]) == [0, 1]
 
 
 def test_export_writes_a_loadable_gate(store, tmp_path):
@@ -162,7 +237,14 @@ def test_export_refuses_without_a_winner_unless_forced(tmp_path):
     writer = BackgroundWriter(tracker)
     log_trial(writer, parent, "only", TrialParams("exponent", {"a": 0.5}, threshold=0.1), ev)
     writer.drain()
-    summarize_sweep(tracker, "nowin", parent, n_boot=50, n_perm=50, log=True)
+    res = summarize_sweep(tracker, "nowin", parent, n_boot=50, n_perm=50, log=True)
+    run = tracker.client.get_run(parent)
+    kind = run.data.tags["esper_ab.verdict_kind"]
+    assert res.winner is None and kind in ("not_better", "undecided")
+    assert run.data.tags["mlflow.note.content"].startswith("**Verdict: ")
+    assert "Winner" not in run.data.tags["mlflow.note.content"].splitlines()[0]
+    assert "best.balanced_accuracy" in run.data.metrics
+    assert not any(k.startswith("winner.") for k in run.data.metrics)
     with pytest.raises(NoWinner, match="--force"):
         export_winner(tracker, "nowin", parent, str(tmp_path / "w.yaml"))
     path, doc = export_winner(tracker, "nowin", parent, str(tmp_path / "w.yaml"), force=True)
@@ -179,7 +261,8 @@ def test_report_command_rebuilds_from_mlflow(store, tmp_path, capsys):
     assert rc == 0
     files = {p.name for p in (tmp_path / "rep").iterdir()}
     assert {"report.html", "pass_rate_by_blueprint.png", "statistic_by_blueprint.png",
-            "pareto_front.png", "analysis.json", "leaderboard.csv"} <= files
+            "statistic_vs_value.png", "pareto_front.png", "analysis.json",
+            "leaderboard.csv"} <= files
     again = json.loads((tmp_path / "rep" / "analysis.json").read_text())
     assert again["verdict"]["winner"] == result.analysis.verdict.winner
     assert main(["report", "--experiment", "nope", "--tracking-uri", tracker.uri,
