@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from esper_ab.sweeps.analysis import SweepAnalysis, analyze_sweep
-from esper_ab.sweeps.report import render_html, sweep_figures
+from esper_ab.sweeps.report import png_bytes, render_html, sweep_figures
 from esper_ab.tracking import SweepTracker
 
 __all__ = ["format_summary", "summarize_sweep"]
@@ -32,7 +32,7 @@ def summarize_sweep(tracker: SweepTracker, experiment: str, sweep_run_id: str | 
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "report.html").write_text(page, encoding="utf-8")
         for name, fig in figures.items():
-            fig.savefig(folder / f"{name}.png", dpi=110)
+            (folder / f"{name}.png").write_bytes(png_bytes(fig))   # rendered once
         result.leaderboard.to_csv(folder / "leaderboard.csv", index=False)
         if result.analysis is not None:
             (folder / "analysis.json").write_text(
