@@ -225,7 +225,8 @@ class _Bucket:
     bits: tuple[torch.Tensor, ...]     # the group segments viewed as integers
     slot_group: tuple[int, ...]        # index in ``groups`` of each slot's group
     group_numel: torch.Tensor          # float64 element count of each group segment
-    target: torch.Tensor               # where the bucket's values land in ``acc``
+    targets: tuple[int, ...]           # where the bucket's values land in ``acc``
+    target: torch.Tensor               # the same, on the accumulator's device
     branch_free: bool                  # count without reading values (any non-CPU device)
 
 
@@ -234,6 +235,7 @@ class _Plan:
     key: tuple                          # (device, dtype) or None of every parameter's .grad
     buckets: tuple[_Bucket, ...]
     n_with_grad: tuple[int, ...]
+    on_host: bool                       # every bucket on the CPU, reduced to Python floats
 
 
 class GradientCollector:
@@ -272,7 +274,7 @@ class GradientCollector:
         self._ntens = ntens
         self._n_slots = len(self.names) * len(LAYER_TYPES)
         self._plan: _Plan | None = None
-        self._branch_free: bool | None = None  # None: off the CPU only; tests force it
+        self._branch_free = False  # True: the accelerator path on the CPU too (tests)
 
     def collect(self) -> PendingStats:
         """Launch the fused reductions for the current ``.grad`` values; no host sync."""
@@ -281,15 +283,22 @@ class GradientCollector:
         plan = self._plan
         if plan is None or plan.key != key:
             plan = self._plan = self._make_plan(grads, key)
+        n_acc = 2 * (self._n_slots + len(self.names))
+        if plan.on_host:  # no device: fewer, smaller ops matter more than syncs here
+            host = [0.0] * n_acc
+            for bucket in plan.buckets:
+                for t, v in zip(bucket.targets, _reduce_on_cpu(bucket, bucket.pick(grads)),
+                                strict=True):
+                    host[t] += v
+            return PendingStats(acc=torch.tensor(host, dtype=torch.float64),
+                                n_with_grad=plan.n_with_grad)
         acc: torch.Tensor | None = None
         for bucket in plan.buckets:
             values = _reduce(bucket, bucket.pick(grads))
             if acc is None:
-                acc = torch.zeros(2 * (self._n_slots + len(self.names)), dtype=torch.float64,
-                                  device=values.device)
+                acc = torch.zeros(n_acc, dtype=torch.float64, device=values.device)
             acc.index_add_(0, bucket.target, values.to(acc.device))
-        if acc is None:
-            acc = torch.zeros(2 * (self._n_slots + len(self.names)), dtype=torch.float64)
+        assert acc is not None  # a plan without buckets is on the host
         return PendingStats(acc=acc, n_with_grad=plan.n_with_grad)
 
     def materialize(self, pending: Sequence[PendingStats]) -> list[dict[str, GradStats]]:
@@ -338,10 +347,10 @@ class GradientCollector:
                 bits=buffer.view(bits).split(group_sizes),
                 slot_group=tuple(group_ids.index(s // nt) for s in slot_ids),
                 group_numel=torch.tensor(group_sizes, dtype=torch.float64, device=device),
-                target=torch.tensor(target, device=acc_device),
-                branch_free=(device.type != "cpu" if self._branch_free is None
-                             else self._branch_free)))
-        return _Plan(key=key, buckets=tuple(buckets), n_with_grad=tuple(n_with_grad))
+                targets=tuple(target), target=torch.tensor(target, device=acc_device),
+                branch_free=device.type != "cpu" or bool(self._branch_free)))
+        return _Plan(key=key, buckets=tuple(buckets), n_with_grad=tuple(n_with_grad),
+                     on_host=not any(b.branch_free for b in buckets))
 
     def _build(self, acc, g: int, n_with_grad: int) -> GradStats:
         nt, ns, ng = len(LAYER_TYPES), self._n_slots, len(self.names)
@@ -367,44 +376,39 @@ def _runs(labels: list[int], sizes: list[int]) -> tuple[list[int], list[int]]:
 
 
 def _reduce(b: _Bucket, grads: Sequence[torch.Tensor]) -> torch.Tensor:
-    """``[sum_sq per slot | sum_abs per slot | zeros per group | non-finite per group]``.
-
-    A fixed number of kernels per bucket, slot and group, and one fused copy.
-    """
+    """``[sum_sq per slot | sum_abs per slot | zeros per group | non-finite per group]``
+    on the device, without reading a value: a fixed number of kernels per bucket, slot and
+    group, and one fused copy."""
     torch._foreach_copy_(b.views, grads)     # half precision is reduced in float32
     b.buffer.abs_()
-    # abs_ cleared the sign bit, so |g| is zero exactly where its integer view is zero;
-    # the integer count_nonzero is much faster on the CPU than the float one.
     sum_abs = torch.stack([s.sum() for s in b.slots])
-    if b.branch_free:
-        nonzero = torch.stack([torch.count_nonzero(s) for s in b.bits])
-        finite = torch.stack([torch.count_nonzero(torch.isfinite(s)) for s in b.groups])
-        counts = torch.cat([b.group_numel - nonzero, b.group_numel - finite])
-    else:
-        counts = _counts_on_cpu(b, sum_abs)
+    # abs_ cleared the sign bit, so |g| is zero exactly where its integer view is zero
+    # (and the integer count_nonzero is much faster on the CPU than the float one).
+    nonzero = torch.stack([torch.count_nonzero(s) for s in b.bits])
+    finite = torch.stack([torch.count_nonzero(torch.isfinite(s)) for s in b.groups])
     b.buffer.square_()                       # |g|^2 = g^2
-    return torch.cat([torch.stack([s.sum() for s in b.slots]), sum_abs, counts])
+    return torch.cat([torch.stack([s.sum() for s in b.slots]), sum_abs,
+                      b.group_numel - nonzero, b.group_numel - finite])
 
 
-def _counts_on_cpu(b: _Bucket, sum_abs: torch.Tensor) -> torch.Tensor:
-    """Exact zero and non-finite counts per group, skipping the passes that must give 0.
-
-    On the CPU reading a value is no device sync, so a count runs only where a cheap bound
-    allows a non-zero result: zeros only where min |g| is not > 0, non-finite elements only
-    where a slot's sum |g| is not finite (it can overflow with finite values; the count
-    then runs and gives 0).
-    """
-    finite_slot = [math.isfinite(v) for v in sum_abs.tolist()]
-    nonempty = [len(s) > 0 for s in b.groups]
-    mins = iter(torch.stack([s.amin() for s, ne in zip(b.groups, nonempty, strict=True)
-                             if ne]).tolist() if any(nonempty) else ())
+def _reduce_on_cpu(b: _Bucket, grads: Sequence[torch.Tensor]) -> list[float]:
+    """What ``_reduce`` returns, as floats, for a CPU bucket, skipping the counts that
+    must be 0. On the CPU reading a value is no device sync, so a count runs only where a
+    cheap bound allows a non-zero result: zeros only where min |g| is not > 0, non-finite
+    elements only where a slot's sum |g| is not finite (it can overflow with finite
+    values; the count then runs and gives 0)."""
+    torch._foreach_copy_(b.views, grads)
+    b.buffer.abs_()
+    sum_abs = [s.sum().item() for s in b.slots]
     zeros, nonfinite = [], []
-    for gi, seg in enumerate(b.groups):
-        low = next(mins) if nonempty[gi] else 1.0
-        zeros.append(0 if low > 0 else len(seg) - int(torch.count_nonzero(b.bits[gi])))
-        finite = all(f for f, sg in zip(finite_slot, b.slot_group, strict=True) if sg == gi)
+    for gi, (seg, bits) in enumerate(zip(b.groups, b.bits, strict=True)):
+        low = seg.amin().item() if len(seg) else 1.0
+        zeros.append(0 if low > 0 else len(seg) - int(torch.count_nonzero(bits)))
+        finite = all(math.isfinite(v) for v, sg in zip(sum_abs, b.slot_group, strict=True)
+                     if sg == gi)
         nonfinite.append(0 if finite else len(seg) - int(torch.count_nonzero(seg.isfinite())))
-    return torch.tensor(zeros + nonfinite, dtype=torch.float64)
+    b.buffer.square_()
+    return [s.sum().item() for s in b.slots] + sum_abs + zeros + nonfinite
 
 
 def measure_groups(groups: Mapping[str, ParamGroup]) -> dict[str, GradStats]:

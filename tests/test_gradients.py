@@ -198,7 +198,7 @@ def test_classifier(module, expected):
 
 def _collector(groups, branch_free):
     col = GradientCollector(groups)
-    col._branch_free = branch_free  # None: the device decides; True: the accelerator path
+    col._branch_free = bool(branch_free)  # True: the accelerator path on the CPU
     return col
 
 
