@@ -15,9 +15,11 @@ first step comes once ``calibration_folds`` replicates are in.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import pandas as pd
@@ -36,7 +38,8 @@ from esper_ab.strategies import strategy_class
 
 __all__ = [
     "BASELINE_LABEL", "CANDIDATE_LABEL", "Evidence", "TrialParams", "TrialResult", "TrialStep",
-    "batch_trial_metrics", "iter_trial", "metric_key", "result_from_step", "run_trial", "trial_metrics",
+    "batch_trial_metrics", "iter_trial", "metric_key", "result_from_step", "run_trial",
+    "trial_metrics", "write_trial_artifacts",
 ]
 
 BASELINE_LABEL = "baseline"
@@ -289,3 +292,23 @@ def result_from_step(params: TrialParams, step: TrialStep, evidence: Evidence) -
                        per_blueprint=step.per_blueprint, metrics=dict(step.metrics),
                        replicates_evaluated=step.replicates_evaluated,
                        analysis=step.analysis)
+
+
+def write_trial_artifacts(folder: str | Path, result: TrialResult,
+                          steps: Sequence[Mapping[str, Any]] | None = None) -> Path:
+    """What a finished trial's run holds, written to ``folder`` (the one layout every sweep
+    logs under a child run's ``trial/``): ``decisions.csv``, ``per_blueprint.csv``,
+    ``gate_config.json`` (with the fitted calibration), ``analysis.json``, ``params.json``
+    and, when given, ``steps.json`` (the per-replicate curve: ``[{step, metrics}]``)."""
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    result.decisions.to_csv(out / "decisions.csv", index=False)
+    result.per_blueprint.to_csv(out / "per_blueprint.csv", index=False)
+    for name, data in (("gate_config.json", result.gate_config.to_dict()),
+                       ("analysis.json", result.analysis),
+                       ("params.json", result.params.as_params())):
+        (out / name).write_text(json.dumps(data, indent=1, default=str, allow_nan=True))
+    if steps is not None:
+        (out / "steps.json").write_text(json.dumps(list(steps), indent=1, default=str,
+                                                   allow_nan=True))
+    return out

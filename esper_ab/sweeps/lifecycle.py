@@ -1,0 +1,237 @@
+"""One sweep's lifecycle, shared by every entry point (``tune_runner.run_sweep``,
+``fidelity.replay_sweep.run_replay_sweep``, ``fidelity.multi.run_multi_fidelity``).
+
+``sweep_lifecycle(spec, ...)`` is the one context manager that owns:
+
+- the **checks before anything starts**: the MLflow URI (``preflight``: a server must answer
+  ``/health`` in seconds; a sqlite store's folder must exist) and the sweep folder
+  (``--storage-dir`` must be a usable folder);
+- the **sweep folder** ``<storage>/<name>/`` and an exclusive lock on it (``driver.lock``,
+  ``filelock``): two drivers never share a folder's journal and state;
+- the **helpers of a dead driver**: the embedded-Ray processes a killed driver of this
+  folder left behind are stopped by their recorded PIDs (``_reaper``) before anything else;
+- **signals**: SIGINT and SIGTERM are handled alike by one handler. During ``Tuner.fit``
+  (:meth:`SweepLifecycle.fitting`) the first one reaches Ray Tune's own stop handler, so
+  Tune ends its loop at a safe point (never a ``KeyboardInterrupt`` inside Tune's state
+  updates); elsewhere, and on a second signal, it raises ``KeyboardInterrupt``.
+  :attr:`SweepLifecycle.interrupted` says whether one came, so an incomplete sweep without
+  a signal is a failure, never "interrupted";
+- the **parent run**: started (or reopened on ``--resume``) through the lifecycle, and always
+  ended: FINISHED by :meth:`SweepLifecycle.finish`, else FAILED with the reason --
+  ``interrupted: resume with ...`` after SIGINT/SIGTERM, ``<what> failed: <error>`` after
+  any other exception -- with every child still RUNNING closed first (``close_orphans``);
+- the **state file** (``state.json``) of a resumable sweep: ``running``, ``finished``,
+  ``interrupted`` or ``failed``, and the parent run id; a new sweep started over a
+  ``running`` state (its driver was killed) closes that sweep's runs as abandoned;
+- an **embedded Ray** it was handed (:meth:`SweepLifecycle.connected`): its helpers'
+  PIDs are recorded in the folder while it runs, and it is shut down on the way out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from esper_ab.errors import ConfigError
+from esper_ab.sweeps._reaper import forget_helpers, helper_processes, reap_recorded, record_helpers
+from esper_ab.sweeps.preflight import check_tracking_uri, usable_dir
+from esper_ab.sweeps.studies import SweepFolderLock, sweep_dir_for
+from esper_ab.tracking import SweepTracker
+
+__all__ = ["SweepLifecycle", "failure_reason", "read_state", "sweep_lifecycle", "write_state"]
+
+STATE_FILE = "state.json"
+
+
+def read_state(folder: Path) -> dict[str, Any]:
+    f = Path(folder) / STATE_FILE
+    try:
+        return json.loads(f.read_text()) if f.is_file() else {}
+    except ValueError:
+        return {}
+
+
+def write_state(folder: Path, **state: Any) -> None:
+    """Merge ``state`` into the folder's state file, atomically."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f"{STATE_FILE}.tmp"
+    tmp.write_text(json.dumps({**read_state(folder), **state}, indent=1))
+    tmp.replace(folder / STATE_FILE)
+
+
+def failure_reason(what: str, exc: BaseException) -> str:
+    return f"{what} failed: {type(exc).__name__}: {' '.join(str(exc).split())[:500]}"
+
+
+class _Signals:
+    """SIGINT and SIGTERM, handled alike (main thread only; see the module doc)."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.fitting = False
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        """(Re)install the handler; the handlers from before the first call come back at
+        :meth:`restore`."""
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous = signal.signal(sig, self._handle)
+                self._previous.setdefault(sig, previous)
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        first = self.received is None
+        self.received = signum
+        tune_handler = signal.getsignal(signal.SIGUSR1) if self.fitting else None
+        if first and callable(tune_handler):
+            tune_handler(signum, frame)   # Tune ends its loop at a safe point
+            return
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
+class SweepLifecycle:
+    """What one entry point holds while its sweep runs (see the module doc)."""
+
+    def __init__(self, tracker: SweepTracker, folder: Path, *, what: str,
+                 resumable: bool) -> None:
+        self.tracker, self.folder, self.what, self.resumable = tracker, folder, what, resumable
+        self.parent = ""
+        self.finished = False
+        self._on_exit: list[Callable[[], None]] = []
+        self._signals = _Signals()
+
+    @property
+    def interrupted(self) -> bool:
+        """A SIGINT or SIGTERM arrived (the sweep must stop and say so)."""
+        return self._signals.received is not None
+
+    @contextmanager
+    def fitting(self) -> Iterator[None]:
+        """Around ``Tuner.fit``: a signal reaches Tune's own stop handler (SIGUSR1's, which
+        Tune installs; its SIGINT handler is switched off), so Tune stops at a safe point
+        and returns; a second signal raises ``KeyboardInterrupt`` at once."""
+        before = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+        os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+        self._signals.fitting = True
+        try:
+            yield
+        finally:
+            self._signals.fitting = False
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGUSR1, signal.SIG_DFL)   # Tune leaves its handler
+            if before is None:
+                os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+            else:
+                os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = before
+
+    # -- the parent run ---------------------------------------------------------------
+    def start(self, spec: Any, *, space: Mapping[str, Any], run_name: str,
+              tags: Mapping[str, str] = {}, state: Mapping[str, Any] = {}) -> str:
+        """Start the parent run (a resumable sweep also records it in its state file)."""
+        self.parent = self.tracker.start_sweep(spec, space=space, run_name=run_name,
+                                               tags=dict(tags))
+        if self.resumable:
+            write_state(self.folder, sweep_run_id=self.parent, status="running", **state)
+        return self.parent
+
+    def reopen(self, parent: str) -> str:
+        """Continue the parent run of an interrupted sweep (``--resume``)."""
+        self.parent = parent
+        self.tracker.reopen(parent)
+        write_state(self.folder, status="running")
+        return parent
+
+    def finish(self, reason: str) -> None:
+        """End the parent run FINISHED with ``reason`` (the sweep's verdict)."""
+        self.tracker.end_run(self.parent, "FINISHED", reason)
+        if self.resumable:
+            write_state(self.folder, status="finished")
+        self.finished = True
+
+    def _fail(self, reason: str, status: str) -> None:
+        if self.parent:
+            self.tracker.close_orphans(self.parent, reason)
+            self.tracker.end_run(self.parent, "FAILED", reason)
+        if self.resumable and self.parent:
+            write_state(self.folder, status=status)
+
+    # -- Ray ------------------------------------------------------------------------------
+    def connected(self, started: bool, shutdown: Callable[[], None]) -> None:
+        """After ``connect_ray``: ``ray.init`` installs Ray's own SIGTERM handler (it prints
+        a stack and aborts), so ours goes back on top. ``started``: this entry point started
+        an embedded Ray -- record its helpers, and shut it down (``shutdown``) on the way
+        out."""
+        self._signals.install()
+        if started:
+            record_helpers(self.folder, helper_processes())
+            self.at_exit(lambda: forget_helpers(self.folder))
+            self.at_exit(shutdown)
+
+    def at_exit(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the way out, however the sweep ends (last registered, first run)."""
+        self._on_exit.append(fn)
+
+    def _exit(self) -> None:
+        for fn in reversed(self._on_exit):
+            try:
+                fn()
+            except Exception:  # noqa: BLE001 - shutting down must not hide the sweep's error
+                pass
+        self._on_exit.clear()
+
+    # -- an abandoned sweep -----------------------------------------------------------
+    def close_abandoned(self) -> None:
+        """A state left ``running`` belongs to a driver that died: close its runs."""
+        state = read_state(self.folder)
+        if state.get("status") == "running" and state.get("sweep_run_id"):
+            rid = state["sweep_run_id"]
+            self.tracker.close_orphans(rid, "abandoned: the driver died and a new sweep "
+                                            "started without --resume")
+            self.tracker.end_run(rid, "FAILED", "abandoned: the driver died and a new sweep "
+                                                "started without --resume")
+            write_state(self.folder, status="failed")
+
+
+@contextmanager
+def sweep_lifecycle(spec: Any, *, tracking_uri: str | None, storage_dir: str | None,
+                    what: str = "sweep", resumable: bool = False,
+                    resume_hint: str | None = None) -> Iterator[SweepLifecycle]:
+    """Hold a sweep's folder, parent run, signals and Ray for the body (module doc).
+    ``resume_hint`` is how the user resumes (said in the reason of an interrupted run)."""
+    check_tracking_uri(tracking_uri)
+    tracker = SweepTracker(tracking_uri)
+    where = sweep_dir_for(spec, tracker.uri, storage_dir)
+    option = "--storage-dir" if storage_dir else "the sweep folder"
+    folder = usable_dir(where, option).resolve()
+    life = SweepLifecycle(tracker, folder, what=what, resumable=resumable)
+    with SweepFolderLock(folder, "driver", what=f"a sweep of {spec.name!r} in {folder}"):
+        reap_recorded(folder)
+        life._signals.install()
+        try:
+            yield life
+            if not life.finished:
+                raise ConfigError(f"{what} ended without a result (internal error): "
+                                  "report it with the sweep's log")
+        except KeyboardInterrupt:
+            hint = f": resume with {resume_hint}" if resume_hint else \
+                ": run the same command again (cached work is reused)"
+            life._fail(f"interrupted{hint} ({folder})", "interrupted")
+            raise
+        except BaseException as exc:
+            life._fail(failure_reason(what, exc), "failed")
+            raise
+        finally:
+            life._exit()
+            life._signals.restore()
