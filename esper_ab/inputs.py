@@ -41,12 +41,31 @@ class _BoundedLoader(yaml.SafeLoader):
         self._depth = 0
         self._aliases = 0
         self._nodes = 0
+        self._sizes: dict[int, int] = {}
+
+    def _size(self, node: Any) -> int:
+        """Nodes in ``node`` with every alias expanded (memoized; depth is bounded)."""
+        key = id(node)
+        if key not in self._sizes:
+            if isinstance(node, yaml.SequenceNode):
+                n = 1 + sum(self._size(c) for c in node.value)
+            elif isinstance(node, yaml.MappingNode):
+                n = 1 + sum(self._size(k) + self._size(v) for k, v in node.value)
+            else:
+                n = 1
+            self._sizes[key] = min(n, MAX_NODES + 1)
+        return self._sizes[key]
 
     def compose_node(self, parent: Any, index: Any) -> Any:  # noqa: D401 (PyYAML hook)
         if self.check_event(yaml.AliasEvent):
             self._aliases += 1
             if self._aliases > MAX_ALIASES:
                 raise _Bounded(f"more than {MAX_ALIASES} alias references (*name)")
+            anchor = self.peek_event().anchor
+            if anchor in self.anchors:   # what the alias expands to counts in full: 72
+                self._nodes += self._size(self.anchors[anchor])   # aliases can mean 9**9
+                if self._nodes > MAX_NODES:
+                    raise _Bounded(f"more than {MAX_NODES:,} nodes once its aliases expand")
         self._nodes += 1
         if self._nodes > MAX_NODES:
             raise _Bounded(f"more than {MAX_NODES:,} nodes")
@@ -61,21 +80,24 @@ class _BoundedLoader(yaml.SafeLoader):
 
 def parse_yaml_text(text: str, *, what: str, fix: str) -> Any:
     """Parse YAML text within the bounds above (``what`` names it in errors)."""
-    loader = _BoundedLoader(text)
+    loader = None
     try:
+        loader = _BoundedLoader(text)   # the reader refuses control characters right here
         return loader.get_single_data()
     except _Bounded as exc:
         raise ConfigError(f"{what} has {exc}: {fix}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or exc.__class__.__name__
+        problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) \
+            or exc.__class__.__name__
         raise ConfigError(" ".join(f"{what} is not valid YAML{where} ({problem}): "
                                    "fix its syntax".split())) from None
     except RecursionError:
         raise ConfigError(f"{what} nests too deeply: {fix}") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def read_yaml_mapping(path: str | Path, what: str, fix: str) -> dict[str, Any]:

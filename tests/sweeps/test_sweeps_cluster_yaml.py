@@ -46,3 +46,14 @@ def test_no_secrets_only_placeholders():
     assert not re.search(r"(?i)(secret|password)\s*:", text)
     for placeholder in ("<REGION>", "<AMI_ID>", "<SUBNET_ID>", "<KEY_NAME>"):
         assert placeholder in text
+
+
+def test_dashboard_on_loopback_token_file_private_and_exposure_documented():
+    text = (REPO / "cluster.yaml").read_text()
+    cfg = yaml.safe_load(text)
+    head = " ".join(cfg["head_start_ray_commands"])
+    assert "--dashboard-host=127.0.0.1" in head and "0.0.0.0" not in head
+    assert any("chmod 600 ~/.ray/auth_token" in c for c in cfg["setup_commands"])
+    for port in ("8265", "6379", "8076", "10001", "/metrics"):
+        assert port in text                                 # each exposure is stated
+    assert "ray dashboard cluster.yaml" in text

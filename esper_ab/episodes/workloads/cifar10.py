@@ -71,20 +71,33 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 
 
 def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One batch, checked: a non-empty (N, 3072) array of whole-number pixels in 0..255 and
+    N whole-number labels in 0..9 (anything else is one ``DataError`` line)."""
     try:
         with path.open("rb") as fh:
             blob = _NumpyOnlyUnpickler(fh, encoding="bytes").load()
-        data = np.asarray(blob[b"data"] if b"data" in blob else blob["data"], dtype=np.uint8)
-        labels = blob[b"labels"] if b"labels" in blob else blob["labels"]
-        labels = np.asarray(labels, dtype=np.int64)
-    except (OSError, EOFError, KeyError, TypeError, ValueError, pickle.UnpicklingError) as exc:
-        raise DataError(f"{path} is not a CIFAR-10 python batch ({exc}): {_FIX}") from exc
-    if data.ndim != 2 or data.shape[1] != 3072 or data.shape[0] != labels.shape[0]:
-        raise DataError(f"{path} has data of shape {data.shape} and {labels.shape[0]} labels, "
-                        f"expected (N, 3072) and N labels: {_FIX}")
-    if labels.size and (labels.min() < 0 or labels.max() > 9):
-        raise DataError(f"{path} has labels outside 0..9: {_FIX}")
-    return data, labels
+        data = np.asarray(blob[b"data"] if b"data" in blob else blob["data"])
+        labels = np.asarray(blob[b"labels"] if b"labels" in blob else blob["labels"])
+    except (OSError, EOFError, KeyError, TypeError, ValueError, AttributeError, IndexError,
+            OverflowError, MemoryError, pickle.UnpicklingError) as exc:
+        first = " ".join(str(exc).split())[:160]
+        raise DataError(f"{path} is not a CIFAR-10 python batch ({type(exc).__name__}: "
+                        f"{first}): {_FIX}") from None
+    if data.ndim != 2 or data.shape[1] != 3072 or labels.ndim != 1 \
+            or data.shape[0] != labels.shape[0]:
+        raise DataError(f"{path} has data of shape {data.shape} and labels of shape "
+                        f"{labels.shape}, expected (N, 3072) and N labels: {_FIX}")
+    if data.shape[0] == 0:
+        raise DataError(f"{path} is an empty batch (0 images): {_FIX}")
+    if data.dtype.kind not in "iu" or labels.dtype.kind not in "iu":
+        raise DataError(f"{path} holds {data.dtype} pixels and {labels.dtype} labels, not whole "
+                        f"numbers: {_FIX}")
+    if data.min() < 0 or data.max() > 255:
+        raise DataError(f"{path} has pixels outside 0..255 ({data.min()}..{data.max()}): {_FIX}")
+    if labels.min() < 0 or labels.max() > 9:
+        raise DataError(f"{path} has labels outside 0..9 ({labels.min()}..{labels.max()}): "
+                        f"{_FIX}")
+    return data.astype(np.uint8), labels.astype(np.int64)
 
 
 def load_cifar10_folder(data_dir: str | Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
