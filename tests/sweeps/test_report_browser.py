@@ -67,7 +67,7 @@ def _install_chromium() -> tuple[str | None, str]:
     if apt is None or not hasattr(os, "geteuid") or os.geteuid() != 0:
         return None, "chromium is not installed and apt-get cannot run here (needs root)"
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = [apt, "install", "-y", "-q", "--no-install-recommends", "chromium"]
+    install = [apt, "install", "-y", "-q", "chromium"]
     why = ""
     for cmd in (install, [apt, "update", "-q"], install):
         try:
