@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,8 +83,10 @@ def _objective_values(spec: SweepSpec, metrics: dict[str, float]) -> list[float]
 
 
 def search_replay(spec: SweepSpec, evidence: Evidence, *, folder: str | Path,
-                  num_samples: int | None = None, batch_size: int = 64) -> ReplaySearch:
-    """Run the replay search of ``spec`` over ``evidence`` (every replicate of it).
+                  num_samples: int | None = None, batch_size: int = 64,
+                  progress: Callable[[str, int, int], None] | None = None) -> ReplaySearch:
+    """Run the replay search of ``spec`` over ``evidence`` (every replicate of it);
+    ``progress("search", done, total)`` after each batch of configs.
 
     The study ``<name>-replay`` lives in ``folder/optuna-replay.journal`` and is appended to
     by later searches of the same sweep. ``num_samples`` overrides the spec's (the grid
@@ -131,11 +133,15 @@ def search_replay(spec: SweepSpec, evidence: Evidence, *, folder: str | Path,
                                       replicates=reps)
             rows: list[dict[str, Any]] = []
             params: dict[int, TrialParams] = {}
+            if progress is not None:
+                progress("search", 0, n_total)
             while len(rows) < n_total:
                 batch = [study.ask() for _ in range(min(batch_size, n_total - len(rows)))]
                 rows += _evaluate_batch(spec, evidence, study, batch, base, reps, params,
                                         space, TrialState)
                 backend.flush()
+                if progress is not None:
+                    progress("search", len(rows), n_total)
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     finally:
         optuna.logging.set_verbosity(verbosity)

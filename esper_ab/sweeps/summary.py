@@ -9,6 +9,7 @@ the tracking store.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from esper_ab.sweeps.analysis import SweepAnalysis, analyze_sweep
@@ -20,11 +21,18 @@ __all__ = ["format_summary", "summarize_sweep"]
 
 def summarize_sweep(tracker: SweepTracker, experiment: str, sweep_run_id: str | None = None,
                     *, n_boot: int = 1000, n_perm: int = 2000, log: bool = False,
-                    out: str | Path | None = None) -> SweepAnalysis:
+                    out: str | Path | None = None,
+                    progress: Callable[[str, int, int], None] | None = None) -> SweepAnalysis:
+    """``progress("analysis", step, 4)`` after each step: read back, analyze, plot, write."""
+    tick = progress or (lambda phase, done, total: None)
+    tick("analysis", 0, 4)
     record = tracker.load_sweep(experiment, sweep_run_id)
+    tick("analysis", 1, 4)
     result = analyze_sweep(record, n_boot=n_boot, n_perm=n_perm)
+    tick("analysis", 2, 4)
     figures = sweep_figures(result)
     page = render_html(result, figures)
+    tick("analysis", 3, 4)
     if log:
         tracker.log_sweep_summary(record.sweep_run_id, result, html=page, figures=figures)
     if out is not None:
@@ -38,6 +46,7 @@ def summarize_sweep(tracker: SweepTracker, experiment: str, sweep_run_id: str | 
             (folder / "analysis.json").write_text(
                 json.dumps(result.analysis.to_dict(), indent=1, allow_nan=True))
             (folder / "analysis.txt").write_text(result.analysis.format_table())
+    tick("analysis", 4, 4)
     return result
 
 
