@@ -36,6 +36,10 @@ def run_multi(spec: Any, args: argparse.Namespace) -> int:
                            objective=spec.selection.objective))
     print()
     print(out.closed_loop.format_table())
+    if out.confirmation is not None:
+        from esper_ab.fidelity import format_confirmation
+
+        print("\n" + format_confirmation(out.confirmation))
     print(f"\nVerdict (closed loop, authoritative): {out.closed_loop.verdict.reason}")
     c = out.compute
     print(f"compute: {c['episodes_recorded']} episode(s) recorded ({c['episode_cpu_s']:.1f} "

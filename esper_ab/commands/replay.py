@@ -44,7 +44,12 @@ def run(args: argparse.Namespace) -> int:
                                  batch_size=args.batch_size, finalists=args.finalists)
     traces = load_spec_traces(spec, args.traces)
     evidence = ReplayEvidence(traces, folds=spec.calibration_folds)
-    out = run_replay_sweep(spec, evidence=evidence, options=options)
+    held_out = None
+    if spec.confirm_replicates:   # the search sees its own replicates; these stay out of it
+        held_out = ReplayEvidence(load_spec_traces(spec, args.traces,
+                                                   replicates=spec.confirm_replicates),
+                                  folds=spec.calibration_folds)
+    out = run_replay_sweep(spec, evidence=evidence, confirm_evidence=held_out, options=options)
     s = out.search
     print(f"replay search: {s.n_configs} configs on {s.n_replicates} replicates in "
           f"{s.wall_s:.1f} s ({s.configs_per_s:.0f} configs/s, {s.cpu_s:.1f} CPU-s), "
@@ -55,6 +60,10 @@ def run(args: argparse.Namespace) -> int:
         index=False, float_format=lambda v: f"{v:.4f}", max_colwidth=60))
     print()
     print(format_summary(out.analysis))
+    if out.confirmation is not None:   # the held-out verdict is the sweep's
+        from esper_ab.fidelity import format_confirmation
+
+        print("\n" + format_confirmation(out.confirmation))
     print(f"\nMLflow: experiment {out.experiment!r}, sweep run {out.sweep_run_id} "
           "(fidelity=replay; replay/trials.parquet holds every config)")
     print(ui_hint(resolve_tracking_uri(args.tracking_uri)))

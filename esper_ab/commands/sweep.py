@@ -49,6 +49,10 @@ def run(args: argparse.Namespace) -> int:
     outcome = run_sweep(spec, options=options)
     if outcome.analysis is not None:
         print(format_summary(outcome.analysis))
+    if outcome.confirmation is not None:   # the held-out verdict is the sweep's
+        from esper_ab.fidelity import format_confirmation
+
+        print("\n" + format_confirmation(outcome.confirmation))
     from esper_ab.tracking import resolve_tracking_uri
 
     print(f"\nMLflow: experiment {outcome.experiment!r}, sweep run {outcome.sweep_run_id}")

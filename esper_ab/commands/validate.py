@@ -28,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"  {len(spec.workloads)} workload(s): "
           + ", ".join(f"{w.name} slots {w.slot_list}" for w in spec.workloads))
     print(f"  {len(spec.replicates)} replicates {spec.replicates}, baseline {spec.baseline}")
+    print(f"  replicates: {spec.split_text()}")
     print(f"  sampler {spec.sampler.kind}: {n} trials, {spec.max_concurrent} at a time, "
           f"resources {spec.resources.cpu:g} CPU + {spec.resources.gpu:g} GPU per trial, "
           f"scheduler {spec.scheduler.kind}")

@@ -36,15 +36,18 @@ def analyze_and_log(tracker: Any, parent: str, spec: SweepSpec, *, traces: Any,
                     runs: Sequence[Any], gates: Mapping[str, Any],
                     search_rank: Mapping[str, int], run_ids: Mapping[str, str],
                     replay_summary: Any, n_boot: int, n_perm: int,
-                    compute: Mapping[str, float]) -> dict[str, Any]:
-    """Analyze the closed-loop runs against the baseline, compare them with replay's
-    predictions, log confirmation children and the parent's fidelity artifacts."""
+                    compute: Mapping[str, float], analysis: Any | None = None
+                    ) -> dict[str, Any]:
+    """Analyze the closed-loop runs against the baseline (unless ``analysis`` is given),
+    compare them with replay's predictions, log confirmation children and the parent's
+    fidelity artifacts."""
     from esper_ab.stats import analyze
 
     objective = spec.selection.objective
     closed = closed_loop_decisions(runs, traces.seeds)
-    analysis = analyze(closed, baseline=BASELINE_LABEL, alpha=spec.selection.alpha,
-                       rule=spec.selection.rule(), n_boot=n_boot, n_perm=n_perm)
+    if analysis is None:
+        analysis = analyze(closed, baseline=BASELINE_LABEL, alpha=spec.selection.alpha,
+                           rule=spec.selection.rule(), n_boot=n_boot, n_perm=n_perm)
     predicted = replay_predictions(traces, gates)
     scores = batch_trial_metrics(predicted, labels=list(gates))
     recorded = max(e.episode_config().incubation_epochs for e in spec.workloads)
@@ -157,3 +160,41 @@ def _log_parent(tracker: Any, parent: str, *, spec: SweepSpec, closed: Any, per_
     stage_metrics, tables, tags = stage_result(analysis, spec, stage="closed_loop", earlier=[
         f"replay stage: {getattr(replay_summary, 'headline', '') or replay_verdict}"])
     tracker.log_result(parent, metrics=stage_metrics, tables=tables, tags=tags)
+
+
+def log_confirmation(tracker: Any, parent: str, conf: Any, *, search_summary: Any,
+                     run_ids: Mapping[str, str]) -> None:
+    """Log the held-out confirmation as the sweep's verdict.
+
+    The search stage's analysis moves to ``search/`` (its p-values are optimistic: the
+    trials were chosen on the replicates it tests); ``sweep/analysis.json`` becomes the
+    confirmation's (``esper-ab export`` reads it), with a ``confirmation`` section naming
+    the search and confirmation replicates; ``confirm/`` holds its decisions and split."""
+    from esper_ab.fidelity.confirmation import format_confirmation
+
+    search_dir = Path(tempfile.mkdtemp(prefix="esper_ab_search_"))
+    if search_summary.analysis is not None:
+        _json(search_dir, "analysis.json", search_summary.analysis.to_dict())
+        (search_dir / "analysis.txt").write_text(search_summary.analysis.format_table())
+    (search_dir / "verdict.txt").write_text(search_summary.reason)
+    tracker.log_folder(parent, str(search_dir), artifact_path="search", remove=True)
+    confirm_dir = Path(tempfile.mkdtemp(prefix="esper_ab_confirm_"))
+    conf.decisions.to_csv(confirm_dir / "decisions.csv", index=False)
+    _json(confirm_dir, "split.json", conf.to_dict())
+    (confirm_dir / "verdict.txt").write_text(format_confirmation(conf))
+    tracker.log_folder(parent, str(confirm_dir), artifact_path="confirm", remove=True)
+    sweep_dir = Path(tempfile.mkdtemp(prefix="esper_ab_sweep_"))
+    _json(sweep_dir, "analysis.json", {**conf.analysis.to_dict(), "confirmation": conf.to_dict()})
+    (sweep_dir / "analysis.txt").write_text(conf.analysis.format_table())
+    conf.decisions.to_csv(sweep_dir / "decisions.csv", index=False)
+    tracker.log_folder(parent, str(sweep_dir), artifact_path="sweep", remove=True)
+    v = conf.verdict
+    tracker.log_metrics(parent, {"confirm.replicates": len(conf.replicates),
+                                 "confirm.replicates_planned": len(conf.planned),
+                                 "confirm.candidates": len(conf.candidates)}, step=0)
+    tracker.set_tags(parent, {"esper_ab.verdict": v.reason[:4000],
+                              "esper_ab.verdict_kind": getattr(v, "kind", ""),
+                              "esper_ab.search_verdict": search_summary.reason[:4000],
+                              "esper_ab.confirmed_by": conf.fidelity,
+                              "esper_ab.winner": v.winner or "",
+                              "esper_ab.winner_run_id": run_ids.get(v.winner or "", "")})

@@ -1,4 +1,13 @@
-"""Closed-loop confirmation runs: one gate config x one workload x one replicate per Ray task.
+"""The confirmation stage: the search's top-k and the baseline judged on held-out replicates.
+
+``confirm_by_replay`` replays the recorded confirmation replicates (exact and cheap; a
+calibrating finalist keeps the calibration it was fitted with on the search replicates) and
+``judge`` analyzes any confirmation table: the statistics module's paired analysis under the
+sweep's selection rule, with Holm over the k confirmed candidates only (the table holds
+nothing else), optionally sequential (``esper_ab.stats.sequential_test``). No search step
+ever sees a confirmation replicate: both functions refuse an overlap.
+
+Closed-loop confirmation runs: one gate config x one workload x one replicate per Ray task.
 
 A run is ``esper_ab.episodes.runner.run_closed_loop``: every seed of the workload alone from the same
 pretrained host, the gate in the loop deciding when it blends, then a fixed horizon; its
@@ -14,16 +23,21 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from esper_ab.gate import GateConfig
+from esper_ab.errors import DataError
+from esper_ab.gate import PRESETS, GateConfig
+from esper_ab.strategies import strategy_class
+from esper_ab.trial import BASELINE_LABEL
 
-__all__ = ["CLOSED_LOOP_FORMAT", "ConfirmJob", "ConfirmRun", "run_confirmations"]
+__all__ = ["CLOSED_LOOP_FORMAT", "ConfirmJob", "ConfirmRun", "Confirmation", "check_disjoint",
+           "confirm_by_replay", "confirmation_spec", "format_confirmation", "judge",
+           "run_confirmations"]
 
 CLOSED_LOOP_FORMAT = "closed-loop-v1"   # bump when the closed-loop procedure changes
 Progress = Callable[[str, int, int], None]
@@ -133,3 +147,121 @@ def run_confirmations(jobs: Sequence[ConfirmJob], *, cache_dir: str | Path, cpu:
             if progress is not None:
                 progress("closed-loop", len(runs), len(jobs))
     return [runs[i] for i in range(len(jobs))]
+
+
+# -- the held-out confirmation ---------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class Confirmation:
+    """The authoritative stage of a sweep: ``analysis`` (an ``esper_ab.stats.Analysis``) of
+    the k candidates and the baseline on ``replicates``, which no search step saw."""
+
+    analysis: Any
+    fidelity: str                       # replay / closed_loop
+    search_replicates: tuple[int, ...]
+    replicates: tuple[int, ...]         # evaluated (a prefix of ``planned`` when it stopped)
+    planned: tuple[int, ...]            # every confirmation replicate of the space
+    candidates: tuple[str, ...]
+    decisions: pd.DataFrame
+    sequential: Any | None = None       # esper_ab.stats.SequentialResult
+
+    @property
+    def verdict(self) -> Any:
+        return self.analysis.verdict
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"fidelity": self.fidelity, "search_replicates": list(self.search_replicates),
+                "replicates": list(self.replicates), "planned": list(self.planned),
+                "candidates": list(self.candidates),
+                "stopped_early": len(self.replicates) < len(self.planned),
+                "sequential": None if self.sequential is None else self.sequential.to_dict()}
+
+
+def confirmation_spec(spec: Any) -> Any:
+    """A copy of ``spec`` whose ``replicates`` are the confirmation replicates (to record or
+    load their traces with the spec's own ``traces`` source)."""
+    return spec.model_copy(update={"replicates": spec.confirm_replicates})
+
+
+def check_disjoint(search: Sequence[int], confirm: Sequence[int]) -> None:
+    """Refuse a confirmation that shares a replicate with the search."""
+    both = sorted(set(int(r) for r in search) & set(int(r) for r in confirm))
+    if both:
+        raise DataError(f"confirmation replicates {both} were also searched: confirm on "
+                        "replicates no search step saw (replicates: {search: ..., confirm: ...})")
+    if len(set(confirm)) < 2:
+        raise DataError(f"confirmation replicates {list(confirm)}: give at least 2 (paired "
+                        "tests over replicates)")
+
+
+def _check_gates(gates: Mapping[str, GateConfig]) -> None:
+    if BASELINE_LABEL not in gates:
+        raise DataError(f"the confirmation needs the baseline gate under {BASELINE_LABEL!r}")
+    for label, gate in gates.items():
+        if strategy_class(gate.strategy).needs_calibration and gate.calibration is None:
+            raise DataError(f"candidate {label!r} ({gate.strategy}) has no calibration: confirm "
+                            "it with the calibration fitted on the search replicates")
+
+
+def judge(spec: Any, table: pd.DataFrame, *, fidelity: str, candidates: Sequence[str],
+          n_boot: int = 1000, n_perm: int = 2000, seed: int = 0) -> Confirmation:
+    """The confirmation verdict of a decisions table on confirmation replicates (the
+    baseline's rows labelled ``baseline``, one label per candidate)."""
+    from esper_ab.stats import analyze
+
+    reps = tuple(sorted(int(r) for r in pd.unique(table["replicate"])))
+    check_disjoint(spec.replicates, reps)
+    analysis = analyze(table, baseline=BASELINE_LABEL, alpha=spec.selection.alpha,
+                       rule=spec.selection.rule(), n_boot=n_boot, n_perm=n_perm, seed=seed)
+    return Confirmation(analysis, fidelity, tuple(spec.replicates), reps,
+                        tuple(spec.confirm_replicates), tuple(candidates), table)
+
+
+def confirm_by_replay(spec: Any, evidence: Any, gates: Mapping[str, GateConfig], *,
+                      n_boot: int = 1000, n_perm: int = 2000, seed: int = 0) -> Confirmation:
+    """Replay ``gates`` (the baseline under ``baseline``, each candidate under its label) on
+    the space's confirmation replicates and judge them."""
+    reps = spec.confirm_replicates
+    check_disjoint(spec.replicates, reps)
+    missing = sorted(set(reps) - set(int(r) for r in evidence.replicates))
+    if missing:
+        raise DataError(f"the confirmation evidence lacks replicates {missing}: record them "
+                        "('esper-ab record SPACE.yaml' records search and confirmation)")
+    gates = {BASELINE_LABEL: PRESETS[spec.baseline], **{k: v for k, v in gates.items()
+                                                      if k != BASELINE_LABEL}}
+    _check_gates(gates)
+    table = pd.concat([evidence.decisions(g, label=label, replicates=reps)
+                       for label, g in gates.items()], ignore_index=True)
+    return judge(spec, table, fidelity="replay",
+                 candidates=[k for k in gates if k != BASELINE_LABEL], n_boot=n_boot,
+                 n_perm=n_perm, seed=seed)
+
+
+def _per_blueprint(conf: Confirmation, label: str) -> pd.DataFrame:
+    g = conf.analysis.metrics.by_group
+    rows = g.loc[label, ["n", "pass_rate", "tpr", "fpr"]].copy()
+    d = conf.decisions[conf.decisions["strategy"] == label]
+    rows["value_pp"] = d.groupby("blueprint")["value"].mean()
+    rows["valuable"] = d.groupby("blueprint")["valuable"].sum().astype(int)
+    return rows[["n", "valuable", "value_pp", "pass_rate", "tpr", "fpr"]]
+
+
+def format_confirmation(conf: Confirmation) -> str:
+    """What the CLI prints: the confirmed verdict first, then the baseline's bias per
+    blueprint (value, pass rate, TPR/FPR) beside the winner's (or the best candidate's)."""
+    v = conf.verdict
+    stop = ""
+    if len(conf.replicates) < len(conf.planned):
+        stop = (f"; stopped early after {len(conf.replicates)} of {len(conf.planned)} "
+                "(always-valid sequential test)")
+    lines = [f"Confirmed verdict ({conf.fidelity.replace('_', ' ')} on held-out replicates "
+             f"{list(conf.replicates)}{stop}; the search saw {list(conf.search_replicates)}):",
+             *(f"  {line}" for line in v.summary_lines() if line)]
+    overall = conf.analysis.metrics.overall
+    focus = v.winner or max(conf.candidates, key=lambda c: float(
+        overall.loc[c, conf.analysis.rule.objective]))
+    base, cand = _per_blueprint(conf, BASELINE_LABEL), _per_blueprint(conf, focus)
+    both = pd.concat({"baseline": base, focus: cand[["pass_rate", "tpr", "fpr"]]}, axis=1)
+    lines += ["", f"Per blueprint on the confirmation replicates (baseline vs {focus}; "
+                  "value = mean gain over the placebo, pp):",
+              both.to_string(float_format=lambda x: f"{x:.3f}", na_rep="-")]
+    return "\n".join(lines)

@@ -5,12 +5,13 @@ finalists in the closed loop on Ray. The closed-loop results are the authoritati
    replicates and ``confirm.replicates``) as Ray tasks (``esper_ab.fidelity.recording``, cached and
    resumable), or read them from ``traces.path``.
 2. **Replay search** (``esper_ab.fidelity.search``): thousands of configs in process on the
-   sweep's replicates. The best ``max(confirm.top_k, selection.top_k)`` are re-run as full
+   search replicates only. The best ``max(confirm.top_k, selection.top_k)`` are re-run as full
    trials and logged as child runs, and the replay-stage summary (``report.html``,
    leaderboard, replay verdict) is logged, as for a replay sweep.
 3. **Confirmation** (``esper_ab.fidelity.confirmation``): the ``confirm.top_k`` finalists (with the
    calibration they were fitted with) and the baseline gate run in the closed loop on each
-   confirmation replicate, one Ray task per config x workload x replicate, on CUDA when a GPU
+   held-out confirmation replicate (``esper_ab.fidelity.holdout``: none was searched), one Ray
+   task per config x workload x replicate, on CUDA when a GPU
    is assigned. One child run per config (tag ``esper_ab.role=confirmation``,
    ``esper_ab.fidelity=closed_loop``).
 4. **Verdict and agreement.** The closed-loop decisions (admitted, blend epoch, realized gain
@@ -35,7 +36,8 @@ import pandas as pd
 from esper_ab.errors import ConfigError
 from esper_ab.sweeps.spec import SweepSpec
 
-__all__ = ["MultiFidelityOptions", "MultiFidelityOutcome", "run_multi_fidelity"]
+__all__ = ["MultiFidelityOptions", "MultiFidelityOutcome", "confirm_in_closed_loop",
+           "run_multi_fidelity"]
 
 
 @dataclass(frozen=True)
@@ -73,12 +75,7 @@ class MultiFidelityOutcome:
     compute: dict[str, float]           # CPU seconds and unit counts of what this call ran
     sweep_dir: Path
     wall_s: float
-
-
-def _label(tracker: Any, finalist: Any) -> str:
-    """The finalist's label in the sweep analysis (``t<number>-<strategy>``)."""
-    number = int(tracker.run_tags(finalist.run_id).get("esper_ab.trial_number", 0))
-    return f"t{number:03d}-{finalist.params.strategy}"
+    confirmation: Any = None            # esper_ab.fidelity.confirmation.Confirmation
 
 
 def _traces(spec: SweepSpec, folder: Path, cache: Path, reps: list[int],
@@ -101,16 +98,67 @@ def _jobs(spec: SweepSpec, gates: dict[str, Any], reps: list[int]) -> list[Any]:
             for label, gate in gates.items() for entry in spec.workloads for r in reps]
 
 
+def confirm_in_closed_loop(tracker: Any, parent: str, spec: SweepSpec, *,
+                           gates: dict[str, Any], run_ids: dict[str, str],
+                           search_rank: dict[str, int], search_summary: Any, cache: Path,
+                           n_boot: int, n_perm: int, traces: Any | None = None,
+                           progress: Any | None = None,
+                           compute: dict[str, float] | None = None
+                           ) -> tuple[Any, dict[str, Any]]:
+    """Run the candidates ``gates`` (label -> fitted gate) and the baseline gate in the closed
+    loop on the confirmation replicates (Ray tasks; Ray is up), judge them (Holm over the
+    candidates only) and log it all as the sweep's verdict. ``traces``: the confirmation
+    replicates' recorded traces (recorded here when None). Returns (Confirmation, the
+    agreement results)."""
+    from esper_ab.fidelity._logging import analyze_and_log, log_confirmation
+    from esper_ab.fidelity.agreement import closed_loop_decisions
+    from esper_ab.fidelity.confirmation import (
+        check_disjoint,
+        confirmation_spec,
+        judge,
+        run_confirmations,
+    )
+    from esper_ab.gate import PRESETS
+    from esper_ab.trial import BASELINE_LABEL
+
+    confirm_reps = spec.confirm_replicates
+    check_disjoint(spec.replicates, confirm_reps)
+    if traces is None:
+        from esper_ab.sweeps.runtime import evidence_for_sweep
+
+        traces = evidence_for_sweep(confirmation_spec(spec), cache_dir=cache).traces
+    traces = traces.subset(confirm_reps)
+    gates = {BASELINE_LABEL: PRESETS[spec.baseline],
+             **{k: v for k, v in gates.items() if k != BASELINE_LABEL}}
+    runs = run_confirmations(_jobs(spec, gates, confirm_reps), cache_dir=cache,
+                             cpu=spec.resources.cpu, gpu=spec.resources.gpu, progress=progress)
+    closed = closed_loop_decisions(runs, traces.seeds)
+    conf = judge(spec, closed, fidelity="closed_loop",
+                 candidates=[k for k in gates if k != BASELINE_LABEL], n_boot=n_boot,
+                 n_perm=n_perm)
+    compute = {**(compute or {}),
+               "closed_loop_runs": sum(not r.cached for r in runs),
+               "closed_loop_runs_cached": sum(r.cached for r in runs),
+               "closed_loop_cpu_s": sum(r.compute_s for r in runs if not r.cached)}
+    result = analyze_and_log(tracker, parent, spec, traces=traces, runs=runs, gates=gates,
+                             search_rank=search_rank, run_ids=run_ids,
+                             replay_summary=search_summary, n_boot=n_boot, n_perm=n_perm,
+                             compute=compute, analysis=conf.analysis)
+    log_confirmation(tracker, parent, conf, search_summary=search_summary, run_ids=run_ids)
+    return conf, result
+
+
 def run_multi_fidelity(spec: SweepSpec, *,
                        options: MultiFidelityOptions = MultiFidelityOptions()
                        ) -> MultiFidelityOutcome:
     """Run the multi-fidelity sweep of ``spec``; every run ends FINISHED or FAILED."""
     import ray
 
-    from esper_ab.sweeps.runtime import connect_ray
-    from esper_ab.replay import ReplayEvidence
+    from esper_ab.errors import DataError
+    from esper_ab.fidelity.replay_sweep import finalist_label, log_finalists, log_search
     from esper_ab.fidelity.search import search_replay
-    from esper_ab.fidelity.replay_sweep import log_finalists, log_search
+    from esper_ab.replay import ReplayEvidence
+    from esper_ab.sweeps.runtime import connect_ray
     from esper_ab.sweeps.space import space_summary
     from esper_ab.sweeps.studies import sweep_dir_for
     from esper_ab.sweeps.summary import summarize_sweep
@@ -124,7 +172,7 @@ def run_multi_fidelity(spec: SweepSpec, *,
     spec = spec.model_copy(update={"fidelity": "multi"})
     if options.num_samples is not None:
         spec = spec.with_overrides(num_samples=options.num_samples)
-    confirm_reps = list(spec.confirm.replicates or spec.replicates)
+    confirm_reps = spec.confirm_replicates
     tracker = SweepTracker(options.tracking_uri)
     folder = sweep_dir_for(spec, tracker.uri, options.storage_dir).resolve()
     folder.mkdir(parents=True, exist_ok=True)
@@ -134,8 +182,9 @@ def run_multi_fidelity(spec: SweepSpec, *,
     started = False
     try:
         started = connect_ray(options.address, num_cpus=options.num_cpus)
-        reps = sorted(set(spec.replicates) | set(confirm_reps))
+        reps = spec.all_replicates
         traces, rec = _traces(spec, folder, cache, reps, options.progress)
+        # The search sees the search replicates only; the confirmation replicates stay out.
         evidence = ReplayEvidence(traces.subset(spec.replicates), folds=spec.calibration_folds)
         search = search_replay(spec, evidence, folder=folder, batch_size=options.batch_size)
         log_search(tracker, parent, search)
@@ -147,48 +196,32 @@ def run_multi_fidelity(spec: SweepSpec, *,
                                          n_boot=options.n_boot, n_perm=options.n_perm,
                                          log=True)
         finalist_cpu = time.process_time() - c0
-        from esper_ab.fidelity.confirmation import run_confirmations
-        from esper_ab.gate import PRESETS
-        from esper_ab.trial import BASELINE_LABEL
-
         confirmed = finalists[:spec.confirm.top_k]
         if not confirmed:
-            from esper_ab.errors import DataError
-
             raise DataError(f"the replay search of sweep {spec.name!r} found no rankable "
                             f"config among {search.n_configs} (every objective undefined): "
                             "widen the space or check the traces")
-        gates = {BASELINE_LABEL: PRESETS[spec.baseline],
-                 **{_label(tracker, f): f.result.gate_config for f in confirmed}}
-        runs = run_confirmations(_jobs(spec, gates, confirm_reps), cache_dir=cache,
-                                 cpu=spec.resources.cpu, gpu=spec.resources.gpu,
-                                 progress=options.progress)
-        from esper_ab.fidelity._logging import analyze_and_log
-
-        result = analyze_and_log(
-            tracker, parent, spec, traces=traces.subset(confirm_reps), runs=runs,
-            gates=gates, search_rank={_label(tracker, f): f.rank for f in confirmed},
-            run_ids={_label(tracker, f): f.run_id for f in confirmed},
-            replay_summary=replay_summary, n_boot=options.n_boot, n_perm=options.n_perm,
-            compute={
+        labels = {finalist_label(tracker, f): f for f in confirmed}
+        conf, result = confirm_in_closed_loop(
+            tracker, parent, spec, gates={k: f.result.gate_config for k, f in labels.items()},
+            run_ids={k: f.run_id for k, f in labels.items()},
+            search_rank={k: f.rank for k, f in labels.items()}, search_summary=replay_summary,
+            cache=cache, n_boot=options.n_boot, n_perm=options.n_perm, traces=traces,
+            progress=options.progress, compute={
                 "episodes_recorded": rec.recorded if rec else 0,
                 "episodes_cached": rec.cached if rec else len(reps) * len(spec.workloads),
                 "episode_cpu_s": rec.compute_s if rec else 0.0,
                 "replay_configs": search.n_configs, "replay_search_cpu_s": search.cpu_s,
-                "replay_finalists_cpu_s": finalist_cpu,
-                "closed_loop_runs": sum(not r.cached for r in runs),
-                "closed_loop_runs_cached": sum(r.cached for r in runs),
-                "closed_loop_cpu_s": sum(r.compute_s for r in runs if not r.cached)})
+                "replay_finalists_cpu_s": finalist_cpu})
         reason = (f"closed-loop confirmation (authoritative) of {len(confirmed)} finalist(s) "
-                  f"+ baseline on {len(confirm_reps)} replicate(s): "
-                  f"{result['analysis'].verdict.reason} | replay stage ({search.n_configs} "
+                  f"+ baseline on {len(confirm_reps)} held-out replicate(s): "
+                  f"{conf.verdict.reason} | replay stage ({search.n_configs} "
                   f"configs): {replay_summary.reason}")
         tracker.end_run(parent, "FINISHED", reason)
         return MultiFidelityOutcome(
-            parent, spec.experiment_name, "FINISHED", reason,
-            result["analysis"].verdict.winner, search, replay_summary, result["analysis"],
-            result["agreement"], result["per_seed"], result["ranks"], result["compute"],
-            folder, time.perf_counter() - t0)
+            parent, spec.experiment_name, "FINISHED", reason, conf.verdict.winner, search,
+            replay_summary, conf.analysis, result["agreement"], result["per_seed"],
+            result["ranks"], result["compute"], folder, time.perf_counter() - t0, conf)
     except BaseException as exc:
         why = f"multi-fidelity sweep failed: {type(exc).__name__}: " \
               f"{' '.join(str(exc).split())[:500]}"
@@ -198,4 +231,3 @@ def run_multi_fidelity(spec: SweepSpec, *,
     finally:
         if started:
             ray.shutdown()
-

@@ -51,8 +51,9 @@ class RecordOutcome:
 
 
 def episode_jobs(spec: SweepSpec, *, replicates: list[int] | None = None) -> list[EpisodeJob]:
-    """Every workload x replicate of the space (``replicates`` overrides the spec's)."""
-    reps = spec.replicates if replicates is None else replicates
+    """Every workload x replicate of the space, search and confirmation replicates both
+    (``replicates`` overrides them)."""
+    reps = spec.all_replicates if replicates is None else replicates
     return [EpisodeJob(entry.name, int(r), entry.episode_config())
             for entry in spec.workloads for r in reps]
 

@@ -15,7 +15,12 @@ no Ray) and logs it through ``esper_ab.tracking``:
   writes on sqlite, which would take longer than the whole search of thousands of configs,
   hence this compact form;
 - then the sweep summary (``esper_ab.sweeps.summary``: leaderboard, paired analysis of the
-  top trials against the baseline, plots, ``report.html``, verdict), as after a Ray sweep.
+  top trials against the baseline, plots, ``report.html``, verdict), as after a Ray sweep;
+- then, when the space holds replicates out (``replicates: {search: ..., confirm: ...}``), the
+  **confirmation** (``confirm_finalists``): the ``confirm.top_k`` finalists and the baseline
+  replayed on the held-out replicates, Holm over those k only. Its verdict is the sweep's
+  (``sweep/analysis.json``); the search stage's moves to ``search/``. The search never sees a
+  confirmation replicate (``require_search_only``).
 
 Every run ends FINISHED or FAILED with its reason.
 """
@@ -25,16 +30,22 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from esper_ab.errors import ConfigError, DataError
+from esper_ab.fidelity._logging import log_confirmation
+from esper_ab.fidelity.confirmation import Confirmation, confirm_by_replay, confirmation_spec
 from esper_ab.fidelity.search import ReplaySearch, rank_trials, search_replay
+from esper_ab.gate import GateConfig
 from esper_ab.sweeps.spec import SweepSpec
 from esper_ab.trial import Evidence, TrialParams, TrialResult, iter_trial, result_from_step
 
-__all__ = ["Finalist", "ReplaySweepOptions", "ReplaySweepOutcome", "log_finalists",
-           "log_search", "run_replay_sweep"]
+__all__ = ["Finalist", "ReplaySweepOptions", "ReplaySweepOutcome", "confirm_finalists",
+           "finalist_label", "log_finalists", "log_search", "require_search_only",
+           "run_replay_sweep"]
 
 
 @dataclass(frozen=True)
@@ -75,9 +86,10 @@ class ReplaySweepOutcome:
     reason: str
     search: ReplaySearch
     finalists: tuple[Finalist, ...]
-    analysis: Any | None         # esper_ab.sweeps.analysis.SweepAnalysis
+    analysis: Any | None         # esper_ab.sweeps.analysis.SweepAnalysis (search stage)
     sweep_dir: Path
     wall_s: float
+    confirmation: Confirmation | None = None   # the held-out verdict (authoritative)
 
 
 def _write_json(folder: Path, name: str, data: Any) -> None:
@@ -142,6 +154,36 @@ def log_finalists(tracker: Any, parent: str, spec: SweepSpec, evidence: Evidence
     return out
 
 
+def finalist_label(tracker: Any, finalist: Finalist) -> str:
+    """The finalist's label in the sweep analysis (``t<number>-<strategy>``)."""
+    number = int(tracker.run_tags(finalist.run_id).get("esper_ab.trial_number", 0))
+    return f"t{number:03d}-{finalist.params.strategy}"
+
+
+def require_search_only(spec: SweepSpec, evidence: Any) -> None:
+    """Refuse search evidence that holds a confirmation replicate."""
+    seen = sorted(set(int(r) for r in evidence.replicates) & set(spec.confirm_replicates))
+    if seen:
+        raise DataError(f"the search evidence holds confirmation replicates {seen}: give the "
+                        f"search only its replicates {spec.replicates}")
+
+
+def confirm_finalists(tracker: Any, parent: str, spec: SweepSpec, *,
+                      gates: Mapping[str, GateConfig], run_ids: Mapping[str, str],
+                      search_summary: Any, evidence: Any, n_boot: int, n_perm: int
+                      ) -> Confirmation:
+    """Judge ``gates`` (label -> fitted gate) by replay on ``evidence`` (the confirmation
+    replicates' traces) and log the result as the sweep's verdict."""
+    if spec.confirm_fidelity != "replay":
+        raise ConfigError(f"sweep {spec.name!r}: confirm.fidelity {spec.confirm_fidelity} "
+                          "runs Ray tasks: use 'esper-ab sweep' (fidelity multi or "
+                          "closed_loop), or set confirm.fidelity: replay")
+    conf = confirm_by_replay(spec, evidence, gates, n_boot=n_boot, n_perm=n_perm)
+    log_confirmation(tracker, parent, conf, search_summary=search_summary, run_ids=run_ids)
+    return conf
+
+
+
 def _evidence(spec: SweepSpec, folder: Path) -> Evidence:
     from esper_ab.replay import evidence_for_spec
 
@@ -149,9 +191,12 @@ def _evidence(spec: SweepSpec, folder: Path) -> Evidence:
 
 
 def run_replay_sweep(spec: SweepSpec, *, evidence: Evidence | None = None,
+                     confirm_evidence: Evidence | None = None,
                      options: ReplaySweepOptions = ReplaySweepOptions()) -> ReplaySweepOutcome:
-    """Search ``spec`` at replay fidelity, track it, analyze it; every run ends
-    FINISHED or FAILED. ``evidence`` defaults to the spec's ``traces`` source."""
+    """Search ``spec`` at replay fidelity, track it, analyze it, confirm its finalists on the
+    held-out replicates; every run ends FINISHED or FAILED. ``evidence`` (the search
+    replicates) and ``confirm_evidence`` (the confirmation replicates) default to the spec's
+    ``traces`` source."""
     from esper_ab.sweeps.space import space_summary
     from esper_ab.sweeps.studies import sweep_dir_for
     from esper_ab.sweeps.summary import summarize_sweep
@@ -164,23 +209,44 @@ def run_replay_sweep(spec: SweepSpec, *, evidence: Evidence | None = None,
     tracker = SweepTracker(options.tracking_uri)
     folder = sweep_dir_for(spec, tracker.uri, options.storage_dir).resolve()
     folder.mkdir(parents=True, exist_ok=True)
+    if spec.confirm_fidelity not in (None, "replay"):
+        raise ConfigError(f"sweep {spec.name!r}: confirm.fidelity {spec.confirm_fidelity} runs "
+                          "Ray tasks: use 'esper-ab sweep' (fidelity multi), or set "
+                          "confirm.fidelity: replay")
+    if evidence is not None:
+        require_search_only(spec, evidence)
     parent = tracker.start_sweep(spec, space=space_summary(spec),
                                  run_name=f"{spec.name}-replay-{time.strftime('%Y%m%d-%H%M%S')}")
     try:
         if evidence is None:
             evidence = _evidence(spec, folder)
+        require_search_only(spec, evidence)
         search = search_replay(spec, evidence, folder=folder, batch_size=options.batch_size)
         log_search(tracker, parent, search)
-        n = options.finalists or spec.selection.top_k
+        n = max(options.finalists or spec.selection.top_k,
+                spec.confirm.top_k if spec.confirm_fidelity else 0)
         finalists = log_finalists(tracker, parent, spec, evidence, search, n=n)
         analysis = summarize_sweep(tracker, spec.experiment_name, parent, n_boot=options.n_boot,
                                    n_perm=options.n_perm, log=True)
         reason = (f"replay search of {search.n_configs} configs "
                   f"({search.configs_per_s:.0f} configs/s); {analysis.reason}")
+        confirmation = None
+        if spec.confirm_fidelity and finalists:
+            if confirm_evidence is None:
+                confirm_evidence = _evidence(confirmation_spec(spec), folder)
+            top = finalists[:spec.confirm.top_k]
+            labels = {finalist_label(tracker, f): f for f in top}
+            confirmation = confirm_finalists(
+                tracker, parent, spec, gates={k: f.result.gate_config for k, f in labels.items()},
+                run_ids={k: f.run_id for k, f in labels.items()}, search_summary=analysis,
+                evidence=confirm_evidence, n_boot=options.n_boot, n_perm=options.n_perm)
+            reason = (f"confirmed by replay on held-out replicates "
+                      f"{list(confirmation.replicates)}: {confirmation.verdict.reason} | search "
+                      f"stage: {reason}")
         tracker.end_run(parent, "FINISHED", reason)
         return ReplaySweepOutcome(parent, spec.experiment_name, "FINISHED", reason, search,
                                   tuple(finalists), analysis, folder,
-                                  time.perf_counter() - t0)
+                                  time.perf_counter() - t0, confirmation)
     except BaseException as exc:
         why = f"replay sweep failed: {type(exc).__name__}: {' '.join(str(exc).split())[:500]}"
         tracker.close_orphans(parent, why)

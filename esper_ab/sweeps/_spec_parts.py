@@ -249,14 +249,23 @@ class GateSearch(_Model):
 
 
 class ConfirmSpec(_Model):
-    """The closed-loop stage of a multi-fidelity sweep (``fidelity: multi``): the ``top_k``
-    replay finalists and the baseline gate run in the loop (``esper_ab.episodes.runner.run_closed_loop``)
-    on ``replicates`` (default: the sweep's; fresh ones give an unbiased confirmation). The
-    verdict applies the sweep's ``selection`` rule to the closed-loop decisions, where a seed's
-    value is its realized final accuracy gain over the no-seed control."""
+    """The confirmation stage: the ``top_k`` best configs of the search and the baseline gate
+    judged on ``replicates`` that no search step saw (disjoint from the search's; write them
+    as ``replicates: {search: [...], confirm: [...]}`` or here). Multiplicity corrections run
+    over these ``top_k`` candidates only, and the sweep's verdict is this stage's.
+
+    ``fidelity``: ``replay`` replays the recorded confirmation replicates (exact, cheap);
+    ``closed_loop`` runs the gates in the loop (``esper_ab.episodes.runner.run_closed_loop``),
+    where a seed's value is its realized accuracy gain over the no-seed control. Default:
+    closed loop for ``fidelity: multi``, replay otherwise. ``sequential`` confirms replicate
+    by replicate and stops once an always-valid test (``esper_ab.stats.sequential_test``)
+    has settled every candidate, after at least ``min_replicates``."""
 
     top_k: int = Field(default=3, ge=1)
     replicates: list[StrictInt] | None = None
+    fidelity: Literal["replay", "closed_loop"] | None = None
+    sequential: bool = False
+    min_replicates: int = Field(default=4, ge=2)
 
     @field_validator("replicates")
     @classmethod
@@ -265,5 +274,24 @@ class ConfirmSpec(_Model):
             return v
         if len(v) < 2 or len(set(v)) != len(v) or min(v) < 0:
             raise ValueError(f"{v!r}: give at least 2 distinct replicates >= 0 (paired tests "
-                             "over replicates), or leave it out to use the sweep's")
+                             "over replicates), or leave it out (no confirmation stage)")
         return v
+
+
+def split_replicates(value: Any) -> tuple[Any, Any]:
+    """``{search: ..., confirm: ...}`` -> (search, confirm); a whole number N means the next N
+    replicates (search ``N`` = 0..N-1; confirm ``M`` = the M replicates after the search's)."""
+    unknown = sorted(set(value) - {"search", "confirm"})
+    if unknown or "search" not in value:
+        raise ValueError(f"replicates={value!r}: write {{search: [...], confirm: [...]}} (whole "
+                         "numbers or lists); unknown or missing key(s) "
+                         f"{unknown or ['search']}")
+    search, confirm = value["search"], value.get("confirm")
+    if isinstance(search, bool) or isinstance(confirm, bool):
+        raise ValueError(f"replicates={value!r}: use whole numbers or lists of replicates")
+    if isinstance(search, int):
+        search = list(range(search))
+    if isinstance(confirm, int):
+        start = max(search) + 1 if isinstance(search, list) and search else 0
+        confirm = list(range(start, start + confirm))
+    return search, confirm

@@ -12,6 +12,12 @@ parameter names::
 
 Fixed values are returned as constants, so every trial's config holds every name it needs.
 The grid sampler enumerates the same names (``grid_points``).
+
+Stratified by strategy (``sampler.stratify``, the default): trial number n tries strategy
+n mod S, so each of the S strategies gets the same share of trials whatever the sampler
+prefers, and the sampler only searches within that strategy's own names (their histories
+hold only that strategy's trials, since every name is prefixed by it). The strategy is then
+a constant of the config (and an Optuna user attribute), not a sampled parameter.
 """
 
 from __future__ import annotations
@@ -82,13 +88,21 @@ class DefineByRun:
         self.strategies = _entries(spec)
         self.gate = _gate_items(spec)
         self.names = list(self.strategies)
+        self.stratify = spec.sampler.stratify and spec.sampler.kind != "grid"
+
+    def strategy_of(self, number: int) -> str:
+        """The strategy trial ``number`` tries when the search is stratified."""
+        return self.names[number % len(self.names)]
 
     def __call__(self, trial: Any) -> dict[str, Any]:
         fixed: dict[str, Any] = {}
-        if len(self.names) > 1:
-            chosen = trial.suggest_categorical("strategy", self.names)
-        else:
+        if len(self.names) == 1:
             chosen = fixed["strategy"] = self.names[0]
+        elif self.stratify:
+            chosen = fixed["strategy"] = self.strategy_of(trial.number)
+            trial.set_user_attr("strategy", chosen)
+        else:
+            chosen = trial.suggest_categorical("strategy", self.names)
         items = {**self.strategies[chosen], **{k: (None, v) for k, v in self.gate.items()}}
         for name, (param, value) in items.items():
             if isinstance(value, Range | Choices):

@@ -46,6 +46,7 @@ from esper_ab.sweeps._spec_parts import (
     TracesSpec,
     WorkloadEntry,
     _Model,
+    split_replicates,
 )
 from esper_ab.errors import ConfigError
 
@@ -85,8 +86,13 @@ class Objective(_Model):
 
 
 class SamplerSpec(_Model):
+    """``stratify`` (default): trial n tries strategy n mod S (round robin, so every strategy
+    gets the same share of trials) and the sampler searches within that strategy's own
+    parameters; the grid sampler enumerates its points instead."""
+
     kind: Literal["tpe", "nsga2", "random", "grid"] = "tpe"
     seed: int = 0
+    stratify: bool = True
     n_startup_trials: int | None = Field(default=None, ge=0)   # tpe
     population_size: int | None = Field(default=None, ge=2)    # nsga2
 
@@ -168,6 +174,25 @@ class SweepSpec(_Model):
     selection: SelectionSpec = Field(default_factory=SelectionSpec)
     confirm: ConfirmSpec = Field(default_factory=ConfirmSpec)   # fidelity: multi
 
+    @model_validator(mode="before")
+    @classmethod
+    def _split(cls, data: Any) -> Any:
+        """``replicates: {search: ..., confirm: ...}`` -> ``replicates`` (searched) and
+        ``confirm.replicates`` (held out for the confirmation)."""
+        if not isinstance(data, dict) or not isinstance(data.get("replicates"), dict):
+            return data
+        search, confirm = split_replicates(data["replicates"])
+        section = data.get("confirm") or {}
+        if not isinstance(section, dict):
+            return data
+        if confirm is not None and section.get("replicates") is not None:
+            raise ValueError("replicates.confirm and confirm.replicates are both given: state "
+                             "the confirmation replicates once")
+        out = {**data, "replicates": search}
+        if confirm is not None:
+            out["confirm"] = {**section, "replicates": confirm}
+        return out
+
     @field_validator("replicates")
     @classmethod
     def _replicates(cls, v: list[int] | int) -> list[int]:
@@ -207,6 +232,14 @@ class SweepSpec(_Model):
         metrics = [o.metric for o in self.objectives]
         if len(set(metrics)) != len(metrics):
             raise ValueError(f"objectives {metrics} repeat a metric: list each once")
+        both = sorted(set(self.replicates) & set(self.confirm.replicates or ()))
+        if both:
+            raise ValueError(f"replicates {both} are both searched and confirmed: the "
+                             "confirmation needs replicates no search step saw; write "
+                             "replicates: {search: [...], confirm: [...]} with disjoint lists")
+        if self.fidelity == "multi" and not self.confirm.replicates:
+            raise ValueError("fidelity multi confirms in the closed loop on held-out replicates: "
+                             "state them, e.g. replicates: {search: 6, confirm: 6}")
         return self
 
     # -- derived -------------------------------------------------------------------
@@ -217,6 +250,42 @@ class SweepSpec(_Model):
     @property
     def multi_objective(self) -> bool:
         return len(self.objectives) > 1
+
+    @property
+    def search_replicates(self) -> list[int]:
+        """The replicates every search step sees (``replicates``)."""
+        return list(self.replicates)
+
+    @property
+    def confirm_replicates(self) -> list[int]:
+        """The held-out replicates of the confirmation stage (empty: none)."""
+        return list(self.confirm.replicates or ())
+
+    @property
+    def all_replicates(self) -> list[int]:
+        return sorted(set(self.replicates) | set(self.confirm_replicates))
+
+    @property
+    def confirm_fidelity(self) -> Literal["replay", "closed_loop"] | None:
+        """How the confirmation runs (None: the space holds out no replicates)."""
+        if not self.confirm.replicates:
+            return None
+        return self.confirm.fidelity or ("closed_loop" if self.fidelity == "multi"
+                                         else "replay")
+
+    def split_text(self) -> str:
+        """One line that states the replicate split (``validate`` prints it)."""
+        search = f"search on {len(self.replicates)} replicate(s) {_short(self.replicates)}"
+        if not self.confirm.replicates:
+            return (f"{search}; no confirmation replicates: the verdict is the search's own, "
+                    "with optimistic p-values (hold some out: replicates: {search: [...], "
+                    "confirm: [...]})")
+        seq = (f", sequential (always-valid, from {self.confirm.min_replicates} replicates)"
+               if self.confirm.sequential else "")
+        return (f"{search}; confirm the top {self.confirm.top_k} + baseline on "
+                f"{len(self.confirm_replicates)} held-out replicate(s) "
+                f"{_short(self.confirm_replicates)} by {self.confirm_fidelity.replace('_', ' ')}"
+                f"{seq}; Holm over the {self.confirm.top_k} confirmed candidates")
 
     def resolved(self) -> dict[str, Any]:
         """The fully resolved spec as plain JSON-ready data (defaults filled in)."""
@@ -238,9 +307,20 @@ class SweepSpec(_Model):
             data["num_samples"] = min(data["num_samples"], 3)
             data["max_concurrent"] = min(data["max_concurrent"], 2)
             data["replicates"] = data["replicates"][:2]
+            if data["confirm"]["replicates"]:
+                data["confirm"]["replicates"] = data["confirm"]["replicates"][:2]
+                data["confirm"]["min_replicates"] = 2
             if data["scheduler"]["grace_period"] > 2:
                 data["scheduler"]["grace_period"] = 1
         return SweepSpec.model_validate(data)
+
+
+def _short(reps: list[int]) -> str:
+    """``[0..9]`` for a contiguous run, else the list."""
+    r = sorted(reps)
+    if len(r) > 3 and r == list(range(r[0], r[-1] + 1)):
+        return f"[{r[0]}..{r[-1]}]"
+    return str(r)
 
 
 _BRANCH_LABELS = {"Range", "Choices", "str", "int", "float", "bool", "none", "list", "dict"}

@@ -41,6 +41,7 @@ from esper_ab.sweeps.runtime import (
     write_state,
 )
 from esper_ab.errors import ConfigError
+from esper_ab.fidelity import confirm_tune_sweep
 from esper_ab.sweeps.space import define_by_run, grid_points, params_from_flat, space_summary
 from esper_ab.sweeps.studies import optuna_sampler, optuna_storage, sweep_dir_for
 from esper_ab.sweeps.spec import SweepSpec
@@ -81,6 +82,7 @@ class SweepOutcome:
     wall_s: float                         # the whole call: Ray start, traces, fit, analysis
     fit_wall_s: float                     # Tuner.fit() alone
     trial_compute_s: float                # sum of the trials' own compute
+    confirmation: Any | None = None       # the held-out verdict (esper_ab.fidelity.holdout)
 
 
 # -- the trial, as Tune runs it -----------------------------------------------------------
@@ -339,10 +341,17 @@ def run_sweep(spec: SweepSpec, *, evidence: Evidence | None = None,
         analysis = summarize_sweep(tracker, spec.experiment_name, parent, n_boot=options.n_boot,
                                    n_perm=options.n_perm, log=True)
         reason = analysis.reason
+        confirmation = confirm_tune_sweep(      # judged on replicates no trial saw
+            tracker, parent, spec, analysis, cache_dir=folder.parent / ".esper_ab_cache",
+            n_boot=options.n_boot, n_perm=options.n_perm) if spec.confirm_fidelity else None
+        if confirmation is not None:
+            reason = (f"confirmed on held-out replicates {list(confirmation.replicates)}: "
+                      f"{confirmation.verdict.reason} | search stage: {reason}")
         tracker.end_run(parent, "FINISHED", reason)
         write_state(folder, status="finished")
         return SweepOutcome(parent, spec.experiment_name, "FINISHED", reason, analysis, folder,
-                            time.perf_counter() - t_start, fit_wall, _compute_total(grid))
+                            time.perf_counter() - t_start, fit_wall, _compute_total(grid),
+                            confirmation)
     except KeyboardInterrupt:
         if parent:
             why = f"interrupted: resume with 'esper-ab sweep SPACE.yaml --resume' ({folder})"

@@ -37,7 +37,7 @@ def test_record_and_sweep_bad_input(tmp_path, capsys):
     synthetic = write_space(tmp_path, name="syn", traces={"source": "synthetic"})
     assert "synthetic" in _err(capsys, ["record", str(synthetic)])
     multi = write_space(tmp_path, name="syn_multi", fidelity="multi",
-                        traces={"source": "synthetic"})
+                        replicates={"search": 2, "confirm": 2}, traces={"source": "synthetic"})
     assert "fidelity multi" in _err(capsys, ["sweep", str(multi), "--tracking-uri",
                                              f"sqlite:///{tmp_path}/m.db"])
     assert "--resume" in _err(capsys, ["sweep", str(multi), "--resume"])

@@ -18,7 +18,8 @@ pytestmark = pytest.mark.slow
 
 def test_multi_fidelity_end_to_end(recorded, ray_local, tmp_path):
     spec = parse_sweep_spec(space(name="fid_multi", fidelity="multi", num_samples=150,
-                                  confirm={"top_k": 1, "replicates": [1, 2, 3]}))
+                                  replicates={"search": [0, 1], "confirm": [2, 3]},
+                                  confirm={"top_k": 1}))
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     options = MultiFidelityOptions(tracking_uri=uri, storage_dir=str(recorded.root),
                                    n_boot=100, n_perm=200)
@@ -34,9 +35,16 @@ def test_multi_fidelity_end_to_end(recorded, ray_local, tmp_path):
     assert set(kids["tags.esper_ab.label"]) == {"baseline", out.agreement["config"].iloc[
         (out.agreement["config"] != "baseline").to_numpy().argmax()]}
 
+    # The search saw only its replicates; the closed loop ran only the held-out ones.
+    conf = out.confirmation
+    assert set(out.search.trials["strategy"]) and out.search.n_replicates == 2
+    assert set(out.replay_summary.decisions["replicate"]) == {0, 1}
+    assert set(conf.replicates) == {2, 3} and set(conf.decisions["replicate"]) == {2, 3}
+
     # Replay predicts every admit and blend epoch inside the recorded window exactly.
     ps = out.per_seed
-    assert len(ps) == 2 * 3 * 4                                     # configs x reps x seeds
+    assert len(ps) == 2 * 2 * 4                                     # configs x reps x seeds
+    assert set(ps["replicate"]) == {2, 3}
     inside = ~ps["late_admit"]
     assert ps.loc[inside, "admit_agree"].all()
     assert ps["epoch_agree"].dropna().all()
@@ -45,10 +53,10 @@ def test_multi_fidelity_end_to_end(recorded, ray_local, tmp_path):
     # A seed the loop never admits leaves the control host: its gain is exactly 0.
     assert (ps.loc[~ps["closed_admitted"].astype(bool), "closed_gain_pp"] == 0.0).all()
     # The authoritative analysis is the closed loop's, on the confirmation replicates.
-    assert out.closed_loop.n_replicates == 3
+    assert out.closed_loop.n_replicates == 2
     assert set(out.closed_loop.metrics.overall.index) == set(out.agreement["config"])
     c = out.compute
-    assert c["closed_loop_runs"] + c["closed_loop_runs_cached"] == 6
+    assert c["closed_loop_runs"] + c["closed_loop_runs_cached"] == 4
     assert c["episodes_cached"] == 4 and c["replay_configs"] == 150
 
     client = mlflow.MlflowClient()
@@ -81,4 +89,4 @@ def test_multi_fidelity_end_to_end(recorded, ray_local, tmp_path):
     # Run again: every closed-loop run now comes from the cache.
     again = run_multi_fidelity(spec, options=options)
     assert again.compute["closed_loop_runs"] == 0
-    assert again.compute["closed_loop_runs_cached"] == 6
+    assert again.compute["closed_loop_runs_cached"] == 4
