@@ -10,6 +10,7 @@ only.
 
 from esper_ab.stats._aa import AAResult, aa_test, default_aa_design
 from esper_ab.stats._analysis import analyze, select_winner
+from esper_ab.stats._clustered import cochran_q, mcnemar
 from esper_ab.stats._counts import DISPARITY_METRICS, STRATEGY_METRICS
 from esper_ab.stats._disparities import (
     equal_opportunity_gap,
@@ -28,7 +29,7 @@ from esper_ab.stats._observational import (
     validate_observational,
     within_run_permutation,
 )
-from esper_ab.stats._paired import cochran_q, mcnemar
+from esper_ab.stats._plan import ReplicatePlan, VerdictPower, plan_replicates, verdict_power
 from esper_ab.stats._power import (
     PowerEstimate,
     SimulatedPower,
@@ -55,6 +56,7 @@ __all__ = [
     "ObservationalAnalysis",
     "PowerEstimate",
     "REQUIRED_COLUMNS",
+    "ReplicatePlan",
     "STRATEGY_METRICS",
     "SelectionRule",
     "SimulatedPower",
@@ -62,6 +64,7 @@ __all__ = [
     "StrategySpec",
     "TestResult",
     "Verdict",
+    "VerdictPower",
     "aa_test",
     "adjust_tests",
     "analyze",
@@ -81,12 +84,14 @@ __all__ = [
     "pass_rate_ratio",
     "pilot_sd_per_replicate",
     "power",
+    "plan_replicates",
     "power_from_pilot",
     "rethreshold",
     "select_winner",
     "simulate_decisions",
     "simulate_power",
     "validate_decisions",
+    "verdict_power",
     "validate_observational",
     "within_run_permutation",
 ]

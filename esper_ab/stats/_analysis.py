@@ -8,12 +8,13 @@ import numpy as np
 import pandas as pd
 
 from esper_ab.errors import DataError, bad_value
+from esper_ab.stats._clustered import cochran_test, mcnemar_tests
 from esper_ab.stats._counts import STRATEGY_METRICS, DecisionArrays, build_arrays
 from esper_ab.stats._disparities import disparity_table
 from esper_ab.stats._fairness import FairnessTable, fairness_table
 from esper_ab.stats._groups import GroupMetrics, compute_group_metrics
 from esper_ab.stats._matched import matched_comparison_from
-from esper_ab.stats._paired import cochran_test, mcnemar_tests, paired_metric_tests
+from esper_ab.stats._paired import paired_metric_tests
 from esper_ab.stats._report import Analysis
 from esper_ab.stats._resample import bootstrap_weights
 from esper_ab.stats._results import TestResult, adjust_tests
@@ -23,7 +24,7 @@ from esper_ab.stats._within import blueprint_pass_test, kruskal_test
 
 SPEARMAN_NAME = "statistic_value_spearman"
 # Stream ids for the seeded random generators, one per component.
-_BOOT, _WITHIN, _PAIRED, _FAIR = 1, 2, 3, 4
+_BOOT, _WITHIN, _PAIRED, _FAIR, _COCHRAN = 1, 2, 3, 4, 5
 _FAIR_BOOT = 500  # bootstrap resamples of the fairness criterion's CI (each is costly)
 
 
@@ -45,14 +46,17 @@ def _spearman_tests(metrics: GroupMetrics) -> list[TestResult]:
             continue
         n_measured = int(row["n"] - row["n_unmeasured"])
         units = int(row["spearman_units"])
-        how = ("over seeds" if units == n_measured else
-               f"over {units} replicate mean ranks (several seeds share a replicate)")
+        how = ("over seeds (one per replicate)" if units == n_measured else
+               f"over {units} replicate mean ranks (several seeds share a replicate; rho over "
+               f"the seeds, descriptive: {row['spearman_rho_seeds']:.3f})")
         out.append(TestResult(
             name=SPEARMAN_NAME,
-            method=f"Spearman rank correlation of statistic and value, t approximation {how}; "
-                   "unmeasured statistics left out",
+            method=f"Spearman rank correlation of statistic and value, t approximation, rho "
+                   f"and p {how}; unmeasured statistics left out",
             statistic=float(row["spearman_rho"]), pvalue=float(row["spearman_pvalue"]),
-            effect_size=float(row["spearman_rho"]), effect_size_name="spearman_rho (seeds)",
+            effect_size=float(row["spearman_rho"]),
+            effect_size_name="spearman_rho (seeds)" if units == n_measured
+            else "spearman_rho (replicate mean ranks)",
             strategy=str(s), blueprint=str(b), n_units=units))
     return out
 
@@ -91,7 +95,7 @@ def analyze(
     within_rng = np.random.default_rng([seed, _WITHIN])
     for s in order:
         for t in (blueprint_pass_test(arrays, strategy=s, n_perm=n_perm, rng=within_rng),
-                  kruskal_test(arrays, strategy=s)):
+                  kruskal_test(arrays, strategy=s, n_perm=n_perm, rng=within_rng)):
             if t is not None:
                 tests.append(t)
     for i, s in enumerate(order[1:], start=1):
@@ -99,8 +103,9 @@ def analyze(
         tests += paired_metric_tests(arrays, strategy=s, baseline=baseline,
                                      metrics=STRATEGY_METRICS, n_perm=n_perm, n_boot=n_boot,
                                      ci_level=ci_level, rng=rng)
-        tests += mcnemar_tests(arrays, strategy=s, baseline=baseline, ci_level=ci_level)
-    q = cochran_test(arrays)
+        tests += mcnemar_tests(arrays, strategy=s, baseline=baseline, ci_level=ci_level,
+                               n_perm=n_perm, rng=rng)
+    q = cochran_test(arrays, n_perm=n_perm, rng=np.random.default_rng([seed, _COCHRAN]))
     if q is not None:
         tests.append(q)
     tests += _spearman_tests(metrics)

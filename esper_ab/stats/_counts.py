@@ -57,6 +57,7 @@ class DecisionArrays:
     counts: np.ndarray  # (R, S, B, N_FIELDS)
     seed_code: np.ndarray  # per row: which seed (replicate, blueprint, seed id) it judges
     seed_blueprint: np.ndarray  # per seed: blueprint code
+    seed_replicate: np.ndarray | None = None  # per seed: replicate code
 
     @property
     def n_replicates(self) -> int:
@@ -116,6 +117,7 @@ def build_arrays(frame: pd.DataFrame, *, strategies: tuple[str, ...] | None = No
     seed_key = pd.MultiIndex.from_arrays([r_code, b_code, frame["seed"].to_numpy()])
     seed_code, uniques = pd.factorize(seed_key)
     seed_blueprint = np.asarray(uniques.get_level_values(1), dtype=np.int64)
+    seed_replicate = np.asarray(uniques.get_level_values(0), dtype=np.int64)
     return DecisionArrays(
         frame=frame,
         strategies=strat,
@@ -127,6 +129,7 @@ def build_arrays(frame: pd.DataFrame, *, strategies: tuple[str, ...] | None = No
         counts=counts.reshape(R, S, B, N_FIELDS),
         seed_code=np.asarray(seed_code, dtype=np.int64),
         seed_blueprint=seed_blueprint,
+        seed_replicate=seed_replicate,
     )
 
 

@@ -7,11 +7,13 @@ Per (strategy, blueprint) group, ``by_group`` holds:
 - ``pass_rate``; ``tpr`` = P(pass | valuable); ``fpr`` = P(pass | not valuable);
   ``precision`` = P(valuable | pass); ``median_pass_epoch`` over the seeds that passed;
 - ``auc`` of the statistic for ``valuable`` with ``auc_ci_low``/``auc_ci_high`` (cluster
-  bootstrap over replicates, BCa); ``spearman_rho`` of statistic vs value over the seeds
-  (scipy) and ``spearman_pvalue`` from ``spearman_units`` independent units: scipy's t
-  approximation over the seeds when each replicate contributes at most one measured seed to
-  the group, otherwise over per-replicate mean ranks (seeds sharing a host are not
+  bootstrap over replicates, BCa); ``spearman_rho`` of statistic vs value and its
+  ``spearman_pvalue`` (scipy, t approximation), both on the same ``spearman_units``
+  independent units: the seeds when each replicate contributes at most one measured seed to
+  the group, otherwise the per-replicate mean ranks (seeds sharing a host are not
   independent, and treating them as such inflates the false-positive rate);
+  ``spearman_rho_seeds`` is the correlation over the seeds, descriptive (seeds counted as
+  independent, no p-value);
 - ``realized_utility``: the sum of the values of the seeds that passed.
 
 Per strategy, ``overall`` holds ``n``, ``n_unmeasured``, ``pass_rate``, ``tpr``, ``fpr``,
@@ -37,7 +39,7 @@ from esper_ab.stats._schema import validate_decisions
 GROUP_COLUMNS: tuple[str, ...] = (
     "n", "n_passed", "n_valuable", "n_unmeasured", "pass_rate", "tpr", "fpr", "precision",
     "median_pass_epoch", "auc", "auc_ci_low", "auc_ci_high", "spearman_rho",
-    "spearman_pvalue", "spearman_units", "realized_utility",
+    "spearman_pvalue", "spearman_units", "spearman_rho_seeds", "realized_utility",
 )
 OVERALL_COLUMNS: tuple[str, ...] = (
     "n", "n_unmeasured", "pass_rate", "tpr", "fpr", "balanced_accuracy", "mcc",
@@ -107,19 +109,19 @@ def _spearman(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float(res.statistic), float(res.pvalue)
 
 
-def spearman_by_replicate(x: np.ndarray, y: np.ndarray, rep: np.ndarray) -> tuple[float, float, int]:
-    """(rho over seeds, p-value, number of independent units) for one group.
+def spearman_by_replicate(x: np.ndarray, y: np.ndarray, rep: np.ndarray) -> tuple[float, float, int, float]:
+    """(rho, p-value, number of independent units, rho over the seeds) for one group.
 
-    With several seeds of one replicate, the p-value is Spearman's test on the per-replicate
-    mean ranks, one point per replicate.
-    """
+    With several seeds of one replicate, rho and its p-value are Spearman's on the
+    per-replicate mean ranks, one point per replicate; the seed-level rho is descriptive."""
     rho, p = _spearman(x, y)
     reps, inv, counts = np.unique(rep, return_inverse=True, return_counts=True)
     if counts.size == 0 or counts.max() <= 1:
-        return rho, p, int(len(x))
+        return rho, p, int(len(x)), rho
     rx = np.bincount(inv, weights=sps.rankdata(x)) / counts
     ry = np.bincount(inv, weights=sps.rankdata(y)) / counts
-    return rho, _spearman(rx, ry)[1], int(reps.size)
+    rho_r, p_r = _spearman(rx, ry)
+    return rho_r, p_r, int(reps.size), rho
 
 
 def compute_group_metrics(
@@ -156,7 +158,7 @@ def compute_group_metrics(
                                       names=["strategy", "blueprint"])
     agg = agg.reindex(keys)
     R = arrays.n_replicates
-    Ms, pos, neg, rho, pval, units = [], [], [], [], [], []
+    Ms, pos, neg, rho, pval, units, rho_seeds = [], [], [], [], [], [], []
     frame = arrays.frame
     measured = frame["statistic"].notna().to_numpy()
     stat = frame["statistic"].to_numpy(dtype=float)
@@ -172,8 +174,9 @@ def compute_group_metrics(
         Ms.append(M)
         pos.append(p)
         neg.append(q)
-        r, pv, u = spearman_by_replicate(stat[rows], value[rows], arrays.replicate_code[rows])
+        r, pv, u, rs = spearman_by_replicate(stat[rows], value[rows], arrays.replicate_code[rows])
         rho.append(r)
+        rho_seeds.append(rs)
         pval.append(pv)
         units.append(u)
     if rank_metrics:
@@ -182,11 +185,12 @@ def compute_group_metrics(
         _, jack = auc_with_bootstrap(Ms, pos, neg, jackknife_weights(R))
         lo, hi = bca_ci(auc, boot, jack, ci_level)
     else:
-        auc = lo = hi = rho = pval = np.full(len(keys), np.nan)
+        auc = lo = hi = rho = pval = rho_seeds = np.full(len(keys), np.nan)
         units = np.zeros(len(keys), dtype=np.int64)
     agg["auc"], agg["auc_ci_low"], agg["auc_ci_high"] = auc, lo, hi
     agg["spearman_rho"], agg["spearman_pvalue"] = rho, pval
     agg["spearman_units"] = np.asarray(units, dtype=np.int64)
+    agg["spearman_rho_seeds"] = rho_seeds
     for c in ("n", "n_passed", "n_valuable", "n_unmeasured"):
         agg[c] = agg[c].astype(np.int64)
     by_group = agg[list(GROUP_COLUMNS)]

@@ -23,11 +23,11 @@ import pandas as pd
 from scipy import stats as sps
 
 from esper_ab.errors import DataError, bad_value
-from esper_ab.stats._counts import STRATEGY_METRICS, build_arrays, strategy_metrics
+from esper_ab.stats._counts import STRATEGY_METRICS, CountArrays, build_arrays, strategy_metrics
 from esper_ab.stats._paired import paired_metric_tests
 from esper_ab.stats._resample import bootstrap_weights
 from esper_ab.stats._schema import validate_decisions
-from esper_ab.stats._simulate import SimulationDesign, simulate_decisions
+from esper_ab.stats._simulate import SimulationDesign, simulate_counts
 
 MAX_REPLICATES = 100_000  # the planner's hard cap
 
@@ -181,14 +181,21 @@ def simulate_power(
     metric: str = "balanced_accuracy", n_replicates: int | None = None, alpha: float = 0.05,
     n_sims: int = 200, n_perm: int = 1000, seed: int = 0,
 ) -> SimulatedPower:
-    """Fraction of simulated tables in which the sign-flip test rejects at ``alpha``."""
+    """Fraction of simulated tables in which the sign-flip test of ``metric`` alone rejects
+    at ``alpha`` (for the whole verdict, fairness included, see ``plan_replicates``)."""
     _check_metric(metric)
     if n_replicates is not None:
         design = design.with_replicates(n_replicates)
+    names = [s.name for s in design.strategies]
+    for name in (strategy, baseline):
+        if name not in names:
+            raise bad_value("strategy", name, f"use one of the design's strategies {names}")
+    idx = [names.index(baseline), names.index(strategy)]
+    blueprints = tuple(sorted(design.blueprints))
     k = 0
     for i in range(n_sims):
-        df = simulate_decisions(design, seed=seed * 1_000_003 + i)
-        arrays = build_arrays(validate_decisions(df), strategies=(baseline, strategy))
+        counts = simulate_counts(design, seed=seed * 1_000_003 + i)[:, idx]
+        arrays = CountArrays(strategies=(baseline, strategy), blueprints=blueprints, counts=counts)
         (t,) = paired_metric_tests(arrays, strategy=strategy, baseline=baseline, metrics=(metric,),
                                    n_perm=n_perm, n_boot=0, ci_level=0.95,
                                    rng=np.random.default_rng([seed, i]))

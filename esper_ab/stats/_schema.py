@@ -10,7 +10,10 @@ One row is one seed judged by one strategy. Columns:
   counted separately.
 - ``value`` (float): the seed's value against the placebo fork; ``valuable`` (bool).
 - optional ``seed``: identifies a seed within (replicate, blueprint) so that strategies can be
-  paired seed by seed. Without it, seeds are paired by their order within the cell.
+  paired seed by seed. Without it, seeds are paired by sorted keys within the cell, never by
+  row order: by ``value`` (a seed's value is the same under every strategy), ties broken by
+  ``valuable``, ``statistic``, ``passed`` and ``pass_epoch``; rows that are exact duplicates
+  cannot be told apart and are refused.
 """
 
 from __future__ import annotations
@@ -173,18 +176,31 @@ def validate_decisions(df: pd.DataFrame) -> pd.DataFrame:
                             f"{r['strategy']!r}, replicate {r['replicate']!r}, blueprint "
                             f"{r['blueprint']!r}: each seed must appear once per strategy")
     else:
-        out[SEED_COLUMN] = out.groupby(keys, sort=False).cumcount().astype(str).to_numpy()
+        dup = out.duplicated(keep=False).to_numpy()
+        if dup.any():
+            first = np.flatnonzero(dup)[:2]
+            r = out.iloc[first[0]]
+            raise DataError(f"rows {int(first[0])} and {int(first[1])} are identical (strategy "
+                            f"{r['strategy']!r}, replicate {r['replicate']!r}, blueprint "
+                            f"{r['blueprint']!r}) and the table has no 'seed' column to tell "
+                            "them apart: add a 'seed' column, or drop the duplicate row")
+        order = out.sort_values(keys + ["value", "valuable", "statistic", "passed", "pass_epoch"],
+                                kind="stable", na_position="last")
+        rank = order.groupby(keys, sort=False).cumcount()
+        out[SEED_COLUMN] = rank.reindex(out.index).astype(str).to_numpy()
     _check_groups(out)
     return out.sort_values(keys + [SEED_COLUMN], kind="stable").reset_index(drop=True)
 
 
 def _check_groups(out: pd.DataFrame) -> None:
-    strategies = pd.unique(out["strategy"])
-    blueprints = pd.unique(out["blueprint"])
-    present = set(zip(out["strategy"], out["blueprint"], strict=True))
-    for s in strategies:
-        for b in blueprints:
-            if (s, b) not in present:
+    s_codes, strategies = pd.factorize(out["strategy"])
+    b_codes, blueprints = pd.factorize(out["blueprint"])
+    if np.unique(s_codes * len(blueprints) + b_codes).size == len(strategies) * len(blueprints):
+        return
+    present = set(zip(s_codes.tolist(), b_codes.tolist(), strict=True))
+    for i, s in enumerate(strategies):
+        for j, b in enumerate(blueprints):
+            if (i, j) not in present:
                 raise DataError(
                     f"empty group: strategy {s!r} has no rows for blueprint {b!r}; every "
                     "strategy must judge the same seeds (paired design): add the rows or "
