@@ -32,6 +32,7 @@ import pandas as pd
 
 from esper_ab.errors import ConfigError, DataError
 from esper_ab.gate import DecisionArrays, Gate, GateConfig, StepStates, step_states
+from esper_ab.replay._labels import label_cross_fitted, labelled_calibration
 from esper_ab.replay._layout import (
     CONTROL_BLUEPRINTS,
     SEED_KEYS,
@@ -43,6 +44,8 @@ from esper_ab.strategies import (
     STATE_NAMES,
     Baseline,
     BaselineCalibrated,
+    CalibrationData,
+    LabelCalibrated,
     StatisticBatch,
     Strategy,
     get_strategy,
@@ -50,8 +53,8 @@ from esper_ab.strategies import (
 )
 
 __all__ = ["CONTROL_BLUEPRINTS", "SEED_KEYS", "TRACE_KEYS", "CrossFitSplit", "ReplayArrays",
-           "ReplayResult", "TraceSet", "decide_rows", "decisions_table", "fold_split",
-           "replay_decisions"]
+           "ReplayResult", "TraceSet", "calibration_data", "decide_rows", "decisions_table",
+           "fold_split", "replay_decisions"]
 
 _STATE_NAMES = pd.array(list(STATE_NAMES), dtype="str")
 _REASONS = pd.array(list(REASONS), dtype="str")
@@ -154,7 +157,9 @@ def replay_decisions(traces: TraceSet, config: GateConfig, *, label: str | None 
         split = split or arr.derived(("fold-split", folds),
                                      lambda: fold_split(arr.replicates, folds))
         key = (*_strategy_key(strategy), "cross-fit", split.folds)
-        stat = arr.statistic(key, lambda: _cross_fitted(arr, strategy, split))
+        stat = arr.statistic(key, lambda: _label_cross_fitted(traces, arr, strategy, split)
+                             if isinstance(strategy, LabelCalibrated)
+                             else _cross_fitted(arr, strategy, split))
     else:
         if strategy.needs_calibration:
             strategy.load_fitted_state(config.calibration)
@@ -232,6 +237,25 @@ def _cross_fitted(arr: ReplayArrays, template: Strategy, split: CrossFitSplit
     kse = StatisticBatch(arr.kse(base.value), arr.kse(base.state), arr.kse(base.reason))
     out = template.score(kse, arr.kse(prepared), per_seed)
     return StatisticBatch(out.value.reshape(-1), base.state, base.reason)
+
+
+def _label_cross_fitted(traces: TraceSet, arr: ReplayArrays, template: LabelCalibrated,
+                        split: CrossFitSplit) -> StatisticBatch:
+    """Cross-fitting of a strategy fitted against the seeds' measured values."""
+    values = _seed_values(traces, arr)[1]
+    return label_cross_fitted(arr, template, split, values["value"], values["valuable"])
+
+
+def calibration_data(traces: TraceSet, strategy: Strategy,
+                     replicates: Sequence[int]) -> CalibrationData:
+    """The calibration rows of ``replicates`` for ``strategy`` (with each seed's measured
+    value when the strategy is fitted against it)."""
+    arr = traces.arrays()
+    rows = arr.rows_of(list(replicates))
+    if isinstance(strategy, LabelCalibrated):
+        values = _seed_values(traces, arr)[1]
+        return labelled_calibration(arr, rows, values["value"], values["valuable"])
+    return arr.calibration(rows)
 
 
 def _fold_codes(arr: ReplayArrays, split: CrossFitSplit) -> np.ndarray:

@@ -26,7 +26,7 @@ from esper_ab.episodes import episode_config, run_episode
 from esper_ab.errors import DataError
 from esper_ab.gate import GateConfig
 from esper_ab.gradients import LAYER_TYPES
-from esper_ab.replay.engine import TraceSet, replay_decisions
+from esper_ab.replay.engine import TraceSet, calibration_data, replay_decisions
 from esper_ab.strategies import get_strategy
 
 __all__ = ["SYNTHETIC_BLUEPRINTS", "ReplayEvidence", "SyntheticBlueprint", "evidence_for_spec",
@@ -170,11 +170,10 @@ class ReplayEvidence:
 
     def fit_calibration(self, gate: GateConfig, *, replicates: Sequence[int]) -> GateConfig:
         """``gate`` with its strategy fitted on every row of ``replicates`` (for export)."""
-        arr = self._subset(replicates).arrays()
         strategy = get_strategy(gate.strategy, **dict(gate.strategy_params))
         if not strategy.needs_calibration:
             return gate
-        strategy.fit(arr.calibration(arr.rows_of(list(replicates))))
+        strategy.fit(calibration_data(self._subset(replicates), strategy, replicates))
         return replace(gate, calibration=strategy.fitted_state())
 
 

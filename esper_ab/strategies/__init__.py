@@ -34,11 +34,16 @@ from esper_ab.strategies._calibrated import (
 )
 from esper_ab.strategies._first_order import FirstOrderValue
 from esper_ab.strategies._ratio import Baseline, Exponent, MeanAbs, PerLayerType, Raw
+from esper_ab.strategies._value_calibrated import (
+    LabelCalibrated,
+    ValueCalibrated,
+    ValueCalibration,
+)
 
 _REGISTRY: dict[str, type[Strategy]] = {
     cls.name: cls
     for cls in (Raw, Baseline, Exponent, MeanAbs, PerLayerType, PerBlueprintThreshold, ZScore,
-                FirstOrderValue)
+                FirstOrderValue, ValueCalibrated)
 }
 
 
@@ -64,6 +69,9 @@ __all__ = [
     "REASON_CODE",
     "Baseline",
     "BaselineCalibrated",
+    "LabelCalibrated",
+    "ValueCalibrated",
+    "ValueCalibration",
     "usable_rows",
     "HOST_EPS", "NOT_APPLICABLE", "REASONS", "STATE_NAMES", "UNMEASURED", "VALUE",
     "CalibrationData", "ContextBatch", "ParamSpec", "StatContext", "Statistic",

@@ -75,6 +75,9 @@ CONFIGS = [
     GateConfig(strategy="per_blueprint_threshold", threshold=1.0, min_epochs=3),
     GateConfig(strategy="zscore", strategy_params={"shrinkage": 5.0}, threshold=0.2,
                window="mean", ema_decay=0.8, min_epochs=2),
+    GateConfig(strategy="value_calibrated", strategy_params={"min_seeds": 1,
+                                                             "statistic": "mean_abs"},
+               threshold=1.0, window="median", min_epochs=2),
 ]
 
 
@@ -109,7 +112,18 @@ def fitted_gates(traces: TraceSet, config: GateConfig, split) -> dict[int, Gate]
         records = [(r["blueprint"], GradStats.from_row(r, "seed_"), GradStats.from_row(r, "host_"))
                    for _, r in rows.iterrows()]
         strat = get_strategy(config.strategy, **dict(config.strategy_params))
-        strat.fit(CalibrationData.from_records(records))
+        cal = CalibrationData.from_records(records)
+        if getattr(strat, "needs_labels", False):   # fitted against each seed's value
+            from esper_ab.strategies import ValueCalibration
+
+            truth = traces.seeds.set_index(["replicate", "seed_id"])
+            keys = list(zip(rows["replicate"], rows["seed_id"], strict=True))
+            cal = ValueCalibration(
+                blueprint=cal.blueprint, seed=cal.seed, host=cal.host,
+                seed_key=np.array([f"{r}/{sid}" for r, sid in keys], dtype=object),
+                value=truth.loc[keys, "value_acc_pp"].to_numpy(float),
+                valuable=truth.loc[keys, "valuable"].to_numpy(bool))
+        strat.fit(cal)
         for rep in ev:
             gates[rep] = Gate(config, strategy=strat)
     return gates

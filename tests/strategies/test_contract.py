@@ -13,6 +13,7 @@ from esper_ab.strategies import (
     CalibrationData,
     StatContext,
     StatsBatch,
+    ValueCalibration,
     get_strategy,
     list_strategies,
 )
@@ -40,7 +41,13 @@ def build(name: str, **params):
         rng = np.random.default_rng(0)
         records = [(bp, gs(0.04 * rng.lognormal(0, 1), 1.2, 40), HOST)
                    for bp in ("conv_light", "norm") for _ in range(20)]
-        strat.fit(CalibrationData.from_records(records))
+        cal = CalibrationData.from_records(records)
+        if getattr(strat, "needs_labels", False):   # fitted against measured values
+            value = rng.normal(0.0, 1.5, len(records))
+            cal = ValueCalibration(blueprint=cal.blueprint, seed=cal.seed, host=cal.host,
+                                   seed_key=np.arange(len(records)), value=value,
+                                   valuable=value >= 1.0)
+        strat.fit(cal)
     return strat
 
 
@@ -58,7 +65,8 @@ def name(request):
 
 def test_registry_lists_every_strategy_of_domain():
     assert set(ALL) == {"raw", "baseline", "exponent", "mean_abs", "per_layer_type",
-                        "per_blueprint_threshold", "zscore", "first_order_value"}
+                        "per_blueprint_threshold", "zscore", "first_order_value",
+                        "value_calibrated"}
 
 
 def test_healthy_input_gives_a_finite_value(name):
@@ -166,7 +174,7 @@ def test_param_space_is_searchable(name):
 
 
 def test_calibrating_strategies_refuse_to_run_unfitted():
-    for name in ("per_blueprint_threshold", "zscore"):
+    for name in ("per_blueprint_threshold", "zscore", "value_calibrated"):
         with pytest.raises(NotFittedError, match="fit"):
             get_strategy(name).statistic(SEED, HOST, CTX)
 
