@@ -97,13 +97,18 @@ def _record_task(job: EpisodeJob, cache_dir: str, threads: int) -> tuple[str, fl
 
 def record_space(spec: SweepSpec, *, out_dir: str | Path, cache_dir: str | Path,
                  address: str | None = None, replicates: list[int] | None = None,
-                 progress: Progress | None = None) -> RecordOutcome:
+                 progress: Progress | None = None, schedule_timeout_s: float = 60.0,
+                 verbose: int = 0) -> RecordOutcome:
     """Record every episode of ``spec`` that is not cached yet, as parallel Ray tasks, and
     write all of them to ``out_dir``. A shared ``cache_dir`` (local disk, or shared storage
-    on a cluster) is what makes the recording resumable."""
+    on a cluster) is what makes the recording resumable. The tasks get the space's resources
+    on the cluster (``gpu: auto`` resolved there); a request no node can hold fails at once,
+    and one that cannot be scheduled within ``schedule_timeout_s`` fails with what is missing.
+    ``progress("record", done, total)`` after each episode."""
     import ray
 
-    from esper_ab.sweeps.runtime import connect_ray
+    from esper_ab.progress import report_note
+    from esper_ab.sweeps.runtime import connect_ray, ensure_schedulable, plan_for_cluster
 
     t0 = time.perf_counter()
     out, cache = Path(out_dir).resolve(), Path(cache_dir).resolve()
@@ -114,12 +119,15 @@ def record_space(spec: SweepSpec, *, out_dir: str | Path, cache_dir: str | Path,
     if progress is not None:
         progress("record", done, len(jobs))
     if todo:
-        started = connect_ray(address)
+        started = connect_ray(address, verbose=verbose)
         try:
-            task = ray.remote(_record_task).options(num_cpus=spec.resources.cpu,
-                                                    num_gpus=spec.resources.gpu,
+            plan = plan_for_cluster(spec, address)
+            if started:   # a caller that started Ray has said what it uses
+                report_note(progress, plan.describe())
+            ensure_schedulable(plan, what="a recording task", timeout_s=schedule_timeout_s)
+            task = ray.remote(_record_task).options(num_cpus=plan.cpu, num_gpus=plan.gpu,
                                                     max_retries=1)
-            threads = max(1, int(spec.resources.cpu))
+            threads = max(1, int(plan.cpu))
             pending = [task.remote(j, str(cache), threads) for j in todo]
             while pending:
                 ready, pending = ray.wait(pending, num_returns=1)

@@ -98,17 +98,24 @@ class SamplerSpec(_Model):
 
 
 class Resources(_Model):
-    """Per trial. ``gpu`` may be a fraction (0.25: four trials share one GPU)."""
+    """Per trial (and per recording or closed-loop task). ``gpu`` may be a fraction (0.25:
+    four trials share one GPU), or ``auto``: a share of the cluster's GPUs when it has some,
+    the CPU otherwise (``esper_ab.sweeps.resources.plan_resources`` says which share)."""
 
     cpu: float = Field(default=1.0, gt=0)
-    gpu: float = Field(default=0.0, ge=0)
+    gpu: float | Literal["auto"] = 0.0
 
-    @field_validator("gpu")
+    @field_validator("gpu", mode="before")
     @classmethod
-    def _gpu(cls, v: float) -> float:
+    def _gpu(cls, v: Any) -> float | str:
+        if v == "auto":
+            return v
+        if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
+            raise ValueError("use auto, 0 (CPU only), a fraction of a GPU (0.25) or a whole "
+                             "number of GPUs")
         if v > 1 and v != int(v):
-            raise ValueError(f"gpu={v}: use a fraction <= 1 or a whole number of GPUs")
-        return v
+            raise ValueError("use a fraction <= 1, a whole number of GPUs or auto")
+        return float(v)
 
 
 class SchedulerSpec(_Model):
