@@ -21,7 +21,7 @@ events and there is no host sync inside a block but the measured arm's ``materia
 one synchronize after each block's last event reads the events.
 
     python benchmarks/telemetry_overhead.py [--device auto|cpu|cuda] [--runs 3]
-        [--pairs 10] [--steps 5] [--threads 1] [--hosts cnn,gpt] [--aa]
+        [--pairs 20] [--steps 3] [--threads 1] [--hosts cnn,gpt] [--aa]
 
 Target: ratio <= 1.02 on every host.
 """
@@ -178,8 +178,8 @@ def main() -> None:
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                     help="auto: the CPU, and CUDA too when it is available")
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--pairs", type=int, default=10, help="block pairs per run")
-    ap.add_argument("--steps", type=int, default=5, help="training steps per block")
+    ap.add_argument("--pairs", type=int, default=20, help="block pairs per run")
+    ap.add_argument("--steps", type=int, default=3, help="training steps per block")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--hosts", default="cnn,gpt")
     ap.add_argument("--aa", action="store_true", help="A/A: no collection in either arm")
