@@ -8,6 +8,8 @@ Every step is timed; the run's ratio is
 
     (median measured step + median materialize / steps per block) / median plain step
 
+(a block of 3 steps overstates the materialize share: an epoch has more steps).
+
 Medians of single steps keep the figure steady on a shared machine, where preemption
 inflates a random few steps (block sums swing by several percent there). Each host gets
 ``--runs`` runs in one invocation (a fresh model each); the line prints their median and
