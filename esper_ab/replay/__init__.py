@@ -21,6 +21,8 @@ from esper_ab.replay.engine import (
     replay_decisions,
 )
 from esper_ab.replay.evidence import (
+    PLANTED_BLUEPRINTS,
+    PLANTED_SLOTS,
     ReplayEvidence,
     SyntheticBlueprint,
     evidence_for_spec,
@@ -28,6 +30,8 @@ from esper_ab.replay.evidence import (
 )
 
 __all__ = [
+    "PLANTED_BLUEPRINTS",
+    "PLANTED_SLOTS",
     "CONTROL_BLUEPRINTS",
     "SEED_KEYS",
     "TRACE_KEYS",

@@ -188,7 +188,8 @@ def _slot_names(config: Any) -> tuple[str, ...]:
 
 
 SYNTHETIC_OPTIONS = ("epochs", "steps_per_epoch", "seeds_per_blueprint", "host_params",
-                     "value_sd_pp", "margin_pp", "first_order_signal", "nonfinite_rate", "seed")
+                     "value_sd_pp", "margin_pp", "first_order_signal", "nonfinite_rate", "seed",
+                     "planted")
 
 
 class TracesSpec(_Model):
