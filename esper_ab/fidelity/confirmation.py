@@ -24,7 +24,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ from esper_ab.trial import BASELINE_LABEL
 
 __all__ = ["CLOSED_LOOP_FORMAT", "ConfirmJob", "ConfirmRun", "Confirmation", "check_disjoint",
            "confirm_by_replay", "confirmation_spec", "format_confirmation", "judge",
-           "run_confirmations"]
+           "judge_sequentially", "run_confirmations", "sequential_state"]
 
 CLOSED_LOOP_FORMAT = "closed-loop-v1"   # bump when the closed-loop procedure changes
 Progress = Callable[[str, int, int], None]
@@ -216,6 +216,45 @@ def judge(spec: Any, table: pd.DataFrame, *, fidelity: str, candidates: Sequence
                         tuple(spec.confirm_replicates), tuple(candidates), table)
 
 
+def sequential_state(spec: Any, table: pd.DataFrame, *, candidates: Sequence[str],
+                     order: Sequence[int]) -> Any:
+    """The always-valid sequential test (``esper_ab.stats.sequential_test``) of the
+    candidates over the confirmation replicates ``order`` seen so far."""
+    from esper_ab.stats import replicate_differences, sequential_test
+
+    rule = spec.selection.rule()
+    diffs = replicate_differences(table, baseline=BASELINE_LABEL, candidates=candidates,
+                                  objective=rule.objective, replicates=order)
+    return sequential_test(diffs, replicates=order, alpha=spec.selection.alpha,
+                           margin=rule.margin, min_replicates=spec.confirm.min_replicates)
+
+
+def judge_sequentially(spec: Any, table: pd.DataFrame, *, fidelity: str,
+                       candidates: Sequence[str], order: Sequence[int], n_boot: int = 1000,
+                       n_perm: int = 2000, seed: int = 0) -> Confirmation:
+    """``judge`` with sequential stopping: the replicates up to the first look at which every
+    candidate is settled, and the gain's p-values anytime-valid (1 / the e-process' largest
+    wealth, Holm over the candidates), so stopping on the data keeps the error rate."""
+    from esper_ab.stats import holm_anytime, select_winner
+
+    seq = sequential_state(spec, table, candidates=candidates, order=order)
+    used = list(order)[:seq.n_used]
+    conf = judge(spec, table[table["replicate"].isin(used)], fidelity=fidelity,
+                 candidates=candidates, n_boot=n_boot, n_perm=n_perm, seed=seed)
+    name = f"{spec.selection.objective}_vs_baseline"
+    adjusted = holm_anytime(seq)
+    tests = tuple(
+        replace(t, pvalue=seq.pvalue(t.strategy), pvalue_adjusted=adjusted[t.strategy],
+                adjustment="holm", method=f"{t.method}; p anytime-valid (betting e-process, "
+                                          "sequential confirmation)")
+        if t.name == name and t.blueprint is None and t.strategy in adjusted else t
+        for t in conf.analysis.tests)
+    analysis = replace(conf.analysis, tests=tests)
+    analysis = replace(analysis, verdict=select_winner(analysis))
+    return replace(conf, analysis=analysis, sequential=seq, planned=tuple(
+        spec.confirm_replicates))
+
+
 def confirm_by_replay(spec: Any, evidence: Any, gates: Mapping[str, GateConfig], *,
                       n_boot: int = 1000, n_perm: int = 2000, seed: int = 0) -> Confirmation:
     """Replay ``gates`` (the baseline under ``baseline``, each candidate under its label) on
@@ -231,6 +270,10 @@ def confirm_by_replay(spec: Any, evidence: Any, gates: Mapping[str, GateConfig],
     _check_gates(gates)
     table = pd.concat([evidence.decisions(g, label=label, replicates=reps)
                        for label, g in gates.items()], ignore_index=True)
+    if spec.confirm.sequential:
+        return judge_sequentially(spec, table, fidelity="replay",
+                                  candidates=[k for k in gates if k != BASELINE_LABEL],
+                                  order=reps, n_boot=n_boot, n_perm=n_perm, seed=seed)
     return judge(spec, table, fidelity="replay",
                  candidates=[k for k in gates if k != BASELINE_LABEL], n_boot=n_boot,
                  n_perm=n_perm, seed=seed)

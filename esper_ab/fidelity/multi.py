@@ -116,7 +116,9 @@ def confirm_in_closed_loop(tracker: Any, parent: str, spec: SweepSpec, *,
         check_disjoint,
         confirmation_spec,
         judge,
+        judge_sequentially,
         run_confirmations,
+        sequential_state,
     )
     from esper_ab.gate import PRESETS
     from esper_ab.trial import BASELINE_LABEL
@@ -130,12 +132,33 @@ def confirm_in_closed_loop(tracker: Any, parent: str, spec: SweepSpec, *,
     traces = traces.subset(confirm_reps)
     gates = {BASELINE_LABEL: PRESETS[spec.baseline],
              **{k: v for k, v in gates.items() if k != BASELINE_LABEL}}
-    runs = run_confirmations(_jobs(spec, gates, confirm_reps), cache_dir=cache,
-                             cpu=spec.resources.cpu, gpu=spec.resources.gpu, progress=progress)
-    closed = closed_loop_decisions(runs, traces.seeds)
-    conf = judge(spec, closed, fidelity="closed_loop",
-                 candidates=[k for k in gates if k != BASELINE_LABEL], n_boot=n_boot,
-                 n_perm=n_perm)
+    names = [k for k in gates if k != BASELINE_LABEL]
+    if not spec.confirm.sequential:
+        runs = run_confirmations(_jobs(spec, gates, confirm_reps), cache_dir=cache,
+                                 cpu=spec.resources.cpu, gpu=spec.resources.gpu,
+                                 progress=progress)
+        closed = closed_loop_decisions(runs, traces.seeds)
+        conf = judge(spec, closed, fidelity="closed_loop", candidates=names, n_boot=n_boot,
+                     n_perm=n_perm)
+    else:   # rounds: the first min_replicates, then one more replicate at a time
+        runs, done = [], []
+        for r in confirm_reps:
+            done.append(r)
+            if len(done) < min(spec.confirm.min_replicates, len(confirm_reps)) \
+                    and r != confirm_reps[-1]:
+                continue
+            todo = [x for x in done if x not in {j.job.replicate for j in runs}]
+            runs += run_confirmations(_jobs(spec, gates, todo), cache_dir=cache,
+                                      cpu=spec.resources.cpu, gpu=spec.resources.gpu,
+                                      progress=progress)
+            closed = closed_loop_decisions(runs, traces.seeds)
+            seq = sequential_state(spec, closed, candidates=names, order=done)
+            if all(seq.settled(c, len(done)) != "open" for c in names):
+                break
+        conf = judge_sequentially(spec, closed, fidelity="closed_loop", candidates=names,
+                                  order=done, n_boot=n_boot, n_perm=n_perm)
+        runs = [x for x in runs if x.job.replicate in set(conf.replicates)]
+        traces = traces.subset(list(conf.replicates))
     compute = {**(compute or {}),
                "closed_loop_runs": sum(not r.cached for r in runs),
                "closed_loop_runs_cached": sum(r.cached for r in runs),

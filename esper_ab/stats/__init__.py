@@ -41,6 +41,13 @@ from esper_ab.stats._power import (
 from esper_ab.stats._report import Analysis
 from esper_ab.stats._results import TestResult, adjust_tests, benjamini_hochberg, holm
 from esper_ab.stats._schema import REQUIRED_COLUMNS, load_decisions_csv, validate_decisions
+from esper_ab.stats._sequential import (
+    SequentialResult,
+    e_process,
+    holm_anytime,
+    replicate_differences,
+    sequential_test,
+)
 from esper_ab.stats._simulate import SimulationDesign, StrategySpec, simulate_decisions
 from esper_ab.stats._verdict import NO_WINNER, Candidate, SelectionRule, Verdict
 
@@ -59,6 +66,7 @@ __all__ = [
     "ReplicatePlan",
     "STRATEGY_METRICS",
     "SelectionRule",
+    "SequentialResult",
     "SimulatedPower",
     "SimulationDesign",
     "StrategySpec",
@@ -73,9 +81,11 @@ __all__ = [
     "clustered_pass_rate",
     "cochran_q",
     "default_aa_design",
+    "e_process",
     "equal_opportunity_gap",
     "equalized_odds_gap",
     "holm",
+    "holm_anytime",
     "load_decisions_csv",
     "load_observational_csv",
     "matched_threshold",
@@ -86,9 +96,11 @@ __all__ = [
     "power",
     "plan_replicates",
     "power_from_pilot",
+    "replicate_differences",
     "rethreshold",
     "select_winner",
     "simulate_decisions",
+    "sequential_test",
     "simulate_power",
     "validate_decisions",
     "verdict_power",

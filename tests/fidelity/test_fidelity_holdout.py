@@ -18,7 +18,7 @@ from statsmodels.stats.multitest import multipletests
 from esper_ab.cli import main
 from esper_ab.errors import ConfigError, DataError
 from esper_ab.fidelity import format_confirmation
-from esper_ab.gate import PRESETS
+from esper_ab.gate import PRESETS, GateConfig
 from esper_ab.fidelity.replay_sweep import ReplaySweepOptions, run_replay_sweep
 from esper_ab.replay import ReplayEvidence, synthetic_traces
 from esper_ab.sweeps.spec import parse_sweep_spec
@@ -245,3 +245,29 @@ def test_tune_sweep_confirms_on_held_out_replicates(tmp_path):
     assert set(out.analysis.decisions["replicate"]) <= set(spec.replicates)
     assert set(conf.decisions["replicate"]) == set(spec.confirm_replicates)
     assert len(conf.candidates) == 2 and out.reason.startswith("confirmed on held-out")
+
+
+def test_sequential_confirmation_stops_on_an_always_valid_test():
+    from esper_ab.fidelity import confirm_by_replay
+
+    reps = list(range(4, 24))
+    spec = parse_sweep_spec(space(replicates={"search": [0, 1, 2, 3], "confirm": reps},
+                                  traces={"source": "synthetic",
+                                          "synthetic": {**SYNTH, "planted": True}},
+                                  confirm={"top_k": 1, "sequential": True,
+                                           "min_replicates": 4}))
+    held = ReplayEvidence(synthetic_traces(replicates=reps, planted=True, **SYNTH), folds=2)
+    search = ReplayEvidence(synthetic_traces(replicates=[0, 1, 2, 3], planted=True, **SYNTH),
+                            folds=2)
+    good = search.fit_calibration(GateConfig(strategy="value_calibrated", threshold=1.5,
+                                             window="median", min_epochs=10),
+                                  replicates=[0, 1, 2, 3])
+    conf = confirm_by_replay(spec, held, {"vc": good}, n_boot=50, n_perm=100)
+    seq = conf.sequential
+    assert seq is not None and seq.settled("vc") == "gain"
+    assert conf.replicates == tuple(reps[:seq.n_used]) and conf.planned == tuple(reps)
+    assert 4 <= seq.n_used < len(reps)                        # it stopped early
+    test = next(t for t in conf.analysis.tests
+                if t.name == "balanced_accuracy_vs_baseline" and t.strategy == "vc")
+    assert test.pvalue == seq.pvalue("vc") and "anytime-valid" in test.method
+    assert "stopped early" in format_confirmation(conf)
