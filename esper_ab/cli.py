@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
+from esper_ab.commands import HelpFormatter
 from esper_ab.errors import EsperABError
+from esper_ab.progress import tee_output
 
 # One entry per subsystem; each module defines ``register(subparsers)``.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -35,7 +38,12 @@ class UsageError(EsperABError):
 
 
 class _Parser(argparse.ArgumentParser):
-    """ArgumentParser whose errors are one line and exit code 2 (no usage dump)."""
+    """ArgumentParser whose errors are one line and exit code 2 (no usage dump), and whose
+    ``--help`` shows every default."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(f"{message} (see '{self.prog} --help')")
@@ -53,16 +61,43 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        parser = build_parser()
-        args = parser.parse_args(argv)
-        rc = args.handler(args)
-        return int(rc or 0)
+        args = build_parser().parse_args(argv)
     except EsperABError as exc:
-        print(f"esper-ab: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("esper-ab: interrupted", file=sys.stderr)
-        return 130
+        return _fail(exc)
+    # --log-file (long-running commands): everything printed from here on, errors included.
+    try:
+        with tee_output(getattr(args, "log_file", None)):
+            try:
+                rc = int(args.handler(args) or 0)
+                sys.stdout.flush()          # a closed pipe fails here, not at exit
+                return rc
+            except BrokenPipeError:
+                return _broken_pipe()
+            except EsperABError as exc:
+                return _fail(exc)
+            except KeyboardInterrupt:
+                print("esper-ab: interrupted", file=sys.stderr)
+                return 130
+    except EsperABError as exc:    # the log file itself cannot be opened
+        return _fail(exc)
+
+
+def _broken_pipe() -> int:
+    """stdout was closed early (``esper-ab validate X | head -3``): one line, exit 2, and no
+    second error when Python flushes stdout on its way out."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    print("esper-ab: error: the output was cut off: the pipe it was written to closed (e.g. "
+          "'| head'); pipe it to a command that reads everything, or into a file",
+          file=sys.stderr)
+    return 2
+
+
+def _fail(exc: EsperABError) -> int:
+    print(f"esper-ab: error: {exc}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -44,3 +44,16 @@ def test_usage_errors_are_one_line_and_exit_2(argv, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("esper-ab: error:")
     assert "Traceback" not in err
+
+
+def test_help_journey_shows_defaults_and_plain_text():
+    """`esper-ab sweep SPACE --help` (the README's journey) and `demo --help`: defaults shown,
+    no RST markup, the shared options present."""
+    for argv in (["sweep", "search_spaces/g2_fairness_cnn.yaml", "--help"], ["demo", "--help"]):
+        out = run_cli(*argv)
+        assert out.returncode == 0, out.stderr
+        text = " ".join(out.stdout.split())
+        assert "``" not in text and "`" not in text
+        assert "(default: .esper_ab_cache)" in text and "(default: 60.0)" in text
+        for opt in ("--no-progress", "--log-file", "--verbose", "--schedule-timeout"):
+            assert opt in text, (argv, opt)

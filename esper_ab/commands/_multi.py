@@ -4,13 +4,12 @@ confirmation on Ray). Called by ``esper_ab.commands.sweep``."""
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
+
+from esper_ab.commands._options import progress_for, schedule_timeout, ui_hint
 
 
 def run_multi(spec: Any, args: argparse.Namespace) -> int:
-    from esper_ab.commands._sweep_args import ui_hint
-    from esper_ab.commands.episode import ProgressBar
     from esper_ab.errors import ConfigError
     from esper_ab.fidelity.agreement import format_agreement
     from esper_ab.fidelity.multi import MultiFidelityOptions, run_multi_fidelity
@@ -20,13 +19,12 @@ def run_multi(spec: Any, args: argparse.Namespace) -> int:
     if getattr(args, "resume", False):
         raise ConfigError("--resume does not apply to fidelity multi: run the same command "
                           "again; recorded episodes and closed-loop runs come from the cache")
-    bar = ProgressBar(enabled=getattr(args, "verbose", 1) > 0 and sys.stderr.isatty())
-    try:
+    with progress_for(args) as progress:
         out = run_multi_fidelity(spec, options=MultiFidelityOptions(
             address=args.address, tracking_uri=args.tracking_uri,
-            storage_dir=args.storage_dir, progress=bar))
-    finally:
-        bar.close()
+            storage_dir=args.storage_dir, n_boot=args.n_boot, n_perm=args.n_perm,
+            cache_dir=args.cache_dir, schedule_timeout_s=schedule_timeout(args),
+            verbose=args.verbose, progress=progress))
     s = out.search
     print(f"replay stage: {s.n_configs} configs in {s.wall_s:.1f} s "
           f"({s.configs_per_s:.0f} configs/s)")

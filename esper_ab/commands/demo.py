@@ -1,9 +1,6 @@
 """``esper-ab demo`` (what ``make demo`` runs): the smoke sweep on embedded defaults.
 
-Local embedded Ray, MLflow in ``sqlite:///mlflow.db`` in the working directory, the space
-``search_spaces/smoke.yaml``. Prints the per-blueprint table and the verdict, writes
-``winner.yaml`` when a strategy beats the baseline (or says why none does), and tells how to
-open the MLflow UI.
+What it does is ``DESCRIPTION`` below (plain text: it is also the ``--help`` text).
 """
 
 from __future__ import annotations
@@ -11,18 +8,35 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from esper_ab.commands._sweep_args import ui_hint
+from esper_ab.commands._options import (
+    RAY_VERBOSE,
+    add_cache_dir,
+    add_output,
+    add_schedule_timeout,
+    preflight_resources,
+    progress_for,
+    schedule_timeout,
+    ui_hint,
+)
 
 SMOKE = Path(__file__).resolve().parents[2] / "search_spaces" / "smoke.yaml"
+DESCRIPTION = ("Run the smoke sweep on embedded defaults (what 'make demo' runs): local "
+               "embedded Ray, MLflow in sqlite:///mlflow.db in the working directory, the "
+               "space search_spaces/smoke.yaml. Prints the per-blueprint table and the "
+               "verdict, writes winner.yaml when a strategy beats the baseline (or says why "
+               "none does), and tells how to open the MLflow UI.")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the smoke sweep on embedded defaults (make demo)",
-                       description=__doc__.splitlines()[0])
+                       description=DESCRIPTION)
     p.add_argument("--space", default=str(SMOKE), metavar="SPACE.yaml",
                    help="the space to run (default: search_spaces/smoke.yaml)")
     p.add_argument("--out", default="winner.yaml", metavar="PATH",
                    help="where the winner goes (default: %(default)s)")
+    add_cache_dir(p)
+    add_schedule_timeout(p)
+    add_output(p, verbose=RAY_VERBOSE)
     p.set_defaults(handler=run)
 
 
@@ -31,17 +45,22 @@ def run(args: argparse.Namespace) -> int:
     from esper_ab.errors import ConfigError
     from esper_ab.sweeps.spec import load_sweep_spec
     from esper_ab.sweeps.summary import format_summary
-    from esper_ab.tracking import SweepTracker
     from esper_ab.sweeps.tune_runner import SweepOptions, run_sweep
+    from esper_ab.tracking import SweepTracker
 
     if not Path(args.space).is_file():
         raise ConfigError(f"--space={args.space!r} does not exist: run the demo from an "
                           "esper-ab checkout (make demo) or pass --space SPACE.yaml")
+    timeout = schedule_timeout(args)
     spec = load_sweep_spec(args.space)
+    preflight_resources(spec, None)
     print(f"esper-ab demo: sweep {spec.name!r} ({spec.num_samples} trials on "
           f"{len(spec.replicates)} replicates of {spec.workloads[0].name}); local Ray, "
           "MLflow in ./mlflow.db", flush=True)
-    outcome = run_sweep(spec, options=SweepOptions(verbose=0))
+    with progress_for(args) as progress:
+        outcome = run_sweep(spec, options=SweepOptions(
+            verbose=args.verbose, cache_dir=args.cache_dir, schedule_timeout_s=timeout,
+            progress=progress))
     print(format_summary(outcome.analysis))
     tracker = SweepTracker(None)
     try:

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
-import time
+
+from esper_ab.commands._options import (
+    REPLICATE,
+    add_cache_dir,
+    add_output,
+    bounded_int,
+    progress_for,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "print a per-blueprint summary with the G2 decision of a gate.")
     p.add_argument("--workload", required=True,
                    help="synthetic-cnn, synthetic-seq, digits or cifar10")
-    p.add_argument("--replicate", required=True, type=int, help="replicate index (fixes every RNG)")
+    p.add_argument("--replicate", required=True, type=REPLICATE, help="replicate index (fixes every RNG)")
     p.add_argument("--slot", action="append", default=[],
                    help="slot name (repeatable; default: the workload's default slot)")
     p.add_argument("--out", default="runs/episodes", help="folder for the parquet tables")
@@ -27,39 +33,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="cifar10 only: the extracted cifar-10-batches-py folder")
     p.add_argument("--size", default="default", choices=("default", "tiny"),
                    help="tiny: a seconds-long smoke episode")
-    p.add_argument("--cache-dir", default=".esper_ab_cache",
-                   help="pretrained hosts and episode results are cached here")
+    add_cache_dir(p)
     p.add_argument("--closed-loop", action="store_true",
                    help="also run the gate in the loop (each seed blends when it passes)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (default 1: the machine is shared)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--threads", type=bounded_int(1, 1024), default=1,
+                   help="torch CPU threads (1: the machine is shared)")
+    add_output(p)
     p.set_defaults(handler=run)
-
-
-class ProgressBar:
-    """A one-line progress bar on stderr (only when stderr is a terminal, unless forced)."""
-
-    def __init__(self, *, enabled: bool, width: int = 28) -> None:
-        self.enabled, self.width, self.start = enabled, width, time.perf_counter()
-        self._last = ""
-
-    def __call__(self, phase: str, done: int, total: int) -> None:
-        if not self.enabled:
-            return
-        frac = done / max(total, 1)
-        filled = int(round(frac * self.width))
-        line = (f"\r{phase:<11} [{'#' * filled}{'.' * (self.width - filled)}] "
-                f"{done}/{total} {time.perf_counter() - self.start:5.1f}s")
-        if line != self._last:
-            sys.stderr.write(line)
-            sys.stderr.flush()
-            self._last = line
-
-    def close(self) -> None:
-        if self.enabled and self._last:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
 
 
 def _fmt_ratio(value: float) -> str:
@@ -98,17 +78,17 @@ def run(args: argparse.Namespace) -> int:
 
     from esper_ab.episodes.runner import episode_config, record_episode, run_closed_loop, summarize
     from esper_ab.gate import Gate, load_gate_config
+    from esper_ab.sweeps.preflight import usable_dir
 
     torch.set_num_threads(max(1, args.threads))
     gate = Gate(load_gate_config(args.gate))
+    usable_dir(args.out, "--out")
+    usable_dir(args.cache_dir, "--cache-dir")
     config = episode_config(args.workload, size=args.size, data_dir=args.data_dir,
                             slots=tuple(args.slot))
-    bar = ProgressBar(enabled=not args.no_progress and sys.stderr.isatty())
-    try:
+    with progress_for(args, min_interval_s=5.0) as progress:   # off a terminal: a line / 5 s
         result = record_episode(config, replicate=args.replicate, out_dir=args.out,
-                                cache_dir=args.cache_dir, device=args.device, progress=bar)
-    finally:
-        bar.close()
+                                cache_dir=args.cache_dir, device=args.device, progress=progress)
     t = result.timings
     source = ("loaded from the cache" if t.loaded else
               f"{t.total_s:.1f} s: pretrain {t.pretrain_s:.1f}"
@@ -119,8 +99,10 @@ def run(args: argparse.Namespace) -> int:
     prefix = f"{config.workload.name}-r{args.replicate}-"
     print(f"tables: {args.out}/{prefix}seeds.parquet, {args.out}/{prefix}trace.parquet")
     if args.closed_loop:
-        loop = run_closed_loop(config, replicate=args.replicate, gate=gate,
-                               cache_dir=args.cache_dir, device=args.device)
+        with progress_for(args, min_interval_s=5.0) as progress:
+            loop = run_closed_loop(config, replicate=args.replicate, gate=gate,
+                                   cache_dir=args.cache_dir, device=args.device,
+                                   progress=progress)
         print(f"closed loop under {args.gate}:")
         cols = ["slot", "blueprint", "admitted", "blend_epoch", "final_heldout_acc",
                 "gain_vs_control_pp"]

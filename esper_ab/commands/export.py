@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from esper_ab.commands._sweep_args import add_experiment, add_tracking_uri
+from esper_ab.commands._options import add_experiment, add_tracking_uri
 from esper_ab.errors import EsperABError
 
 
@@ -19,12 +19,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "thresholds, calibration, evidence, versions). When no "
                                    "strategy beats the baseline it says so and exits 2, "
                                    "unless --force exports the best trial anyway.")
-    add_experiment(p)
+    add_experiment(p, required=False)
     add_tracking_uri(p)
     p.add_argument("--out", default="winner.yaml", metavar="PATH",
                    help="output file (default: %(default)s)")
     p.add_argument("--force", action="store_true",
                    help="export the best trial even when it does not beat the baseline")
+    p.add_argument("--resign", metavar="FILE", default=None,
+                   help="re-sign a winner file you edited on purpose: check its schema and "
+                        "gate, recompute every integrity hash, write it back (no sweep read)")
     p.set_defaults(handler=run)
 
 
@@ -76,6 +79,16 @@ def export_winner(tracker: Any, experiment: str, sweep_run: str | None, out: str
 
 
 def run(args: argparse.Namespace) -> int:
+    from esper_ab.errors import ConfigError
+    from esper_ab.sweeps.preflight import check_tracking_uri, writable_file
+
+    if args.resign is not None:
+        return resign(args.resign)
+    if not args.experiment:
+        raise ConfigError("export needs --experiment NAME (the sweep's experiment), or "
+                          "--resign FILE to re-sign an edited winner file")
+    check_tracking_uri(args.tracking_uri, existing=True)   # read only: create nothing
+    writable_file(args.out, "--out")
     from esper_ab.tracking import SweepTracker
 
     path, doc = export_winner(SweepTracker(args.tracking_uri), args.experiment, args.sweep_run,
@@ -87,4 +100,15 @@ def run(args: argparse.Namespace) -> int:
           f"{ev.metrics[ev.objective].estimate}, Holm-adjusted p vs baseline "
           f"{ev.pvalue_adjusted_vs_baseline}")
     print("use it with:  esper_ab.load_gate('" + str(path) + "')")
+    return 0
+
+
+def resign(path: str) -> int:
+    """``--resign FILE``: the documented way to keep a winner file edited on purpose."""
+    from esper_ab.errors import shown
+    from esper_ab.gate import resign_winner
+
+    doc = resign_winner(path)
+    print(f"re-signed {shown(path)}: {doc.gate['strategy']} threshold {doc.gate['threshold']}; "
+          f"{len(doc.integrity)} field hashes recomputed, exported_at {doc.exported_at!r}")
     return 0

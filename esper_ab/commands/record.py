@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-DEFAULT_CACHE = "esper_ab_sweeps/.esper_ab_cache"   # where `esper-ab sweep` caches episodes
+from esper_ab.commands._options import (
+    RAY_VERBOSE,
+    add_address,
+    add_cache_dir,
+    add_output,
+    add_schedule_timeout,
+    preflight_resources,
+    progress_for,
+    schedule_timeout,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,21 +27,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("space", metavar="SPACE.yaml", help="a search_spaces/*.yaml file")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="where the tables go (default: traces/<space name>)")
-    p.add_argument("--address", default=None, metavar="A",
-                   help="join a Ray cluster (auto, ray://HOST:10001, HOST:6379); default: "
-                        "embedded local Ray")
-    p.add_argument("--cache-dir", default=DEFAULT_CACHE, metavar="DIR",
-                   help="episode cache, shared with 'esper-ab sweep' run from the same folder "
-                        "(default: %(default)s); on a cluster, storage every node shares")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    add_address(p)
+    add_cache_dir(p)
+    add_schedule_timeout(p)
+    add_output(p, verbose=RAY_VERBOSE)
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from esper_ab.commands.episode import ProgressBar
     from esper_ab.fidelity.recording import record_space
     from esper_ab.sweeps.spec import load_sweep_spec
 
+    timeout = schedule_timeout(args)
     spec = load_sweep_spec(args.space)
     if spec.traces.source == "synthetic":
         from esper_ab.errors import ConfigError
@@ -42,12 +47,17 @@ def run(args: argparse.Namespace) -> int:
                           "source record (or directory) for real episodes")
     reps = sorted(set(spec.replicates) | set(spec.confirm.replicates or []))
     out = args.out or f"traces/{spec.name}"
-    bar = ProgressBar(enabled=not args.no_progress and sys.stderr.isatty())
-    try:
+    timeout = schedule_timeout(args)
+    from esper_ab.sweeps.preflight import check_ray_address, usable_dir
+
+    check_ray_address(args.address)                # before Ray starts: seconds, one line
+    usable_dir(args.cache_dir, "--cache-dir")
+    usable_dir(out, "--out")
+    preflight_resources(spec, args.address)
+    with progress_for(args) as progress:
         res = record_space(spec, out_dir=out, cache_dir=args.cache_dir, address=args.address,
-                           replicates=reps, progress=bar)
-    finally:
-        bar.close()
+                           replicates=reps, progress=progress, schedule_timeout_s=timeout,
+                           verbose=args.verbose)
     devices = ", ".join(sorted(set(res.devices))) or "none (all cached)"
     print(f"{len(res.jobs)} episode(s) of {len(spec.workloads)} workload(s) x {len(reps)} "
           f"replicate(s): {res.recorded} recorded ({res.compute_s:.1f} CPU-s, devices: "

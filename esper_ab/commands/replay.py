@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from esper_ab.commands._sweep_args import add_tracking_uri, ui_hint
+from esper_ab.commands._options import (
+    add_num_samples,
+    add_output,
+    add_resampling,
+    add_storage_dir,
+    add_tracking_uri,
+    progress_for,
+    ui_hint,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,31 +25,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("space", metavar="SPACE.yaml", help="a search_spaces/*.yaml file")
     p.add_argument("--traces", required=True, metavar="DIR",
                    help="traces written by 'esper-ab record SPACE.yaml --out DIR'")
-    p.add_argument("--num-samples", type=int, default=None, metavar="N",
-                   help="configs to search (default: the space's num_samples)")
+    add_num_samples(p, what="configs")
     add_tracking_uri(p)
-    p.add_argument("--storage-dir", default=None, metavar="DIR",
-                   help="where the Optuna journal lives (default: esper_ab_sweeps/ next to "
-                        "the sqlite store)")
+    add_storage_dir(p)
     p.add_argument("--batch-size", type=int, default=64, metavar="B",
                    help="configs asked and scored together (default: %(default)s)")
     p.add_argument("--finalists", type=int, default=None, metavar="K",
                    help="best configs logged as full child runs (default: selection.top_k)")
+    add_resampling(p)
+    add_output(p)
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from esper_ab.replay import ReplayEvidence
     from esper_ab.fidelity.recording import load_spec_traces
-    from esper_ab.fidelity.search import rank_trials
     from esper_ab.fidelity.replay_sweep import ReplaySweepOptions, run_replay_sweep
+    from esper_ab.fidelity.search import rank_trials
+    from esper_ab.replay import ReplayEvidence
     from esper_ab.sweeps.spec import load_sweep_spec
     from esper_ab.sweeps.summary import format_summary
     from esper_ab.tracking import resolve_tracking_uri
 
     spec = load_sweep_spec(args.space).with_overrides(num_samples=args.num_samples)
+    progress = progress_for(args)
     options = ReplaySweepOptions(tracking_uri=args.tracking_uri, storage_dir=args.storage_dir,
-                                 batch_size=args.batch_size, finalists=args.finalists)
+                                 batch_size=args.batch_size, finalists=args.finalists,
+                                 n_boot=args.n_boot, n_perm=args.n_perm, progress=progress)
     traces = load_spec_traces(spec, args.traces)
     evidence = ReplayEvidence(traces, folds=spec.calibration_folds)
     held_out = None
@@ -49,7 +58,9 @@ def run(args: argparse.Namespace) -> int:
         held_out = ReplayEvidence(load_spec_traces(spec, args.traces,
                                                    replicates=spec.confirm_replicates),
                                   folds=spec.calibration_folds)
-    out = run_replay_sweep(spec, evidence=evidence, confirm_evidence=held_out, options=options)
+    with progress:
+        out = run_replay_sweep(spec, evidence=evidence, confirm_evidence=held_out,
+                               options=options)
     s = out.search
     print(f"replay search: {s.n_configs} configs on {s.n_replicates} replicates in "
           f"{s.wall_s:.1f} s ({s.configs_per_s:.0f} configs/s, {s.cpu_s:.1f} CPU-s), "

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from esper_ab.commands._sweep_args import add_experiment, add_tracking_uri
+from esper_ab.commands._options import (
+    add_experiment,
+    add_output,
+    add_resampling,
+    add_tracking_uri,
+    progress_for,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,20 +21,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_experiment(p)
     add_tracking_uri(p)
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
-    p.add_argument("--n-perm", type=int, default=2000, help="permutations")
+    add_resampling(p)
+    add_output(p)
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from esper_ab.sweeps.preflight import check_tracking_uri, usable_dir
     from esper_ab.sweeps.summary import format_summary, summarize_sweep
     from esper_ab.tracking import SweepTracker
 
+    check_tracking_uri(args.tracking_uri, existing=True)   # read only: create nothing
+    usable_dir(args.out, "--out")
     tracker = SweepTracker(args.tracking_uri)
-    result = summarize_sweep(tracker, args.experiment, args.sweep_run, n_boot=args.n_boot,
-                             n_perm=args.n_perm, out=args.out)
+    with progress_for(args) as progress:
+        result = summarize_sweep(tracker, args.experiment, args.sweep_run, n_boot=args.n_boot,
+                                 n_perm=args.n_perm, out=args.out, progress=progress)
     print(format_summary(result))
     print(f"\nwrote {Path(args.out).resolve() / 'report.html'}")
     return 0

@@ -8,19 +8,50 @@ import argparse
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("validate", help="validate a search space YAML (exit 2 on a problem)",
                        description="Parse SPACE.yaml against the sweep schema, build its "
-                                   "search space and print a summary; any problem is one line "
-                                   "on stderr and exit code 2.")
+                                   "search space, check its resources against the cluster a "
+                                   "sweep would join and print a summary; any problem is one "
+                                   "line on stderr and exit code 2.")
     p.add_argument("space", metavar="SPACE.yaml", help="a search_spaces/*.yaml file")
+    p.add_argument("--address", default=None, metavar="A",
+                   help="check the resources against the Ray cluster at A (auto, "
+                        "ray://HOST:10001, HOST:6379) (default: this machine as local Ray "
+                        "would see it, detected without starting Ray; RAY_ADDRESS if set)")
     p.set_defaults(handler=run)
+
+
+def cluster_plan(spec: object, address: str | None) -> object:
+    """The resource plan of ``spec`` where a sweep would run (``ResourceError`` if none)."""
+    from esper_ab.sweeps.resources import local_plan
+
+    plan = local_plan(spec.resources, spec.max_concurrent, address)
+    if plan is not None:
+        return plan
+    import ray
+
+    from esper_ab.sweeps.runtime import connect_ray, plan_for_cluster
+
+    started = connect_ray(address)
+    try:
+        return plan_for_cluster(spec, address)
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def run(args: argparse.Namespace) -> int:
     import json
+    from pathlib import Path
 
     from esper_ab.sweeps.space import grid_points, space_summary
     from esper_ab.sweeps.spec import load_sweep_spec
 
     spec = load_sweep_spec(args.space)
+    if spec.traces.source == "directory" and not Path(spec.traces.path).is_dir():
+        from esper_ab.errors import ConfigError
+
+        raise ConfigError(f"{args.space}: traces.path={spec.traces.path!r:.200} is not a folder "
+                          "here: record the traces there first (esper-ab record), or fix it")
+    plan = cluster_plan(spec, args.address)   # before "ok": a request no node holds fails
     n = len(grid_points(spec)) if spec.sampler.kind == "grid" else spec.num_samples
     objectives = ", ".join(f"{o.metric} ({o.direction})" for o in spec.objectives)
     print(f"{args.space}: ok -- sweep {spec.name!r}, experiment {spec.experiment_name!r}, "
@@ -30,8 +61,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"  {len(spec.replicates)} replicates {spec.replicates}, baseline {spec.baseline}")
     print(f"  replicates: {spec.split_text()}")
     print(f"  sampler {spec.sampler.kind}: {n} trials, {spec.max_concurrent} at a time, "
-          f"resources {spec.resources.cpu:g} CPU + {spec.resources.gpu:g} GPU per trial, "
           f"scheduler {spec.scheduler.kind}")
+    print(f"  {plan.describe()}")
     print(f"  objective(s): {objectives}")
     print("  search space:")
     for k, v in space_summary(spec).items():

@@ -51,6 +51,9 @@ class MultiFidelityOptions:
     n_boot: int = 1000
     n_perm: int = 2000
     progress: Callable[[str, int, int], None] | None = field(default=None, compare=False)
+    schedule_timeout_s: float = 60.0    # a Ray task that cannot be scheduled: fail
+    cache_dir: str | None = None        # episodes, closed-loop runs; None: beside the folder
+    verbose: int = 0                    # Ray's own output (worker logs) when > 0
 
     def __post_init__(self) -> None:
         from esper_ab.errors import bad_value
@@ -180,8 +183,9 @@ def run_multi_fidelity(spec: SweepSpec, *,
     from esper_ab.errors import DataError
     from esper_ab.fidelity.replay_sweep import finalist_label, log_finalists, log_search
     from esper_ab.fidelity.search import search_replay
+    from esper_ab.progress import report_note
     from esper_ab.replay import ReplayEvidence
-    from esper_ab.sweeps.runtime import connect_ray
+    from esper_ab.sweeps.runtime import connect_ray, ensure_schedulable, plan_for_cluster, with_plan
     from esper_ab.sweeps.space import space_summary
     from esper_ab.sweeps.studies import sweep_dir_for
     from esper_ab.sweeps.summary import summarize_sweep
@@ -199,17 +203,28 @@ def run_multi_fidelity(spec: SweepSpec, *,
     tracker = SweepTracker(options.tracking_uri)
     folder = sweep_dir_for(spec, tracker.uri, options.storage_dir).resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    cache = folder.parent / ".esper_ab_cache"
-    parent = tracker.start_sweep(spec, space=space_summary(spec),
-                                 run_name=f"{spec.name}-multi-{time.strftime('%Y%m%d-%H%M%S')}")
-    started = False
+    cache = Path(options.cache_dir) if options.cache_dir else folder.parent / ".esper_ab_cache"
+    # Ray and the resources first: a request the cluster cannot hold fails before any run.
+    started = connect_ray(options.address, num_cpus=options.num_cpus, verbose=options.verbose)
     try:
-        started = connect_ray(options.address, num_cpus=options.num_cpus)
+        plan = plan_for_cluster(spec, options.address)
+        ensure_schedulable(plan, what="a Ray task", timeout_s=options.schedule_timeout_s)
+    except BaseException:
+        if started:
+            ray.shutdown()
+        raise
+    report_note(options.progress, plan.describe())
+    spec = with_plan(spec, plan)
+    parent = tracker.start_sweep(spec, space=space_summary(spec),
+                                 run_name=f"{spec.name}-multi-{time.strftime('%Y%m%d-%H%M%S')}",
+                                 tags={"esper_ab.resources": plan.tag()})
+    try:
         reps = spec.all_replicates
         traces, rec = _traces(spec, folder, cache, reps, options.progress)
         # The search sees the search replicates only; the confirmation replicates stay out.
         evidence = ReplayEvidence(traces.subset(spec.replicates), folds=spec.calibration_folds)
-        search = search_replay(spec, evidence, folder=folder, batch_size=options.batch_size)
+        search = search_replay(spec, evidence, folder=folder, batch_size=options.batch_size,
+                               progress=options.progress)
         log_search(tracker, parent, search)
         c0 = time.process_time()
         finalists = log_finalists(tracker, parent, spec, evidence, search,
@@ -217,7 +232,7 @@ def run_multi_fidelity(spec: SweepSpec, *,
                                   tags={"esper_ab.fidelity": "replay"})
         replay_summary = summarize_sweep(tracker, spec.experiment_name, parent,
                                          n_boot=options.n_boot, n_perm=options.n_perm,
-                                         log=True)
+                                         log=True, progress=options.progress)
         finalist_cpu = time.process_time() - c0
         confirmed = finalists[:spec.confirm.top_k]
         if not confirmed:

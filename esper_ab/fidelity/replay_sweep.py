@@ -30,8 +30,8 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,7 @@ class ReplaySweepOptions:
     finalists: int | None = None        # child runs; None: the selection's top_k
     n_boot: int = 1000                  # the final cross-trial analysis
     n_perm: int = 2000
+    progress: Callable[[str, int, int], None] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         from esper_ab.errors import bad_value
@@ -221,13 +222,14 @@ def run_replay_sweep(spec: SweepSpec, *, evidence: Evidence | None = None,
         if evidence is None:
             evidence = _evidence(spec, folder)
         require_search_only(spec, evidence)
-        search = search_replay(spec, evidence, folder=folder, batch_size=options.batch_size)
+        search = search_replay(spec, evidence, folder=folder, batch_size=options.batch_size,
+                               progress=options.progress)
         log_search(tracker, parent, search)
         n = max(options.finalists or spec.selection.top_k,
                 spec.confirm.top_k if spec.confirm_fidelity else 0)
         finalists = log_finalists(tracker, parent, spec, evidence, search, n=n)
         analysis = summarize_sweep(tracker, spec.experiment_name, parent, n_boot=options.n_boot,
-                                   n_perm=options.n_perm, log=True)
+                                   n_perm=options.n_perm, log=True, progress=options.progress)
         reason = (f"replay search of {search.n_configs} configs "
                   f"({search.configs_per_s:.0f} configs/s); {analysis.reason}")
         confirmation = None

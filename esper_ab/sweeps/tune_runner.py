@@ -24,7 +24,8 @@ import signal
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,19 +33,28 @@ import ray
 from ray import tune
 from ray.tune import Callback, Checkpoint, CheckpointConfig, FailureConfig, RunConfig, TuneConfig
 
-from esper_ab.sweeps.runtime import (
-    connect_ray,
-    device_for_trial,
-    evidence_for_sweep,
-    read_state,
-    warm_worker,
-    write_state,
-)
 from esper_ab.errors import ConfigError
 from esper_ab.fidelity import confirm_tune_sweep
+from esper_ab.progress import report_note
+from esper_ab.sweeps.resources import ResourcePlan
+from esper_ab.sweeps.runtime import (
+    DEFAULT_SCHEDULE_TIMEOUT_S,
+    ScheduleWatch,
+    connect_ray,
+    device_for_trial,
+    ensure_schedulable,
+    evidence_for_sweep,
+    plan_for_cluster,
+    quiet_tune_console,
+    read_state,
+    trial_error_line,
+    warm_worker,
+    with_plan,
+    write_state,
+)
 from esper_ab.sweeps.space import define_by_run, grid_points, params_from_flat, space_summary
-from esper_ab.sweeps.studies import optuna_sampler, optuna_storage, sweep_dir_for
 from esper_ab.sweeps.spec import SweepSpec
+from esper_ab.sweeps.studies import optuna_sampler, optuna_storage, sweep_dir_for
 from esper_ab.tracking import BackgroundWriter, SweepTracker
 from esper_ab.trial import Evidence, iter_trial, result_from_step
 
@@ -52,8 +62,7 @@ __all__ = ["SweepOptions", "SweepOutcome", "run_sweep", "warm_tune_worker"]
 
 
 def warm_tune_worker() -> None:
-    """Ray worker setup hook of a Tune sweep: the trial stack, and this module (the
-    trainable's, so ``ray.tune`` with it), once per worker process."""
+    """Ray worker setup hook of a Tune sweep: the trial stack and this module (ray.tune)."""
     warm_worker()
 
 RESULT_KEYS = ("replicates_evaluated", "trial_compute_s")
@@ -69,6 +78,9 @@ class SweepOptions:
     num_cpus: int | None = None           # local Ray only
     n_boot: int = 1000                    # final cross-trial analysis
     n_perm: int = 2000
+    cache_dir: str | None = None          # episodes; None: .esper_ab_cache beside the folder
+    schedule_timeout_s: float = DEFAULT_SCHEDULE_TIMEOUT_S   # a task/trial unscheduled: fail
+    progress: Callable[[str, int, int], None] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -149,12 +161,17 @@ def _trial_dirname(trial: Any) -> str:
 
 class _TrackingCallback(Callback):
     """Opens, feeds and ends the child run of every trial. Runs in the driver; every MLflow
-    call goes through the tracker's ordered background writer, so Tune never waits."""
+    call goes through the tracker's ordered background writer, so Tune never waits. Its
+    ``watch`` reports finished trials and fails a sweep whose trials cannot be scheduled."""
 
-    def __init__(self, tracker: SweepTracker, parent_id: str, spec: SweepSpec) -> None:
-        self.tracker, self.parent_id, self.spec = tracker, parent_id, spec
+    def __init__(self, tracker: SweepTracker, parent_id: str, spec: SweepSpec,
+                 watch: ScheduleWatch) -> None:
+        self.tracker, self.parent_id, self.spec, self.watch = tracker, parent_id, spec, watch
         self.writer = BackgroundWriter(tracker)
         self.runs: dict[str, Any] = {}      # trial id -> Future of its run id
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        self.watch.step([t.status for t in trials])
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "runs": {}}
@@ -185,15 +202,17 @@ class _TrackingCallback(Callback):
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.writer.submit("set_tags", self._run(trial), {
             "esper_ab.attempts": trial.num_failures + 1,
-            "esper_ab.last_error": _error_line(trial)})
+            "esper_ab.last_error": trial_error_line(trial)})
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         rid = self._run(trial)
         self.writer.submit("set_tags", rid, {"esper_ab.attempts": trial.num_failures})
         self.writer.submit("end_run", rid, "FAILED", f"trial crashed after "
-                           f"{trial.num_failures} attempt(s): {_error_line(trial)}")
+                           f"{trial.num_failures} attempt(s): {trial_error_line(trial)}")
+        self.watch.finished(trial, trials)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.watch.finished(trial, trials)
         rid = self._run(trial)
         result = trial.last_result or {}
         done = int(result.get("replicates_evaluated", 0))
@@ -222,21 +241,6 @@ def _finite(v: Any) -> bool:
     return isinstance(v, int | float) and math.isfinite(v)
 
 
-def _error_line(trial: Any) -> str:
-    """The last line of the trial's latest error (its local error file, else storage)."""
-    text = ""
-    try:
-        local = getattr(trial, "error_file", None)
-        if local and Path(local).is_file():
-            text = Path(local).read_text(errors="replace")
-        else:
-            text = str(trial.get_error() or "")
-    except Exception:  # noqa: BLE001 - best effort: the error file may be gone
-        text = ""
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return (lines[-1] if lines else "unknown error")[:500]
-
-
 # -- searcher, scheduler, state -----------------------------------------------------------
 def _searcher(spec: SweepSpec, folder: Path) -> tuple[Any, int]:
     from ray.tune.search.optuna import OptunaSearch
@@ -263,10 +267,10 @@ def _scheduler(spec: SweepSpec) -> Any:
                          reduction_factor=spec.scheduler.reduction_factor)
 
 
-def _trainable_for(spec: SweepSpec, evidence: Evidence, options: SweepOptions) -> Any:
-    fn = tune.with_parameters(_trainable, spec=spec, evidence=evidence,
-                              n_boot=min(options.n_boot, 200), n_perm=min(options.n_perm, 500))
-    return tune.with_resources(fn, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+def _trainable_for(spec: SweepSpec, ev: Evidence, opts: SweepOptions, plan: ResourcePlan) -> Any:
+    fn = tune.with_parameters(_trainable, spec=spec, evidence=ev,
+                              n_boot=min(opts.n_boot, 200), n_perm=min(opts.n_perm, 500))
+    return tune.with_resources(fn, {"cpu": plan.cpu, "gpu": plan.gpu})
 
 
 def run_sweep(spec: SweepSpec, *, evidence: Evidence | None = None,
@@ -295,27 +299,40 @@ def run_sweep(spec: SweepSpec, *, evidence: Evidence | None = None,
         tracker.end_run(state["sweep_run_id"], "FAILED", "abandoned: the driver died and a new "
                         "sweep started without --resume")
 
-    started = connect_ray(options.address, num_cpus=options.num_cpus,
+    started = connect_ray(options.address, num_cpus=options.num_cpus, verbose=options.verbose,
                           setup_hook="esper_ab.sweeps.tune_runner.warm_tune_worker")
     parent = ""
+    restore_console = quiet_tune_console(options.verbose)   # no Tune table unless verbose
+    cache = Path(options.cache_dir) if options.cache_dir else folder.parent / ".esper_ab_cache"
     previous = signal.getsignal(signal.SIGTERM) if _main_thread() else None
     if previous is not None:
         signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
-        if evidence is None:
-            evidence = evidence_for_sweep(spec, cache_dir=folder.parent / ".esper_ab_cache")
-        trainable = _trainable_for(spec, evidence, options)
+        plan = plan_for_cluster(spec, options.address)   # infeasible: fails before any run
+        report_note(options.progress, plan.describe())
+        watch = ScheduleWatch(plan, timeout_s=options.schedule_timeout_s, progress=options.progress)
+        run_name = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         if options.resume:
             parent = state["sweep_run_id"]
             tracker.reopen(parent)
             write_state(folder, status="running")
+        else:
+            parent = tracker.start_sweep(spec, space=space_summary(spec), run_name=run_name,
+                                         tags={"esper_ab.resources": plan.tag()})
+        if evidence is None:   # the recording task and the trials: FAILED runs if unplaced
+            evidence = evidence_for_sweep(spec, cache_dir=cache, plan=plan,
+                                          schedule_timeout_s=watch.timeout_s)
+        ensure_schedulable(plan, what="a trial", timeout_s=watch.timeout_s)
+        trainable = _trainable_for(spec, evidence, options, plan)
+        if options.resume:
             tuner = tune.Tuner.restore(state["tune_path"], trainable, resume_unfinished=True,
                                        resume_errored=True)
+            for cb in _callbacks(tuner):
+                cb.watch = watch
         else:
-            run_name = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-            parent = tracker.start_sweep(spec, space=space_summary(spec), run_name=run_name)
             searcher, n = _searcher(spec, folder)
-            callback = _TrackingCallback(tracker, parent, spec)
+            watch.total = n
+            callback = _TrackingCallback(tracker, parent, spec, watch)
             tuner = tune.Tuner(
                 trainable,
                 tune_config=TuneConfig(search_alg=searcher, scheduler=_scheduler(spec),
@@ -339,10 +356,10 @@ def run_sweep(spec: SweepSpec, *, evidence: Evidence | None = None,
         if unfinished or _interrupted(grid, int(read_state(folder)["n_trials"])):
             raise KeyboardInterrupt
         analysis = summarize_sweep(tracker, spec.experiment_name, parent, n_boot=options.n_boot,
-                                   n_perm=options.n_perm, log=True)
+                                   n_perm=options.n_perm, log=True, progress=options.progress)
         reason = analysis.reason
         confirmation = confirm_tune_sweep(      # judged on replicates no trial saw
-            tracker, parent, spec, analysis, cache_dir=folder.parent / ".esper_ab_cache",
+            tracker, parent, with_plan(spec, plan), analysis, cache_dir=cache,
             n_boot=options.n_boot, n_perm=options.n_perm) if spec.confirm_fidelity else None
         if confirmation is not None:
             reason = (f"confirmed on held-out replicates {list(confirmation.replicates)}: "
@@ -367,6 +384,7 @@ def run_sweep(spec: SweepSpec, *, evidence: Evidence | None = None,
             write_state(folder, status="failed")
         raise
     finally:
+        restore_console()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
         if started:

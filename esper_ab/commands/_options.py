@@ -1,0 +1,157 @@
+"""The options that several commands share, each defined once (as in MLflow's cli_args).
+
+Long-running commands (sweep, record, replay, episode, demo, report) take the output options
+(``--no-progress``, ``--log-file``, ``--verbose``, see :func:`add_output`); the Ray ones take
+``--address``; the sweep ones ``--storage-dir``, ``--num-samples``, ``--tracking-uri``;
+the analysing ones ``--n-boot`` / ``--n-perm``. :class:`HelpFormatter` shows every default
+in ``--help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+from esper_ab.errors import bad_value, shown
+from esper_ab.progress import Progress
+
+__all__ = ["COUNT", "REPLICATE", "RESAMPLES", "bounded_int", "CACHE_DIR", "DEFAULT_SCHEDULE_TIMEOUT_S", "HelpFormatter", "MLFLOW_UI_HINT",
+           "RAY_VERBOSE", "add_address", "add_cache_dir", "add_experiment", "add_num_samples", "add_output",
+           "add_resampling", "add_schedule_timeout", "add_storage_dir", "add_tracking_uri",
+           "preflight_resources", "progress_for", "schedule_timeout", "ui_hint"]
+
+# The one episode/closed-loop cache default (= esper_ab.episodes.DEFAULT_CACHE_DIR), relative
+# to the working directory: `esper-ab record`, `sweep` and `episode` run from one folder share it.
+CACHE_DIR = ".esper_ab_cache"
+DEFAULT_SCHEDULE_TIMEOUT_S = 60.0
+MLFLOW_UI_HINT = ("Open the MLflow UI:  mlflow ui --backend-store-uri {uri} --port 5000  "
+                  "(then http://127.0.0.1:5000; choose another --port if 5000 is taken)")
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Appends ``(default: X)`` to an option's help unless it says its default already, or
+    the default is None/False (a flag, or "not given" explained in the text)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or any(action.default is v for v in (None, False, argparse.SUPPRESS)) \
+                or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def ui_hint(uri: str) -> str:
+    return MLFLOW_UI_HINT.format(uri=uri)
+
+
+def add_tracking_uri(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tracking-uri", metavar="URI", default=None,
+                   help="MLflow tracking store: sqlite:///PATH.db (default: sqlite:///mlflow.db "
+                        "in the working directory) or http://HOST:PORT of an mlflow server")
+
+
+def add_experiment(p: argparse.ArgumentParser, *, required: bool = True) -> None:
+    p.add_argument("--experiment", required=required, metavar="NAME",
+                   help="MLflow experiment of the sweep (its spec's 'experiment', else 'name')")
+    p.add_argument("--sweep-run", metavar="ID", default=None,
+                   help="parent run id of the sweep (default: the experiment's latest sweep)")
+
+
+def add_address(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--address", default=None, metavar="A",
+                   help="join a Ray cluster (auto, ray://HOST:10001, HOST:6379) (default: "
+                        "embedded local Ray, or RAY_ADDRESS inside a Ray job)")
+
+
+def add_storage_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--storage-dir", default=None, metavar="DIR",
+                   help="where the Optuna journal and Tune state live (default: "
+                        "esper_ab_sweeps/ next to the sqlite store, or ./esper_ab_sweeps)")
+
+
+def bounded_int(lo: int, hi: int) -> Callable[[str], int]:
+    """An argparse ``type``: a whole number in [lo, hi] (else one usage line, exit 2)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{shown(text)} is not a whole number: give one "
+                                             f"in {lo:,}..{hi:,}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{value:,} is outside {lo:,}..{hi:,}: give a "
+                                             "value in that range")
+        return value
+
+    parse.__name__ = "whole number"
+    return parse
+
+
+COUNT = bounded_int(1, 1_000_000)          # trials, configs, batch sizes
+RESAMPLES = bounded_int(1, 100_000)        # bootstrap resamples, permutations
+REPLICATE = bounded_int(0, 2**31 - 1)      # a replicate index (seeds every RNG)
+
+
+def add_num_samples(p: argparse.ArgumentParser, *, what: str = "trials") -> None:
+    p.add_argument("--num-samples", type=int, default=None, metavar="N",
+                   help=f"{what} to run (default: the space's num_samples)")
+
+
+def add_resampling(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--n-boot", type=int, default=1000, metavar="N",
+                   help="bootstrap resamples of the final analysis")
+    p.add_argument("--n-perm", type=int, default=2000, metavar="N",
+                   help="permutations of the final analysis")
+
+
+def add_cache_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache-dir", default=CACHE_DIR, metavar="DIR",
+                   help="cache of pretrained hosts, episodes and closed-loop runs, shared by "
+                        "the commands run from the same folder; on a cluster, storage every "
+                        "node shares")
+
+
+def add_schedule_timeout(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--schedule-timeout", type=float, default=DEFAULT_SCHEDULE_TIMEOUT_S,
+                   metavar="S",
+                   help="fail when a Ray task or trial cannot be scheduled for S seconds "
+                        "(0: wait forever)")
+
+
+def schedule_timeout(args: argparse.Namespace) -> float:
+    """``--schedule-timeout`` checked (ConfigError on a negative value)."""
+    value = float(args.schedule_timeout)
+    if value < 0 or value != value:
+        raise bad_value("--schedule-timeout", value, "use seconds >= 0 (0: wait forever)")
+    return value
+
+
+def preflight_resources(spec: Any, address: str | None) -> None:
+    """An explicit GPU request on embedded local Ray fails here, in seconds, before Ray starts
+    (``ResourceError``, exit 2). The full check runs on the cluster once Ray is up."""
+    from esper_ab.sweeps.resources import local_plan
+
+    gpu = spec.resources.gpu
+    if gpu != "auto" and gpu > 0:
+        local_plan(spec.resources, spec.max_concurrent, address)
+
+
+def add_output(p: argparse.ArgumentParser, *, verbose: str | None = None) -> None:
+    """``--no-progress``, ``--log-file`` and (with a ``verbose`` help text) ``--verbose``."""
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress report (a bar on a terminal, timestamped lines otherwise)")
+    p.add_argument("--log-file", default=None, metavar="PATH",
+                   help="also append everything printed (Ray's output included) to PATH")
+    if verbose is not None:
+        p.add_argument("--verbose", nargs="?", type=int, const=1, default=0, choices=(0, 1, 2),
+                       metavar="N", help=verbose)
+
+
+RAY_VERBOSE = ("more output: --verbose (or 1) brings back Ray Tune's trial tables and Ray's "
+               "own log and worker output, 2 adds every trial result, 0 is quiet")
+
+
+def progress_for(args: argparse.Namespace, *, min_interval_s: float = 0.0) -> Progress:
+    """The progress reporter of a command (off with ``--no-progress``)."""
+    return Progress(enabled=not getattr(args, "no_progress", False),
+                    min_interval_s=min_interval_s)
