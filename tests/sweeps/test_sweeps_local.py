@@ -58,7 +58,7 @@ def test_local_smoke_sweep(ray_local, tmp_path):
     client = mlflow.MlflowClient()
     with tempfile.TemporaryDirectory() as tmp:
         page = Path(client.download_artifacts(out.sweep_run_id, "report.html", tmp)).read_text()
-    assert page.count("data:image/png;base64,") == 3
+    assert page.count("data:image/png;base64,") == 4   # incl. statistic vs value
     journal = optuna.storages.journal.JournalFileBackend(
         str(out.sweep_dir / "optuna.journal"))
     study = optuna.load_study(study_name="local_smoke",
