@@ -4,10 +4,11 @@ An embedded ``ray.init()`` starts a GCS server, a raylet, agents and workers as 
 the driver. They outlive a driver killed with SIGKILL (measured: all 8 still there 20 s
 later). Two things end them:
 
-- a **watchdog**: a small process (``python -m esper_ab.sweeps._reaper``, no Ray import)
+- a **watchdog**: a small process (this file run as a script: the standard library and
+  psutil only, no esper-ab or Ray import)
   that reads the helpers' PIDs on a pipe from the driver. When the pipe closes -- the driver
-  ended, however it ended -- it stops every recorded helper still alive (SIGTERM, then
-  SIGKILL after 3 s) and its descendants, then exits. It ignores SIGINT and SIGTERM, so a
+  ended, however it ended -- it kills every recorded helper still alive (SIGKILL) and its
+  descendants, then exits. It ignores SIGINT and SIGTERM, so a
   Ctrl-C sent to the whole terminal process group does not stop it before its work;
 - the **recorded PIDs**: the sweep folder keeps ``ray_helpers.json`` (PID and start time of
   each helper) while a sweep runs; the next start in that folder stops any still alive
@@ -32,13 +33,23 @@ __all__ = ["HELPERS_FILE", "Watchdog", "forget_helpers", "helper_processes", "re
            "record_helpers", "stop_processes"]
 
 HELPERS_FILE = "ray_helpers.json"
+WATCHDOG_SCRIPT = "sweeps/_reaper.py"
 GRACE_S = 3.0
 
 
-def helper_processes() -> list[psutil.Process]:
-    """Every live descendant of this process (after ``ray.init``: Ray's helpers)."""
+def _is_watchdog(p: psutil.Process) -> bool:
     try:
-        return [p for p in psutil.Process().children(recursive=True) if p.is_running()]
+        return any(a.endswith(WATCHDOG_SCRIPT) for a in p.cmdline())
+    except psutil.Error:
+        return False
+
+
+def helper_processes() -> list[psutil.Process]:
+    """Every live descendant of this process but the watchdog (after ``ray.init``: Ray's
+    helpers)."""
+    try:
+        return [p for p in psutil.Process().children(recursive=True)
+                if p.is_running() and not _is_watchdog(p)]
     except psutil.Error:
         return []
 
@@ -61,23 +72,33 @@ def _same_process(entry: dict[str, Any]) -> psutil.Process | None:
         return None
 
 
-def stop_processes(procs: Iterable[psutil.Process], *, grace_s: float = GRACE_S) -> int:
-    """SIGTERM the processes and their descendants, SIGKILL what is left after ``grace_s``;
-    the number of processes that were alive."""
-    alive: dict[int, psutil.Process] = {}
-    for p in procs:
-        try:
-            for q in [p, *p.children(recursive=True)]:
-                alive[q.pid] = q
-        except psutil.Error:
-            continue
+def stop_processes(procs: Iterable[psutil.Process], *, grace_s: float = GRACE_S,
+                   gentle: bool = False) -> int:
+    """Stop the processes and their descendants: SIGKILL at once (the helpers of a dead
+    driver hold nothing to save), or with ``gentle`` SIGTERM first and SIGKILL what is left
+    after ``grace_s``; the number of processes that were alive."""
+    alive = {p.pid: p for p in procs}
+    children: dict[int, list[int]] = {}
+    for q in psutil.process_iter(["ppid"]):          # one pass over /proc for the tree
+        children.setdefault(q.info["ppid"] or 0, []).append(q.pid)
+    todo = list(alive)
+    while todo:
+        for c in children.get(todo.pop(), []):
+            if c not in alive:
+                try:
+                    alive[c] = psutil.Process(c)
+                    todo.append(c)
+                except psutil.Error:
+                    pass
     targets = list(alive.values())
-    for p in targets:
-        try:
-            p.terminate()
-        except psutil.Error:
-            pass
-    _, left = psutil.wait_procs(targets, timeout=grace_s)
+    left = targets
+    if gentle:
+        for p in targets:
+            try:
+                p.terminate()
+            except psutil.Error:
+                pass
+        _, left = psutil.wait_procs(targets, timeout=grace_s)
     for p in left:
         try:
             p.kill()
@@ -106,7 +127,9 @@ def reap_recorded(folder: Path) -> int:
     except (OSError, ValueError):
         return 0
     driver = data.get("driver")
-    if isinstance(driver, int) and driver != os.getpid() and psutil.pid_exists(driver):
+    if driver == os.getpid():
+        return 0          # this process's own Ray: never ours to stop here
+    if isinstance(driver, int) and psutil.pid_exists(driver):
         try:   # the driver still lives (a concurrent sweep): leave its helpers alone
             if psutil.Process(driver).status() != psutil.STATUS_ZOMBIE:
                 return 0
@@ -123,8 +146,10 @@ class Watchdog:
 
     def __init__(self, procs: Iterable[psutil.Process]) -> None:
         entries = [e for e in (_identity(p) for p in procs) if e is not None]
+        # Run as a script (-P: its folder not on sys.path): ``-m esper_ab.sweeps._reaper``
+        # would import the package first, measured at 18 s on a loaded machine.
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "esper_ab.sweeps._reaper"], stdin=subprocess.PIPE,
+            [sys.executable, "-P", str(Path(__file__).resolve())], stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True,
             start_new_session=True)
         assert self._proc.stdin is not None
@@ -135,18 +160,20 @@ class Watchdog:
     def pid(self) -> int:
         return self._proc.pid
 
-    def close(self, *, wait_s: float = 10.0) -> None:
-        """Close the pipe (the helpers should be gone: the watchdog stops what is left)."""
+    def close(self, *, wait_s: float = 0.0) -> None:
+        """Close the pipe: the watchdog stops whatever helper is left, on its own (the
+        driver does not wait for it unless ``wait_s`` > 0: a stop must be quick)."""
         if self._proc.stdin is not None and not self._proc.stdin.closed:
             try:
                 self._proc.stdin.close()
             except OSError:
                 pass
-        try:
-            self._proc.wait(timeout=wait_s)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait(timeout=wait_s)
+        if wait_s > 0:
+            try:
+                self._proc.wait(timeout=wait_s)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(timeout=wait_s)
 
 
 def _main() -> int:
