@@ -123,6 +123,26 @@ class BackgroundWriter:
         if self._pool is not None:
             self._pool.submit(lambda: None).result()
 
+    def submit_then(self, then: Any, method: str, *args: Any, **kwargs: Any) -> Future:
+        """``submit(method, ...)``; once that call is written without an error, ``then()``
+        runs on the writer thread (e.g. telling Optuna a trial ended only after MLflow has
+        its end)."""
+        def run() -> Any:
+            before = self.failures
+            out = self._call(method, args, kwargs)
+            if self.failures == before:
+                try:
+                    then()
+                except Exception as exc:  # noqa: BLE001 - reported, never kills the sweep
+                    self.failures += 1
+                    print(f"esper-ab: warning: after MLflow {method}: {type(exc).__name__}: "
+                          f"{' '.join(str(exc).split())[:300]}", file=sys.stderr)
+            return out
+
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="esper-ab-mlflow")
+        return self._pool.submit(run)
+
 
 class SweepTracker:
     """Driver-side writer and reader of sweep runs (picklable: the client is rebuilt)."""

@@ -93,14 +93,14 @@ REPLICATE = bounded_int(0, 2**31 - 1)      # a replicate index (seeds every RNG)
 
 
 def add_num_samples(p: argparse.ArgumentParser, *, what: str = "trials") -> None:
-    p.add_argument("--num-samples", type=int, default=None, metavar="N",
+    p.add_argument("--num-samples", type=COUNT, default=None, metavar="N",
                    help=f"{what} to run (default: the space's num_samples)")
 
 
 def add_resampling(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--n-boot", type=int, default=1000, metavar="N",
+    p.add_argument("--n-boot", type=RESAMPLES, default=1000, metavar="N",
                    help="bootstrap resamples of the final analysis")
-    p.add_argument("--n-perm", type=int, default=2000, metavar="N",
+    p.add_argument("--n-perm", type=RESAMPLES, default=2000, metavar="N",
                    help="permutations of the final analysis")
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from esper_ab.commands._options import RESAMPLES, bounded_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -27,13 +29,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--margin", type=float, default=None, metavar="M",
                    help="equivalence margin of 'not better than the baseline', in the "
                         "objective's units (default 0.05)")
-    p.add_argument("--min-valuable", type=int, default=None, metavar="N",
+    p.add_argument("--min-valuable", type=bounded_int(1, 1_000_000), default=None, metavar="N",
                    help="valuable seeds a blueprint needs to enter TPR/FPR (default 10)")
-    p.add_argument("--min-non-valuable", type=int, default=None, metavar="N",
+    p.add_argument("--min-non-valuable", type=bounded_int(1, 1_000_000), default=None, metavar="N",
                    help="non-valuable seeds a blueprint needs to enter TPR/FPR (default 10)")
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default: %(default)s)")
-    p.add_argument("--n-perm", type=int, default=2000, help="permutations (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="seed of all resampling (default: %(default)s)")
+    p.add_argument("--n-boot", type=RESAMPLES, default=1000, help="bootstrap resamples (default: %(default)s)")
+    p.add_argument("--n-perm", type=RESAMPLES, default=2000, help="permutations (default: %(default)s)")
+    p.add_argument("--seed", type=bounded_int(0, 2**32 - 1), default=0, help="seed of all resampling (default: %(default)s)")
     p.add_argument("--observational", action="store_true",
                    help="a table without value (e.g. from 'esper-ab ingest'): pass rates per "
                         "blueprint with CIs clustered over runs, the blueprint x pass test, "
@@ -51,6 +53,10 @@ def run(args: argparse.Namespace) -> int:
     from esper_ab.errors import DataError
     from esper_ab.stats import SelectionRule, analyze, load_decisions_csv
 
+    if args.json_out:
+        from esper_ab.sweeps.preflight import writable_file
+
+        writable_file(args.json_out, "--json")
     if args.observational:
         return run_observational(args)
     if args.plots:

@@ -36,7 +36,9 @@ def run_esper_lite(args: argparse.Namespace) -> int:
     import os
 
     from esper_ab.integrations.esper_lite import ingest_esper_lite, write_table
+    from esper_ab.sweeps.preflight import writable_file
 
+    writable_file(args.out, "--out")
     result = ingest_esper_lite(args.path, mode=args.mode)
     path = write_table(result.table, args.out)
     for line in result.summary.lines():

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 
 from esper_ab.commands._options import (
+    COUNT,
     add_num_samples,
     add_output,
     add_resampling,
     add_storage_dir,
     add_tracking_uri,
+    bounded_int,
     progress_for,
     ui_hint,
 )
@@ -28,9 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_num_samples(p, what="configs")
     add_tracking_uri(p)
     add_storage_dir(p)
-    p.add_argument("--batch-size", type=int, default=64, metavar="B",
+    p.add_argument("--batch-size", type=COUNT, default=64, metavar="B",
                    help="configs asked and scored together (default: %(default)s)")
-    p.add_argument("--finalists", type=int, default=None, metavar="K",
+    p.add_argument("--finalists", type=bounded_int(1, 10_000), default=None, metavar="K",
                    help="best configs logged as full child runs (default: selection.top_k)")
     add_resampling(p)
     add_output(p)

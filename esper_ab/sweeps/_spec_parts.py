@@ -13,11 +13,12 @@ from pydantic import (
     StrictBool,
     StrictFloat,
     StrictInt,
+    ValidationError,
     field_validator,
     model_validator,
 )
 
-from esper_ab.errors import ConfigError
+from esper_ab.errors import ConfigError, shown
 
 Window = Literal["last", "mean", "median"]
 DECLARED = "declared"
@@ -30,8 +31,8 @@ class _Model(BaseModel):
 class Range(_Model):
     """A numeric search range. ``step`` (or ``grid_points``) fixes the grid sampler's points."""
 
-    low: float
-    high: float
+    low: float = Field(allow_inf_nan=False)
+    high: float = Field(allow_inf_nan=False)
     log: bool = False
     step: float | None = Field(default=None, gt=0)
     grid_points: int = Field(default=3, ge=1, le=1000)
@@ -44,6 +45,9 @@ class Range(_Model):
             raise ValueError(f"low={self.low} > high={self.high}: swap them")
         if self.log and self.low <= 0:
             raise ValueError(f"log=true needs low > 0 (got low={self.low})")
+        if self.step is not None and (self.high - self.low) / self.step >= MAX_GRID_AXIS:
+            raise ValueError(f"step={self.step:g} makes more than {MAX_GRID_AXIS:,} grid "
+                             f"points over [{self.low:g}, {self.high:g}]: widen the step")
         return self
 
     def grid(self, *, integer: bool = False) -> list[float]:
@@ -190,6 +194,33 @@ def _slot_names(config: Any) -> tuple[str, ...]:
 SYNTHETIC_OPTIONS = ("epochs", "steps_per_epoch", "seeds_per_blueprint", "host_params",
                      "value_sd_pp", "margin_pp", "first_order_signal", "nonfinite_rate", "seed",
                      "planted")
+MAX_GRID_AXIS = 10_000
+MAX_REPLICATES = 10_000
+
+
+class SyntheticOptions(_Model):
+    """The options of ``esper_ab.replay.evidence.synthetic_traces`` a space may set, with the
+    bounds that keep a trace set the size of a real one."""
+
+    epochs: StrictInt = Field(default=12, ge=1, le=10_000)
+    steps_per_epoch: StrictInt = Field(default=4, ge=1, le=10_000)
+    seeds_per_blueprint: StrictInt = Field(default=2, ge=1, le=10_000)
+    host_params: StrictInt = Field(default=6400, ge=1, le=10**12)
+    value_sd_pp: float = Field(default=1.0, ge=0, allow_inf_nan=False)
+    margin_pp: float = Field(default=1.0, allow_inf_nan=False)
+    first_order_signal: float | None = Field(default=0.5, allow_inf_nan=False)
+    nonfinite_rate: float = Field(default=0.0, ge=0, le=1)
+    seed: StrictInt = Field(default=0, ge=0, le=2**32 - 1)
+    planted: StrictBool = False        # a planted better gate (synthetic_traces docs)
+
+    @model_validator(mode="after")
+    def _size(self) -> SyntheticOptions:
+        cells = self.epochs * self.steps_per_epoch * self.seeds_per_blueprint
+        if cells > 10_000_000:
+            raise ValueError(f"epochs x steps_per_epoch x seeds_per_blueprint = {cells:,} "
+                             "trace rows per blueprint and replicate, over 10,000,000: "
+                             "shrink them")
+        return self
 
 
 class TracesSpec(_Model):
@@ -211,8 +242,15 @@ class TracesSpec(_Model):
             raise ValueError("source directory needs path: the folder of recorded traces")
         unknown = sorted(set(self.synthetic) - set(SYNTHETIC_OPTIONS))
         if unknown:
-            raise ValueError(f"unknown synthetic option(s) {unknown}: use some of "
+            raise ValueError(f"unknown synthetic option(s) {shown(unknown)}: use some of "
                              f"{list(SYNTHETIC_OPTIONS)}")
+        try:   # the same checks the sweep's synthetic_traces() call would need
+            SyntheticOptions.model_validate(self.synthetic)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise ValueError(f"synthetic.{where}={shown(err.get('input'))}: "
+                             f"{err['msg']}") from None
         return self
 
 
@@ -221,8 +259,8 @@ class GateSearch(_Model):
 
     window: Window | list[Window] = "last"
     ema_decay: float | None | list[float | None] = None
-    min_epochs: int | list[int] = 10
-    clamp: float | None = None
+    min_epochs: StrictInt | list[StrictInt] = 10
+    clamp: float | None = Field(default=None, gt=0, allow_inf_nan=False)   # > 0: a bound
     fail_dead_seeds: bool = True
 
     @field_validator("ema_decay")
@@ -237,8 +275,8 @@ class GateSearch(_Model):
     @classmethod
     def _min_epochs(cls, v: Any) -> Any:
         for m in v if isinstance(v, list) else [v]:
-            if m < 0:
-                raise ValueError(f"min_epochs {m} must be >= 0")
+            if not 0 <= m <= 100_000:
+                raise ValueError(f"min_epochs {m} must be in [0, 100000]")
         return v
 
     @field_validator("window", "ema_decay", "min_epochs")
@@ -262,11 +300,11 @@ class ConfirmSpec(_Model):
     by replicate and stops once an always-valid test (``esper_ab.stats.sequential_test``)
     has settled every candidate, after at least ``min_replicates``."""
 
-    top_k: int = Field(default=3, ge=1)
-    replicates: list[StrictInt] | None = None
+    top_k: StrictInt = Field(default=3, ge=1, le=1000)
+    replicates: list[StrictInt] | None = Field(default=None, max_length=10_000)
     fidelity: Literal["replay", "closed_loop"] | None = None
     sequential: bool = False
-    min_replicates: int = Field(default=4, ge=2)
+    min_replicates: StrictInt = Field(default=4, ge=2, le=10_000)
 
     @field_validator("replicates")
     @classmethod
@@ -274,7 +312,7 @@ class ConfirmSpec(_Model):
         if v is None:
             return v
         if len(v) < 2 or len(set(v)) != len(v) or min(v) < 0:
-            raise ValueError(f"{v!r}: give at least 2 distinct replicates >= 0 (paired tests "
+            raise ValueError(f"{shown(v)}: give at least 2 distinct replicates >= 0 (paired tests "
                              "over replicates), or leave it out (no confirmation stage)")
         return v
 
@@ -284,12 +322,17 @@ def split_replicates(value: Any) -> tuple[Any, Any]:
     replicates (search ``N`` = 0..N-1; confirm ``M`` = the M replicates after the search's)."""
     unknown = sorted(set(value) - {"search", "confirm"})
     if unknown or "search" not in value:
-        raise ValueError(f"replicates={value!r}: write {{search: [...], confirm: [...]}} (whole "
+        raise ValueError(f"replicates={shown(value)}: write {{search: [...], confirm: [...]}} (whole "
                          "numbers or lists); unknown or missing key(s) "
                          f"{unknown or ['search']}")
     search, confirm = value["search"], value.get("confirm")
     if isinstance(search, bool) or isinstance(confirm, bool):
-        raise ValueError(f"replicates={value!r}: use whole numbers or lists of replicates")
+        raise ValueError(f"replicates={shown(value)}: use whole numbers or lists of replicates")
+    for part in (search, confirm):
+        if isinstance(part, int) and not 0 <= part <= MAX_REPLICATES:
+            raise ValueError(f"replicates={shown(value)}: {part} replicates is outside "
+                             f"[0, {MAX_REPLICATES:,}]: a sweep's replicates are a few to a "
+                             "few hundred")
     if isinstance(search, int):
         search = list(range(search))
     if isinstance(confirm, int):

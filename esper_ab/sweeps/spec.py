@@ -26,7 +26,6 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     Field,
     StrictInt,
@@ -35,8 +34,11 @@ from pydantic import (
     model_validator,
 )
 
+from esper_ab.errors import ConfigError, shown
+from esper_ab.inputs import read_yaml_mapping
 from esper_ab.sweeps._spec_parts import (
     DECLARED,
+    MAX_REPLICATES,
     SYNTHETIC_OPTIONS,
     Choices,
     ConfirmSpec,
@@ -48,7 +50,6 @@ from esper_ab.sweeps._spec_parts import (
     _Model,
     split_replicates,
 )
-from esper_ab.errors import ConfigError
 
 __all__ = [
     "DECLARED", "OBJECTIVE_METRICS", "ConfirmSpec", "SYNTHETIC_OPTIONS", "Choices", "GateSearch", "Objective", "Range", "Resources",
@@ -74,6 +75,7 @@ ObjectiveMetric = Literal[
     "balanced_accuracy", "mcc", "realized_utility", "tpr", "fpr", "pass_rate",
     "pass_rate_gap", "pass_rate_ratio", "equal_opportunity_gap", "equalized_odds_gap"]
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+MAX_TRIALS = 1_000_000        # num_samples and the sampler's counts: absurd above
 
 
 class Objective(_Model):
@@ -91,10 +93,10 @@ class SamplerSpec(_Model):
     parameters; the grid sampler enumerates its points instead."""
 
     kind: Literal["tpe", "nsga2", "random", "grid"] = "tpe"
-    seed: int = 0
+    seed: StrictInt = Field(default=0, ge=0, le=2**32 - 1)
     stratify: bool = True
-    n_startup_trials: int | None = Field(default=None, ge=0)   # tpe
-    population_size: int | None = Field(default=None, ge=2)    # nsga2
+    n_startup_trials: StrictInt | None = Field(default=None, ge=0, le=MAX_TRIALS)   # tpe
+    population_size: StrictInt | None = Field(default=None, ge=2, le=MAX_TRIALS)    # nsga2
 
 
 class Resources(_Model):
@@ -122,12 +124,12 @@ class SchedulerSpec(_Model):
     """``asha`` stops weak configs early; one rung step = one more replicate evaluated."""
 
     kind: Literal["none", "asha"] = "none"
-    grace_period: int = Field(default=1, ge=1)
-    reduction_factor: float = Field(default=2.0, gt=1)
+    grace_period: StrictInt = Field(default=1, ge=1, le=MAX_REPLICATES)
+    reduction_factor: float = Field(default=2.0, gt=1, le=1000)
 
 
 class FailureSpec(_Model):
-    max_failures: int = Field(default=1, ge=-1)   # retries of a crashing trial (-1: forever)
+    max_failures: StrictInt = Field(default=1, ge=-1, le=1000)   # retries (-1: forever)
 
 
 class SelectionSpec(_Model):
@@ -143,11 +145,11 @@ class SelectionSpec(_Model):
     objective: Literal["balanced_accuracy", "mcc", "realized_utility"] = "balanced_accuracy"
     fairness_metric: Literal["equalized_odds_gap", "equal_opportunity_gap",
                              "pass_rate_gap"] = "equalized_odds_gap"
-    max_gap: float = Field(default=0.2, ge=0)
+    max_gap: float = Field(default=0.2, ge=0, allow_inf_nan=False)
     gap_bound: Literal["estimate", "ci_high"] = "estimate"
     require_significance: bool = True
     alpha: float = Field(default=0.05, gt=0, lt=1)
-    top_k: int = Field(default=5, ge=1)
+    top_k: StrictInt = Field(default=5, ge=1, le=10_000)
 
     def rule(self) -> Any:
         """The statistics module's ``SelectionRule`` for these settings."""
@@ -164,8 +166,8 @@ class SweepSpec(_Model):
     description: str = ""
     fidelity: Literal["replay", "closed_loop", "multi"] = "replay"
     workloads: list[WorkloadEntry] = Field(min_length=1)
-    replicates: list[StrictInt] | int = Field(default=2, validate_default=True)
-    calibration_folds: int = Field(default=2, ge=2)
+    replicates: list[StrictInt] | StrictInt = Field(default=2, validate_default=True)
+    calibration_folds: StrictInt = Field(default=2, ge=2, le=100)
     baseline: str = "esper_lite_baseline"
     traces: TracesSpec = Field(default_factory=TracesSpec)
     strategies: list[StrategyEntry] = Field(min_length=1)
@@ -173,8 +175,8 @@ class SweepSpec(_Model):
     objectives: list[Objective] = Field(
         default_factory=lambda: [Objective(metric="balanced_accuracy")], min_length=1)
     sampler: SamplerSpec = Field(default_factory=SamplerSpec)
-    num_samples: int = Field(default=8, ge=1)
-    max_concurrent: int = Field(default=2, ge=1)
+    num_samples: StrictInt = Field(default=8, ge=1, le=MAX_TRIALS)
+    max_concurrent: StrictInt = Field(default=2, ge=1, le=10_000)
     resources: Resources = Field(default_factory=Resources)
     scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
     failure: FailureSpec = Field(default_factory=FailureSpec)
@@ -203,12 +205,17 @@ class SweepSpec(_Model):
     @field_validator("replicates")
     @classmethod
     def _replicates(cls, v: list[int] | int) -> list[int]:
+        n = v if isinstance(v, int) else len(v)
+        if n > MAX_REPLICATES:
+            raise ValueError(f"{n} replicates is over the limit of {MAX_REPLICATES:,}: a "
+                             "sweep's replicates are a few to a few hundred")
         reps = list(range(v)) if isinstance(v, int) else list(v)
         if len(reps) < 2:
-            raise ValueError(f"{v!r} gives {len(reps)} replicate(s): paired tests and "
+            raise ValueError(f"{shown(v)} gives {len(reps)} replicate(s): paired tests and "
                              "cross-fitting need at least 2")
-        if len(set(reps)) != len(reps) or min(reps) < 0:
-            raise ValueError(f"{v!r}: replicates must be distinct whole numbers >= 0")
+        if len(set(reps)) != len(reps) or min(reps) < 0 or max(reps) > 2**31 - 1:
+            raise ValueError(f"{shown(v)}: replicates must be distinct whole numbers in "
+                             "[0, 2**31)")
         return reps
 
     @field_validator("baseline")
@@ -244,6 +251,9 @@ class SweepSpec(_Model):
             raise ValueError(f"replicates {both} are both searched and confirmed: the "
                              "confirmation needs replicates no search step saw; write "
                              "replicates: {search: [...], confirm: [...]} with disjoint lists")
+        if self.fidelity == "multi" and self.traces.source == "synthetic":
+            raise ValueError("fidelity multi confirms configs in the closed loop, which needs "
+                             "real episodes: use traces: {source: record} (or directory)")
         if self.fidelity == "multi" and not self.confirm.replicates:
             raise ValueError("fidelity multi confirms in the closed loop on held-out replicates: "
                              "state them, e.g. replicates: {search: 6, confirm: 6}")
@@ -342,18 +352,16 @@ def _one_line(exc: ValidationError, source: str) -> str:
     value = err.get("input")
     more = f" (and {exc.error_count() - 1} more problem(s))" if exc.error_count() > 1 else ""
     if not loc:
-        text = f"{source}: {msg}{more}"
-    elif isinstance(value, dict | list) and len(repr(value)) > 60:
-        text = f"{source}: {loc} is invalid: {msg}{more}"
-    else:
-        text = f"{source}: {loc}={value!r} is invalid: {msg}{more}"
+        text = f"{source}: {msg[:600]}{more}"
+    else:   # the value bounded: never repr() unbounded input
+        text = f"{source}: {loc}={shown(value)} is invalid: {msg[:600]}{more}"
     return " ".join(text.split())
 
 
 def parse_sweep_spec(data: Any, *, source: str = "sweep space") -> SweepSpec:
     """Validate already-parsed YAML data; ``ConfigError`` with one line on failure."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{source} holds {type(data).__name__} {data!r:.60}, not a mapping: "
+        raise ConfigError(f"{source} holds {type(data).__name__} {shown(data)}, not a mapping: "
                           "write 'name: ...', 'workloads: ...', 'strategies: ...' at top level")
     try:
         return SweepSpec.model_validate(data)
@@ -362,20 +370,8 @@ def parse_sweep_spec(data: Any, *, source: str = "sweep space") -> SweepSpec:
 
 
 def load_sweep_spec(path: str | Path) -> SweepSpec:
-    """Load and validate a sweep space YAML file (``ConfigError`` on any problem)."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"sweep space {str(path)!r} is not a file: give the path of a "
-                          "search_spaces/*.yaml file")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise ConfigError(f"sweep space {str(path)!r} is not UTF-8 text: save it as UTF-8 "
-                          "YAML") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or exc.__class__.__name__
-        raise ConfigError(" ".join(f"sweep space {str(path)!r} is not valid YAML{where} "
-                                   f"({problem}): fix its syntax".split())) from None
-    return parse_sweep_spec(data, source=str(path))
+    """Load and validate a sweep space YAML file (``ConfigError`` on any problem), read by
+    the one bounded YAML reader (``esper_ab.inputs.read_yaml_mapping``)."""
+    data = read_yaml_mapping(path, "sweep space", "give the path of a search_spaces/*.yaml "
+                             "file")
+    return parse_sweep_spec(data, source=shown(str(path)).strip("'"))
