@@ -27,7 +27,6 @@ Every run ends FINISHED or FAILED with its reason.
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -41,7 +40,14 @@ from esper_ab.fidelity.confirmation import Confirmation, confirm_by_replay, conf
 from esper_ab.fidelity.search import ReplaySearch, rank_trials, search_replay
 from esper_ab.gate import GateConfig
 from esper_ab.sweeps.spec import SweepSpec
-from esper_ab.trial import Evidence, TrialParams, TrialResult, iter_trial, result_from_step
+from esper_ab.trial import (
+    Evidence,
+    TrialParams,
+    TrialResult,
+    iter_trial,
+    result_from_step,
+    write_trial_artifacts,
+)
 
 __all__ = ["Finalist", "ReplaySweepOptions", "ReplaySweepOutcome", "confirm_finalists",
            "finalist_label", "log_finalists", "log_search", "require_search_only",
@@ -93,10 +99,6 @@ class ReplaySweepOutcome:
     confirmation: Confirmation | None = None   # the held-out verdict (authoritative)
 
 
-def _write_json(folder: Path, name: str, data: Any) -> None:
-    (folder / name).write_text(json.dumps(data, indent=1, default=str, allow_nan=True))
-
-
 def log_search(tracker: Any, parent: str, search: ReplaySearch) -> None:
     """The search's speed as parent metrics and its whole trial table as artifacts."""
     ranked = rank_trials(search.spec, search.trials)
@@ -138,12 +140,7 @@ def log_finalists(tracker: Any, parent: str, spec: SweepSpec, evidence: Evidence
                                     step=step.replicates_evaluated)
                 last = step
             result = result_from_step(params, last, evidence)
-            folder = Path(tempfile.mkdtemp(prefix="esper_ab_trial_"))
-            result.decisions.to_csv(folder / "decisions.csv", index=False)
-            result.per_blueprint.to_csv(folder / "per_blueprint.csv", index=False)
-            _write_json(folder, "gate_config.json", result.gate_config.to_dict())
-            _write_json(folder, "analysis.json", result.analysis)
-            _write_json(folder, "params.json", params.as_params())
+            folder = write_trial_artifacts(tempfile.mkdtemp(prefix="esper_ab_trial_"), result)
             tracker.log_trial_folder(run, str(folder), remove=True)
             tracker.end_run(run, "FINISHED", f"completed all {total} replicates (replay "
                             f"search rank {rank} of {search.n_configs} configs)")
@@ -198,27 +195,25 @@ def run_replay_sweep(spec: SweepSpec, *, evidence: Evidence | None = None,
     held-out replicates; every run ends FINISHED or FAILED. ``evidence`` (the search
     replicates) and ``confirm_evidence`` (the confirmation replicates) default to the spec's
     ``traces`` source."""
+    from esper_ab.sweeps.lifecycle import sweep_lifecycle
     from esper_ab.sweeps.space import space_summary
-    from esper_ab.sweeps.studies import sweep_dir_for
     from esper_ab.sweeps.summary import summarize_sweep
-    from esper_ab.tracking import SweepTracker
 
     t0 = time.perf_counter()
     spec = spec.model_copy(update={"fidelity": "replay"})
     if options.num_samples is not None:
         spec = spec.with_overrides(num_samples=options.num_samples)
-    tracker = SweepTracker(options.tracking_uri)
-    folder = sweep_dir_for(spec, tracker.uri, options.storage_dir).resolve()
-    folder.mkdir(parents=True, exist_ok=True)
     if spec.confirm_fidelity not in (None, "replay"):
         raise ConfigError(f"sweep {spec.name!r}: confirm.fidelity {spec.confirm_fidelity} runs "
                           "Ray tasks: use 'esper-ab sweep' (fidelity multi), or set "
                           "confirm.fidelity: replay")
     if evidence is not None:
         require_search_only(spec, evidence)
-    parent = tracker.start_sweep(spec, space=space_summary(spec),
-                                 run_name=f"{spec.name}-replay-{time.strftime('%Y%m%d-%H%M%S')}")
-    try:
+    with sweep_lifecycle(spec, tracking_uri=options.tracking_uri,
+                         storage_dir=options.storage_dir, what="replay sweep") as life:
+        tracker, folder = life.tracker, life.folder
+        parent = life.start(spec, space=space_summary(spec),
+                            run_name=f"{spec.name}-replay-{time.strftime('%Y%m%d-%H%M%S')}")
         if evidence is None:
             evidence = _evidence(spec, folder)
         require_search_only(spec, evidence)
@@ -245,12 +240,7 @@ def run_replay_sweep(spec: SweepSpec, *, evidence: Evidence | None = None,
             reason = (f"confirmed by replay on held-out replicates "
                       f"{list(confirmation.replicates)}: {confirmation.verdict.reason} | search "
                       f"stage: {reason}")
-        tracker.end_run(parent, "FINISHED", reason)
+        life.finish(reason)
         return ReplaySweepOutcome(parent, spec.experiment_name, "FINISHED", reason, search,
                                   tuple(finalists), analysis, folder,
                                   time.perf_counter() - t0, confirmation)
-    except BaseException as exc:
-        why = f"replay sweep failed: {type(exc).__name__}: {' '.join(str(exc).split())[:500]}"
-        tracker.close_orphans(parent, why)
-        tracker.end_run(parent, "FAILED", why)
-        raise
