@@ -12,8 +12,11 @@
   folder left behind are stopped by their recorded PIDs (``_reaper``) before anything else;
 - **signals**: SIGINT and SIGTERM are handled alike by one handler. During ``Tuner.fit``
   (:meth:`SweepLifecycle.fitting`) the first one reaches Ray Tune's own stop handler, so
-  Tune ends its loop at a safe point (never a ``KeyboardInterrupt`` inside Tune's state
-  updates); elsewhere, and on a second signal, it raises ``KeyboardInterrupt``.
+  Tune ends its loop at a safe point; if Tune has not returned ``FIT_GRACE_S`` later (it
+  saves its state and waits for trial actors), the stop is forced with a
+  ``KeyboardInterrupt`` -- harmless, because a resume never reads Tune's state, and the
+  journal and MLflow stay consistent wherever it lands (see ``esper_ab.sweeps.resume``).
+  Elsewhere, and on a second signal, it raises ``KeyboardInterrupt`` at once.
   :attr:`SweepLifecycle.interrupted` says whether one came, so an incomplete sweep without
   a signal is a failure, never "interrupted";
 - the **parent run**: started (or reopened on ``--resume``) through the lifecycle, and always
@@ -29,6 +32,7 @@
 
 from __future__ import annotations
 
+import _thread
 import json
 import os
 import signal
@@ -47,6 +51,7 @@ from esper_ab.tracking import SweepTracker
 __all__ = ["SweepLifecycle", "failure_reason", "read_state", "sweep_lifecycle", "write_state"]
 
 STATE_FILE = "state.json"
+FIT_GRACE_S = 1.0          # after a signal, how long Tune may take to stop by itself
 
 
 def read_state(folder: Path) -> dict[str, Any]:
@@ -77,6 +82,7 @@ class _Signals:
         self.received: int | None = None
         self.fitting = False
         self._previous: dict[int, Any] = {}
+        self._timer: threading.Timer | None = None
 
     def install(self) -> None:
         """(Re)install the handler; the handlers from before the first call come back at
@@ -97,8 +103,20 @@ class _Signals:
         tune_handler = signal.getsignal(signal.SIGUSR1) if self.fitting else None
         if first and callable(tune_handler):
             tune_handler(signum, frame)   # Tune ends its loop at a safe point
+            # Tune then saves its state and waits up to 5 s for trial actors to stop
+            # (measured: 10 s in all with a batch running). esper-ab resumes from the journal
+            # and MLflow, not from that state, so after FIT_GRACE_S the stop is forced --
+            # by then the loop has ended, nothing writes the journal or MLflow any more.
+            self._timer = threading.Timer(FIT_GRACE_S, _thread.interrupt_main)
+            self._timer.daemon = True
+            self._timer.start()
             return
         raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+    def cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 class SweepLifecycle:
@@ -129,6 +147,7 @@ class SweepLifecycle:
             yield
         finally:
             self._signals.fitting = False
+            self._signals.cancel_timer()
             if threading.current_thread() is threading.main_thread():
                 signal.signal(signal.SIGUSR1, signal.SIG_DFL)   # Tune leaves its handler
             if before is None:
