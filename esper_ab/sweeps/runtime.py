@@ -40,6 +40,7 @@ from esper_ab.sweeps.spec import SweepSpec
 from esper_ab.trial import Evidence
 
 __all__ = ["DEFAULT_SCHEDULE_TIMEOUT_S", "LOOPBACK", "ScheduleWatch", "close_watchdog",
+           "embedded_ray_started",
            "cluster_nodes", "connect_ray", "embedded_helpers", "shutdown_ray",
            "device_for_trial", "ensure_schedulable", "evidence_for_sweep", "plan_for_cluster",
            "quiet_tune_console", "read_state", "shortfall", "trial_error_line", "warm_worker",
@@ -78,6 +79,7 @@ def connect_ray(address: str | None, *, num_cpus: int | None = None,
         _start_local(num_cpus=num_cpus, setup_hook=setup_hook, quiet=quiet)
         _watchdog = Watchdog(helper_processes())
         _private_token_file()
+        _STARTED.append(True)
         return True
     auth_mode()
     check_ray_address(address or os.environ.get("RAY_ADDRESS"))
@@ -92,6 +94,7 @@ def connect_ray(address: str | None, *, num_cpus: int | None = None,
 
 LOOPBACK = "127.0.0.1"
 _watchdog: Watchdog | None = None
+_STARTED: list[bool] = []
 START_ATTEMPTS = 3
 
 
@@ -152,6 +155,13 @@ def _private_token_file() -> None:
 def embedded_helpers() -> list[Any]:
     """The helper processes of the embedded Ray this process started (psutil.Process)."""
     return helper_processes() if _watchdog is not None else []
+
+
+def embedded_ray_started() -> bool:
+    """Whether this process started an embedded Ray at some point (the CLI then ends with
+    ``os._exit``: Ray's C++ teardown at interpreter exit was measured at 10-12 s after a
+    finished ``ray.shutdown``, which would make a Ctrl-C take that long)."""
+    return bool(_STARTED)
 
 
 def close_watchdog() -> None:
