@@ -89,7 +89,9 @@ def build_winner(*, gate: GateConfig, analysis: Mapping[str, Any], label: str,
         evidence=WinnerEvidence(
             experiment=experiment, sweep_run_id=sweep_run_id, trial_run_id=trial_run_id,
             trial=label, fidelity=spec.fidelity, baseline=spec.baseline,
-            replicates=list(spec.replicates), objective=objective, metrics=metrics,
+            replicates=list((analysis.get("confirmation") or {}).get("replicates")
+                            or spec.replicates),   # the held-out ones that confirmed it
+            objective=objective, metrics=metrics,
             pvalue_vs_baseline=_clean(test.get("pvalue")),
             pvalue_adjusted_vs_baseline=_clean(test.get("pvalue_adjusted")),
             adjustment=test.get("adjustment"), verdict="\n".join(s for s in said if s),
