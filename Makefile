@@ -32,10 +32,12 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/telemetry_overhead.py
 	$(BIN)/python benchmarks/replay_throughput.py
-	$(BIN)/python benchmarks/sweep_overhead.py
 	$(BIN)/python benchmarks/replay_search_speed.py
+	$(BIN)/python benchmarks/sweep_overhead.py
+	$(BIN)/python benchmarks/peer_tune.py
 	$(BIN)/python benchmarks/time_to_verdict.py
 	$(BIN)/python benchmarks/episode_time.py
+	$(BIN)/python benchmarks/flagship_end_to_end.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
