@@ -101,7 +101,10 @@ def main() -> None:
           f"{os.getloadavg()[0]:.1f}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         evidence = evidence_for_spec(spec, cache_dir=tmp)
-        connect_ray(None, num_cpus=args.concurrency)
+        # Ray started here, with run_sweep's worker setup hook (its own connect_ray is then a
+        # no-op): the prestarted workers import the trial stack, as in a real sweep.
+        connect_ray(None, num_cpus=args.concurrency,
+                    setup_hook="esper_ab.sweeps.trainables.warm_worker")
         t0 = time.perf_counter()
         out = run_sweep(spec, evidence=evidence, options=SweepOptions(
             tracking_uri=f"sqlite:///{tmp}/mlflow.db", num_cpus=args.concurrency))
