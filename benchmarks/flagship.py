@@ -50,8 +50,10 @@ def run_space(path: Path, out: Path, cpus: int) -> dict[str, float]:
         if started:
             ray.shutdown()
     t1 = time.perf_counter()
-    print(f"recorded {rec.recorded} episode(s) ({rec.cached} cached) in {t1 - t0:.0f} s",
-          flush=True)
+    per = rec.compute_s / rec.recorded if rec.recorded else float("nan")
+    print(f"recorded {rec.recorded} episode(s) ({rec.cached} cached) in {t1 - t0:.0f} s: "
+          f"{rec.compute_s:.0f} CPU-s, {per:.0f} CPU-s per episode; load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
     search = ReplayEvidence(load_spec_traces(spec, traces_dir), folds=spec.calibration_folds)
     held = ReplayEvidence(load_spec_traces(spec, traces_dir,
                                            replicates=spec.confirm_replicates),
@@ -151,7 +153,8 @@ def plan_space(path: Path, out: Path, cpus: int, pilot: int, seed: int = 0) -> i
     cands = list(gates)[1:]
     for name in cands:
         plan = plan_replicates(design, strategy=name, rule=rule, alpha=spec.selection.alpha,
-                               target_power=0.8, n_sims=200, seed=seed, max_replicates=200)
+                               target_power=0.8, n_sims=100, n_perm=300, seed=seed,
+                               max_rounds=2, max_replicates=60)
         n = plan.n_replicates
         print(f"  plan_replicates for {name}: effect {plan.effect:+.3f} (sd per replicate "
               f"{plan.sd_per_replicate:.3f}), analytic {plan.analytic}, simulated "
