@@ -22,7 +22,12 @@ from esper_ab.fidelity.confirmation import (
 )
 from esper_ab.fidelity.holdout import confirm_tune_sweep
 from esper_ab.fidelity.multi import MultiFidelityOptions, confirm_in_closed_loop, run_multi_fidelity
-from esper_ab.fidelity.recording import episode_jobs, load_spec_traces, record_space
+from esper_ab.fidelity.recording import (
+    episode_jobs,
+    load_spec_traces,
+    record_space,
+    sweep_evidence,
+)
 from esper_ab.fidelity.replay_sweep import ReplaySweepOptions, run_replay_sweep
 from esper_ab.fidelity.search import rank_trials, replay_study_name, search_replay
 
@@ -43,6 +48,7 @@ __all__ = [
     "load_spec_traces",
     "rank_trials",
     "record_space",
+    "sweep_evidence",
     "render_fidelity_html",
     "replay_study_name",
     "run_confirmations",

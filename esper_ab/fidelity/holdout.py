@@ -24,6 +24,7 @@ from typing import Any
 from esper_ab.errors import DataError
 from esper_ab.fidelity.confirmation import Confirmation, confirmation_spec
 from esper_ab.fidelity.multi import confirm_in_closed_loop
+from esper_ab.fidelity.recording import sweep_evidence
 from esper_ab.fidelity.replay_sweep import confirm_finalists
 from esper_ab.sweeps.spec import SweepSpec
 
@@ -48,9 +49,7 @@ def confirm_tune_sweep(tracker: Any, parent: str, spec: SweepSpec, summary: Any,
             tracker, parent, spec, gates=gates, run_ids=run_ids,
             search_rank={t.label: i for i, t in enumerate(selected, start=1)},
             search_summary=summary, cache=cache_dir, n_boot=n_boot, n_perm=n_perm)[0]
-    from esper_ab.sweeps.runtime import evidence_for_sweep
-
-    evidence = evidence_for_sweep(confirmation_spec(spec), cache_dir=cache_dir)
+    evidence = sweep_evidence(confirmation_spec(spec), cache_dir=cache_dir)
     return confirm_finalists(tracker, parent, spec, gates=gates, run_ids=run_ids,
                              search_summary=summary, evidence=evidence, n_boot=n_boot,
                              n_perm=n_perm)

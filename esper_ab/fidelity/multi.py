@@ -129,9 +129,9 @@ def confirm_in_closed_loop(tracker: Any, parent: str, spec: SweepSpec, *,
     confirm_reps = spec.confirm_replicates
     check_disjoint(spec.replicates, confirm_reps)
     if traces is None:
-        from esper_ab.sweeps.runtime import evidence_for_sweep
+        from esper_ab.fidelity.recording import sweep_evidence
 
-        traces = evidence_for_sweep(confirmation_spec(spec), cache_dir=cache).traces
+        traces = sweep_evidence(confirmation_spec(spec), cache_dir=cache).traces
     traces = traces.subset(confirm_reps)
     gates = {BASELINE_LABEL: PRESETS[spec.baseline],
              **{k: v for k, v in gates.items() if k != BASELINE_LABEL}}
@@ -178,18 +178,22 @@ def run_multi_fidelity(spec: SweepSpec, *,
                        options: MultiFidelityOptions = MultiFidelityOptions()
                        ) -> MultiFidelityOutcome:
     """Run the multi-fidelity sweep of ``spec``; every run ends FINISHED or FAILED."""
-    import ray
-
     from esper_ab.errors import DataError
     from esper_ab.fidelity.replay_sweep import finalist_label, log_finalists, log_search
     from esper_ab.fidelity.search import search_replay
     from esper_ab.progress import report_note
     from esper_ab.replay import ReplayEvidence
-    from esper_ab.sweeps.runtime import connect_ray, ensure_schedulable, plan_for_cluster, with_plan
+    from esper_ab.sweeps.lifecycle import sweep_lifecycle
+    from esper_ab.sweeps.preflight import check_ray_address
+    from esper_ab.sweeps.runtime import (
+        connect_ray,
+        ensure_schedulable,
+        plan_for_cluster,
+        shutdown_ray,
+        with_plan,
+    )
     from esper_ab.sweeps.space import space_summary
-    from esper_ab.sweeps.studies import sweep_dir_for
     from esper_ab.sweeps.summary import summarize_sweep
-    from esper_ab.tracking import SweepTracker
 
     if spec.traces.source == "synthetic":
         raise ConfigError(f"sweep {spec.name!r}: fidelity multi confirms configs in the closed "
@@ -200,25 +204,22 @@ def run_multi_fidelity(spec: SweepSpec, *,
     if options.num_samples is not None:
         spec = spec.with_overrides(num_samples=options.num_samples)
     confirm_reps = spec.confirm_replicates
-    tracker = SweepTracker(options.tracking_uri)
-    folder = sweep_dir_for(spec, tracker.uri, options.storage_dir).resolve()
-    folder.mkdir(parents=True, exist_ok=True)
-    cache = Path(options.cache_dir) if options.cache_dir else folder.parent / ".esper_ab_cache"
-    # Ray and the resources first: a request the cluster cannot hold fails before any run.
-    started = connect_ray(options.address, num_cpus=options.num_cpus, verbose=options.verbose)
-    try:
+    check_ray_address(options.address)
+    with sweep_lifecycle(spec, tracking_uri=options.tracking_uri,
+                         storage_dir=options.storage_dir, what="multi-fidelity sweep") as life:
+        tracker, folder = life.tracker, life.folder
+        cache = Path(options.cache_dir) if options.cache_dir else \
+            folder.parent / ".esper_ab_cache"
+        # Ray and the resources first: a request the cluster cannot hold fails before any run.
+        life.connected(connect_ray(options.address, num_cpus=options.num_cpus,
+                                   verbose=options.verbose), shutdown_ray)
         plan = plan_for_cluster(spec, options.address)
         ensure_schedulable(plan, what="a Ray task", timeout_s=options.schedule_timeout_s)
-    except BaseException:
-        if started:
-            ray.shutdown()
-        raise
-    report_note(options.progress, plan.describe())
-    spec = with_plan(spec, plan)
-    parent = tracker.start_sweep(spec, space=space_summary(spec),
-                                 run_name=f"{spec.name}-multi-{time.strftime('%Y%m%d-%H%M%S')}",
-                                 tags={"esper_ab.resources": plan.tag()})
-    try:
+        report_note(options.progress, plan.describe())
+        spec = with_plan(spec, plan)
+        parent = life.start(spec, space=space_summary(spec),
+                            run_name=f"{spec.name}-multi-{time.strftime('%Y%m%d-%H%M%S')}",
+                            tags={"esper_ab.resources": plan.tag()})
         reps = spec.all_replicates
         traces, rec = _traces(spec, folder, cache, reps, options.progress)
         # The search sees the search replicates only; the confirmation replicates stay out.
@@ -255,17 +256,8 @@ def run_multi_fidelity(spec: SweepSpec, *,
                   f"+ baseline on {len(confirm_reps)} held-out replicate(s): "
                   f"{conf.verdict.reason} | replay stage ({search.n_configs} "
                   f"configs): {replay_summary.reason}")
-        tracker.end_run(parent, "FINISHED", reason)
+        life.finish(reason)
         return MultiFidelityOutcome(
             parent, spec.experiment_name, "FINISHED", reason, conf.verdict.winner, search,
             replay_summary, conf.analysis, result["agreement"], result["per_seed"],
             result["ranks"], result["compute"], folder, time.perf_counter() - t0, conf)
-    except BaseException as exc:
-        why = f"multi-fidelity sweep failed: {type(exc).__name__}: " \
-              f"{' '.join(str(exc).split())[:500]}"
-        tracker.close_orphans(parent, why)
-        tracker.end_run(parent, "FAILED", why)
-        raise
-    finally:
-        if started:
-            ray.shutdown()

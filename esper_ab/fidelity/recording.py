@@ -23,7 +23,8 @@ import pandas as pd
 from esper_ab.errors import DataError
 from esper_ab.sweeps.spec import SweepSpec
 
-__all__ = ["EpisodeJob", "RecordOutcome", "episode_jobs", "load_spec_traces", "record_space"]
+__all__ = ["EpisodeJob", "RecordOutcome", "episode_jobs", "load_spec_traces", "record_space",
+           "sweep_evidence"]
 
 Progress = Callable[[str, int, int], None]
 
@@ -182,3 +183,24 @@ def load_spec_traces(spec: SweepSpec, directory: str | Path, *,
             trace = trace.assign(seed_id=prefix + trace["seed_id"])
         parts.append(TraceSet(seeds, trace))
     return parts[0] if len(parts) == 1 else TraceSet.concat(parts)
+
+
+def sweep_evidence(spec: SweepSpec, *, cache_dir: str | Path,
+                   progress: Progress | None = None, schedule_timeout_s: float = 60.0,
+                   verbose: int = 0) -> Any:
+    """The evidence a sweep's trials share (``esper_ab.replay.ReplayEvidence``).
+
+    Recorded traces (``traces: {source: record}``) go the way of ``esper-ab record``: one
+    Ray task per episode not cached yet, in parallel, with the space's resources and
+    ``progress("record", done, total)``; cached episodes start no task, so a sweep whose
+    recording was interrupted resumes it. On the Ray the sweep has joined (or a local one,
+    started and stopped here). The episodes are then read back from
+    ``<cache_dir>/traces/<sweep>-<spec hash>``. Other sources: ``evidence_for_spec``."""
+    from esper_ab.replay import ReplayEvidence, evidence_for_spec
+
+    if spec.traces.source != "record":
+        return evidence_for_spec(spec, cache_dir=cache_dir)
+    out = Path(cache_dir) / "traces" / f"{spec.name}-{spec.spec_hash()[:12]}"
+    record_space(spec, out_dir=out, cache_dir=cache_dir, progress=progress,
+                 schedule_timeout_s=schedule_timeout_s, verbose=verbose)
+    return ReplayEvidence(load_spec_traces(spec, out), folds=spec.calibration_folds)

@@ -35,14 +35,15 @@ from esper_ab.gate._presets import PRESETS
 from esper_ab.gate._tracker import GateTracker
 from esper_ab.strategies import (
     NOT_APPLICABLE,
+    REASON_CODE,
     REASONS,
     STATE_NAMES,
     UNMEASURED,
     VALUE,
     Strategy,
     get_strategy,
-    REASON_CODE,
 )
+
 
 def _all_along_steps(valid: np.ndarray) -> list[bool]:
     """Per step slice: whether every entry is valid (then a slice needs no mask)."""

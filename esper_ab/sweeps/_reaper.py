@@ -8,7 +8,9 @@ later). Two things end them:
   psutil only, no esper-ab or Ray import)
   that reads the helpers' PIDs on a pipe from the driver. When the pipe closes -- the driver
   ended, however it ended -- it kills every recorded helper still alive (SIGKILL) and its
-  descendants, then exits. It ignores SIGINT and SIGTERM, so a
+  descendants, then every process whose environment carries this Ray's tag
+  (``ESPER_AB_RAY_TAG``, set while ``ray.init`` starts the helpers: workers a raylet starts
+  later inherit it, and are found even once they hang from init), then exits. It ignores SIGINT and SIGTERM, so a
   Ctrl-C sent to the whole terminal process group does not stop it before its work;
 - the **recorded PIDs**: the sweep folder keeps ``ray_helpers.json`` (PID and start time of
   each helper) while a sweep runs; the next start in that folder stops any still alive
@@ -29,10 +31,53 @@ from typing import Any
 
 import psutil
 
-__all__ = ["HELPERS_FILE", "Watchdog", "forget_helpers", "helper_processes", "reap_recorded",
-           "record_helpers", "stop_processes"]
+__all__ = ["HELPERS_FILE", "TAG_VAR", "Watchdog", "forget_helpers", "helper_processes",
+           "owner_tag", "reap_recorded", "record_helpers", "set_owner_tag", "stop_processes",
+           "tagged_processes"]
 
 HELPERS_FILE = "ray_helpers.json"
+TAG_VAR = "ESPER_AB_RAY_TAG"    # in the environment of every process of one embedded Ray
+_OWNER_TAG: list[str] = []
+
+
+def set_owner_tag(tag: str) -> None:
+    """The tag of the embedded Ray this process started last (see :data:`TAG_VAR`)."""
+    _OWNER_TAG[:] = [tag]
+
+
+def owner_tag() -> str | None:
+    return _OWNER_TAG[0] if _OWNER_TAG else None
+
+
+def tagged_processes(tag: str | None) -> list[psutil.Process]:
+    """The live processes whose environment carries ``tag``: every helper of one embedded
+    Ray, the workers a raylet starts later included (they inherit its environment), even
+    once their parent is gone and they hang from init."""
+    if not tag:
+        return []
+    out = []
+    for p in psutil.process_iter():
+        if p.pid == os.getpid():
+            continue
+        try:
+            if p.environ().get(TAG_VAR) == tag and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        except psutil.Error:
+            continue
+    return out
+
+
+def _stop_all(procs: list[psutil.Process], tag: str | None) -> int:
+    """The recorded helpers and their tree, then (three passes, workers may still be
+    starting) every process of that Ray found by its tag."""
+    n = stop_processes(procs) if procs else 0
+    for _ in range(3):
+        left = tagged_processes(tag)
+        if not left:
+            break
+        n += stop_processes(left)
+        time.sleep(0.3)
+    return n
 WATCHDOG_SCRIPT = "sweeps/_reaper.py"
 GRACE_S = 3.0
 
@@ -111,7 +156,8 @@ def stop_processes(procs: Iterable[psutil.Process], *, grace_s: float = GRACE_S,
 def record_helpers(folder: Path, procs: Iterable[psutil.Process]) -> None:
     entries = [e for e in (_identity(p) for p in procs) if e is not None]
     tmp = Path(folder) / f"{HELPERS_FILE}.tmp"
-    tmp.write_text(json.dumps({"driver": os.getpid(), "helpers": entries}))
+    tmp.write_text(json.dumps({"driver": os.getpid(), "tag": owner_tag(),
+                               "helpers": entries}))
     tmp.replace(Path(folder) / HELPERS_FILE)
 
 
@@ -136,7 +182,7 @@ def reap_recorded(folder: Path) -> int:
         except psutil.Error:
             pass
     procs = [p for p in (_same_process(e) for e in data.get("helpers", [])) if p is not None]
-    n = stop_processes(procs) if procs else 0
+    n = _stop_all(procs, data.get("tag"))
     f.unlink(missing_ok=True)
     return n
 
@@ -144,7 +190,7 @@ def reap_recorded(folder: Path) -> int:
 class Watchdog:
     """The watchdog process of one embedded Ray (see the module doc)."""
 
-    def __init__(self, procs: Iterable[psutil.Process]) -> None:
+    def __init__(self, procs: Iterable[psutil.Process], *, tag: str | None = None) -> None:
         entries = [e for e in (_identity(p) for p in procs) if e is not None]
         # Run as a script (-P: its folder not on sys.path): ``-m esper_ab.sweeps._reaper``
         # would import the package first, measured at 18 s on a loaded machine.
@@ -153,7 +199,7 @@ class Watchdog:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True,
             start_new_session=True)
         assert self._proc.stdin is not None
-        self._proc.stdin.write(json.dumps(entries).encode() + b"\n")
+        self._proc.stdin.write(json.dumps({"helpers": entries, "tag": tag}).encode() + b"\n")
         self._proc.stdin.flush()
 
     @property
@@ -181,15 +227,14 @@ def _main() -> int:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     line = sys.stdin.buffer.readline()
     try:
-        entries = json.loads(line or b"[]")
+        data = json.loads(line or b"{}")
     except ValueError:
         return 1
     while sys.stdin.buffer.read(65536):   # blocks until the driver closes the pipe or dies
         pass
     time.sleep(0.2)                        # let a clean ray.shutdown() finish first
-    procs = [p for p in (_same_process(e) for e in entries) if p is not None]
-    if procs:
-        stop_processes(procs)
+    procs = [p for p in (_same_process(e) for e in data.get("helpers", [])) if p is not None]
+    _stop_all(procs, data.get("tag"))
     return 0
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,8 +26,7 @@ from typing import Any
 import ray
 
 from esper_ab.errors import ConfigError, shown
-from esper_ab.replay import evidence_for_spec
-from esper_ab.sweeps._reaper import Watchdog, helper_processes
+from esper_ab.sweeps._reaper import TAG_VAR, Watchdog, helper_processes, set_owner_tag
 from esper_ab.sweeps.auth import AUTH_HINT, auth_mode
 from esper_ab.sweeps.lifecycle import read_state, write_state
 from esper_ab.sweeps.preflight import check_ray_address
@@ -37,12 +37,11 @@ from esper_ab.sweeps.resources import (
     plan_resources,
 )
 from esper_ab.sweeps.spec import SweepSpec
-from esper_ab.trial import Evidence
 
 __all__ = ["DEFAULT_SCHEDULE_TIMEOUT_S", "LOOPBACK", "ScheduleWatch", "close_watchdog",
            "embedded_ray_started",
            "cluster_nodes", "connect_ray", "embedded_helpers", "shutdown_ray",
-           "device_for_trial", "ensure_schedulable", "evidence_for_sweep", "plan_for_cluster",
+           "device_for_trial", "ensure_schedulable", "plan_for_cluster",
            "quiet_tune_console", "read_state", "shortfall", "trial_error_line", "warm_worker",
            "with_plan", "write_state"]
 
@@ -76,8 +75,10 @@ def connect_ray(address: str | None, *, num_cpus: int | None = None,
         # address="local": always a new embedded instance, never a cluster that some
         # `ray start` on this machine advertised in /tmp/ray/ray_current_cluster.
         close_watchdog()
-        _start_local(num_cpus=num_cpus, setup_hook=setup_hook, quiet=quiet)
-        _watchdog = Watchdog(helper_processes())
+        tag = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        _start_local(num_cpus=num_cpus, setup_hook=setup_hook, quiet=quiet, tag=tag)
+        set_owner_tag(tag)
+        _watchdog = Watchdog(helper_processes(), tag=tag)
         _private_token_file()
         _STARTED.append(True)
         return True
@@ -98,13 +99,14 @@ _STARTED: list[bool] = []
 START_ATTEMPTS = 3
 
 
-def _start_local(*, num_cpus: int | None, setup_hook: str, quiet: dict[str, Any]) -> None:
+def _start_local(*, num_cpus: int | None, setup_hook: str, quiet: dict[str, Any],
+                 tag: str) -> None:
     """``ray.init`` of the embedded Ray, loopback only. Ray gives its raylet a fixed 30 s to
     register; on a saturated machine that fails now and then, so it is tried again (after a
     shutdown of what the failed start left); a last failure is one line."""
     for attempt in range(1, START_ATTEMPTS + 1):
         try:
-            with _loopback_only():
+            with _loopback_only(), _env(TAG_VAR, tag):   # the helpers inherit the tag
                 ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **quiet,
                          _node_ip_address=LOOPBACK,
                          runtime_env={"worker_process_setup_hook": setup_hook})
@@ -116,6 +118,19 @@ def _start_local(*, num_cpus: int | None, setup_hook: str, quiet: dict[str, Any]
                 raise ConfigError(f"the embedded Ray did not start ({first}) after {attempt} "
                                   "attempt(s): free some CPU or memory and retry, or join a "
                                   "running cluster with --address") from None
+
+
+@contextmanager
+def _env(key: str, value: str) -> Iterator[None]:
+    before = os.environ.get(key)
+    os.environ[key] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
 
 
 @contextmanager
@@ -345,22 +360,3 @@ def ensure_schedulable(plan: ResourcePlan, *, what: str,
         raise ScheduleTimeout(
             f"{what} could not be scheduled within {timeout_s:g} s: missing {missing}: free "
             "the cluster, lower resources in the space, or raise --schedule-timeout")
-
-
-def _record_task(spec: SweepSpec, cache_dir: str) -> Evidence:
-    """Ray task: record (or load) the sweep's traces where the trial resources are (on a GPU
-    when one is assigned and CUDA sees it)."""
-    device, _ = device_for_trial()
-    return evidence_for_spec(spec, cache_dir=cache_dir, device=device)
-
-
-def evidence_for_sweep(spec: SweepSpec, *, cache_dir: Path, plan: ResourcePlan | None = None,
-                       schedule_timeout_s: float = DEFAULT_SCHEDULE_TIMEOUT_S) -> Evidence:
-    """The traces every trial replays: recorded once, before the Tuner starts, in a Ray task
-    with the plan's resources (default: ``plan_for_cluster(spec)``)."""
-    if spec.traces.source != "record":
-        return evidence_for_spec(spec, cache_dir=cache_dir)
-    plan = plan or plan_for_cluster(spec)
-    ensure_schedulable(plan, what="the recording task", timeout_s=schedule_timeout_s)
-    task = ray.remote(_record_task).options(num_cpus=plan.cpu, num_gpus=plan.gpu)
-    return ray.get(task.remote(spec, str(cache_dir)))

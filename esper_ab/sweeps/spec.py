@@ -139,7 +139,10 @@ class SelectionSpec(_Model):
     several objectives) go into one paired analysis against the baseline, corrected for
     multiplicity; the winner maximizes ``objective`` among the trials whose
     ``fairness_metric`` is at most ``max_gap`` and (with ``require_significance``) whose gain
-    over the baseline has a Holm-adjusted p below ``alpha``.
+    over the baseline has a Holm-adjusted p below ``alpha``. ``margin`` (objective units) is
+    the equivalence margin of "not better than the baseline"; a blueprint's TPR/FPR count in
+    the fairness criterion when it has ``min_valuable`` valuable and ``min_non_valuable``
+    other seeds.
     """
 
     objective: Literal["balanced_accuracy", "mcc", "realized_utility"] = "balanced_accuracy"
@@ -150,6 +153,9 @@ class SelectionSpec(_Model):
     require_significance: bool = True
     alpha: float = Field(default=0.05, gt=0, lt=1)
     top_k: StrictInt = Field(default=5, ge=1, le=10_000)
+    margin: float = Field(default=0.05, gt=0, allow_inf_nan=False)
+    min_valuable: StrictInt = Field(default=10, ge=1, le=100_000)
+    min_non_valuable: StrictInt = Field(default=10, ge=1, le=100_000)
 
     def rule(self) -> Any:
         """The statistics module's ``SelectionRule`` for these settings."""
@@ -157,7 +163,9 @@ class SelectionSpec(_Model):
 
         return SelectionRule(objective=self.objective, fairness_metric=self.fairness_metric,
                              max_gap=self.max_gap, gap_bound=self.gap_bound,
-                             require_significance=self.require_significance, alpha=self.alpha)
+                             require_significance=self.require_significance, alpha=self.alpha,
+                             margin=self.margin, min_valuable=self.min_valuable,
+                             min_non_valuable=self.min_non_valuable)
 
 
 class SweepSpec(_Model):

@@ -1,30 +1,23 @@
 """Sweeps on Ray Tune + Optuna: the only module that imports ``ray.tune``.
 
-``run_sweep(spec, ...)`` builds an ``OptunaSearch`` over the spec's conditional space (persistent
-Optuna storage: a journal file next to the MLflow store, study name = sweep name), an optional
-ASHA scheduler, and a ``Tuner`` with ``FailureConfig``, ``reuse_actors=True`` and per-trial
-resources (CPUs and a GPU fraction). Each trial evaluates the sweep's replicates one by one
-and reports once per replicate: ``replicates_evaluated`` is ASHA's time axis, so a weak
-config is stopped after a few replicates (multi-fidelity over replicates). A trial runs on
-CUDA when Ray assigned it a GPU that torch can see, and on the CPU otherwise (tagged).
-
-Tracking happens in the driver (``_TrackingCallback`` -> ``esper_ab.tracking``): see there.
-
-Ray is embedded and local by default; ``address`` joins a cluster (``auto``, ``ray://...``,
-``host:port``). Token authentication (Ray's default) is kept, never switched off: see
-``esper_ab.sweeps.auth``.
+``run_sweep(spec, ...)`` builds a ``Tuner`` (``FailureConfig``, ``reuse_actors=True``, per-trial
+CPUs and GPU fraction) over the spec's conditional space with persistent Optuna storage (a
+journal next to the MLflow store, study name = sweep name). At replay fidelity a Tune trial
+is a batch of Optuna configs scored in one pass (``esper_ab.sweeps.batches``; MLflow: the
+table of every config and the finalists as child runs). Otherwise (``batch_size`` 1, closed
+loop) a trial is one config through ``OptunaSearch``, reporting once per replicate for
+ASHA (multi-fidelity over replicates), tracked from the driver (``_TrackingCallback``). A
+trial runs on CUDA when Ray gave it a GPU that torch sees, else on the CPU (tagged). Trial
+bodies: ``esper_ab.sweeps.trainables``. Ray is embedded and local by default; ``address``
+joins a cluster; token authentication is kept, never switched off (``esper_ab.sweeps.auth``).
 """
-
 from __future__ import annotations
 
-import json
 import math
-import shutil
-import signal
 import tempfile
-import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,38 +25,45 @@ from typing import Any
 import ray
 from ray import tune
 from ray.tune import Callback, Checkpoint, CheckpointConfig, FailureConfig, RunConfig, TuneConfig
+from ray.tune.search import Searcher
+from ray.tune.search.optuna import OptunaSearch
 
-from esper_ab.errors import ConfigError
-from esper_ab.fidelity import confirm_tune_sweep
+from esper_ab.fidelity import confirm_tune_sweep, sweep_evidence
 from esper_ab.progress import report_note
+from esper_ab.sweeps.batches import BatchPlanner, batch_size, log_batched_search
+from esper_ab.sweeps.lifecycle import sweep_lifecycle
+from esper_ab.sweeps.preflight import check_ray_address, not_a_file
 from esper_ab.sweeps.resources import ResourcePlan
+from esper_ab.sweeps.resume import (
+    DurableSearch,
+    SweepIncomplete,
+    count_final,
+    open_study,
+    reconcile,
+    resumable_state,
+    resumed_seed,
+    trial_runs,
+)
 from esper_ab.sweeps.runtime import (
     DEFAULT_SCHEDULE_TIMEOUT_S,
     ScheduleWatch,
     connect_ray,
-    device_for_trial,
     ensure_schedulable,
-    evidence_for_sweep,
     plan_for_cluster,
     quiet_tune_console,
-    read_state,
+    shutdown_ray,
     trial_error_line,
-    warm_worker,
     with_plan,
     write_state,
 )
 from esper_ab.sweeps.space import define_by_run, grid_points, params_from_flat, space_summary
 from esper_ab.sweeps.spec import SweepSpec
-from esper_ab.sweeps.studies import optuna_sampler, optuna_storage, sweep_dir_for
-from esper_ab.tracking import BackgroundWriter, SweepTracker
-from esper_ab.trial import Evidence, iter_trial, result_from_step
+from esper_ab.sweeps.studies import optuna_sampler, optuna_storage
+from esper_ab.sweeps.trainables import TuneHooks, batch_trial, config_trial
+from esper_ab.tracking import TRIAL_ID, BackgroundWriter, SweepTracker
+from esper_ab.trial import Evidence
 
-__all__ = ["SweepOptions", "SweepOutcome", "run_sweep", "warm_tune_worker"]
-
-
-def warm_tune_worker() -> None:
-    """Ray worker setup hook of a Tune sweep: the trial stack and this module (ray.tune)."""
-    warm_worker()
+__all__ = ["SweepIncomplete", "SweepOptions", "SweepOutcome", "run_sweep"]
 
 RESULT_KEYS = ("replicates_evaluated", "trial_compute_s")
 
@@ -81,6 +81,7 @@ class SweepOptions:
     cache_dir: str | None = None          # episodes; None: .esper_ab_cache beside the folder
     schedule_timeout_s: float = DEFAULT_SCHEDULE_TIMEOUT_S   # a task/trial unscheduled: fail
     progress: Callable[[str, int, int], None] | None = field(default=None, compare=False)
+    batch_size: int | None = None         # configs per Tune trial; None: auto (batches.py)
 
 
 @dataclass(frozen=True)
@@ -97,61 +98,39 @@ class SweepOutcome:
     confirmation: Any | None = None       # the held-out verdict (esper_ab.fidelity.holdout)
 
 
-# -- the trial, as Tune runs it -----------------------------------------------------------
-def _write(folder: Path, name: str, data: Any) -> None:
-    (folder / name).write_text(json.dumps(data, indent=1, default=str, allow_nan=True))
+# -- the trial: esper_ab.sweeps.trainables, run with Tune's hooks (workers import it alone) --
+_HOOKS = TuneHooks(tune.report, tune.get_checkpoint, Checkpoint.from_directory)
 
 
-def _trainable(config: dict[str, Any], *, spec: SweepSpec, evidence: Evidence,
-               n_boot: int, n_perm: int) -> None:
-    """One trial. With a scheduler it reports once per replicate (cumulative metrics: the
-    scheduler's time axis); without one it reports once, at the end, and ships the
-    per-replicate curve in its checkpoint (``steps.json``) -- every report is a round trip
-    to the driver. ``trial_compute_s`` counts only the trial's own work (replay + statistics
-    + its tables), not the time spent in ``tune.report``. Closed-loop trials checkpoint every
-    step (a retry resumes there); replay steps cost milliseconds to redo."""
-    params = params_from_flat(config, spec)
-    start = 0
-    ckpt = tune.get_checkpoint()
-    if ckpt is not None:
-        with ckpt.as_directory() as d:
-            start = json.loads((Path(d) / "progress.json").read_text())["replicates_evaluated"]
-    device, device_note = device_for_trial()
-    where = {"device": device, "device_note": device_note, "gpu_ids": str(ray.get_gpu_ids()),
-             "node_id": ray.get_runtime_context().get_node_id()}
-    per_step = spec.scheduler.kind != "none"
-    compute, curve = 0.0, []
-    steps = iter_trial(params, evidence, baseline=spec.baseline, start=start,
-                       alpha=spec.selection.alpha, n_boot=n_boot, n_perm=n_perm)
-    while True:
-        t0 = time.perf_counter()
-        step = next(steps, None)
-        if step is None:
-            break
-        folder = None
-        if step.final or spec.fidelity == "closed_loop":
-            folder = Path(tempfile.mkdtemp(prefix="esper_ab_trial_"))
-            _write(folder, "progress.json", {"replicates_evaluated": step.replicates_evaluated})
-        if not per_step and not step.final:
-            curve.append({"step": step.replicates_evaluated, "metrics": dict(step.metrics)})
-        if step.final:
-            res = result_from_step(params, step, evidence)
-            res.decisions.to_csv(folder / "decisions.csv", index=False)
-            res.per_blueprint.to_csv(folder / "per_blueprint.csv", index=False)
-            _write(folder, "gate_config.json", res.gate_config.to_dict())
-            _write(folder, "analysis.json", res.analysis)
-            _write(folder, "params.json", params.as_params())
-            _write(folder, "steps.json", curve)
-        compute += time.perf_counter() - t0
-        if not (per_step or step.final or folder is not None):
-            continue
-        metrics = {**step.metrics, "replicates_evaluated": step.replicates_evaluated,
-                   "trial_compute_s": compute, **where}
-        if folder is None:
-            tune.report(metrics)
-        else:
-            tune.report(metrics, checkpoint=Checkpoint.from_directory(str(folder)))
-            shutil.rmtree(folder, ignore_errors=True)
+class _BatchSearch(Searcher):
+    """Tune's searcher of a batched sweep: each suggestion is a batch of Optuna configs."""
+
+    def __init__(self, planner: BatchPlanner) -> None:
+        super().__init__(metric="configs", mode="max")
+        self.planner = planner
+
+    def suggest(self, trial_id: str) -> dict | None:
+        return self.planner.suggest(trial_id) or Searcher.FINISHED
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                          error: bool = False) -> None:
+        self.planner.complete(trial_id, result, error)
+
+
+class _BatchWatch(Callback):
+    """The schedule watch of a batched sweep (MLflow is written after ``fit``)."""
+
+    def __init__(self, watch: ScheduleWatch) -> None:
+        self.watch = watch
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        self.watch.step([t.status for t in trials])
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.watch.finished(trial, trials)
+
+    on_trial_error = on_trial_complete
+
 
 
 # -- tracking from the driver --------------------------------------------------------------
@@ -165,8 +144,9 @@ class _TrackingCallback(Callback):
     ``watch`` reports finished trials and fails a sweep whose trials cannot be scheduled."""
 
     def __init__(self, tracker: SweepTracker, parent_id: str, spec: SweepSpec,
-                 watch: ScheduleWatch) -> None:
+                 watch: ScheduleWatch, searcher: Any | None = None) -> None:
         self.tracker, self.parent_id, self.spec, self.watch = tracker, parent_id, spec, watch
+        self.searcher = searcher            # _DurableOptunaSearch: told after MLflow
         self.writer = BackgroundWriter(tracker)
         self.runs: dict[str, Any] = {}      # trial id -> Future of its run id
 
@@ -174,18 +154,31 @@ class _TrackingCallback(Callback):
         self.watch.step([t.status for t in trials])
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "runs": {}}
+        return {**self.__dict__, "runs": {}, "searcher": None}
 
     def _run(self, trial: Any) -> Any:
         fut = self.runs.get(trial.trial_id)
         if fut is None:
             params = params_from_flat(trial.config, self.spec)
-            fut = self.writer.submit(
-                "trial_run", self.parent_id, trial_id=trial.trial_id, run_name=params.strategy,
-                params={**params.as_params(), "trial_id": trial.trial_id},
-                tags={"esper_ab.label": params.label()})
+            reuse = self.searcher.reuse_run(trial.trial_id) if self.searcher else None
+            if reuse:   # a resumed re-run of an interrupted config: continue its run
+                self.writer.submit("set_tags", reuse, {TRIAL_ID: trial.trial_id,
+                                                       "esper_ab.resumed": "true"})
+                fut = Future()
+                fut.set_result(reuse)
+            else:
+                fut = self.writer.submit(
+                    "trial_run", self.parent_id, trial_id=trial.trial_id,
+                    run_name=params.strategy,
+                    params={**params.as_params(), "trial_id": trial.trial_id},
+                    tags={"esper_ab.label": params.label()})
             self.runs[trial.trial_id] = fut
         return fut
+
+    def _end(self, trial: Any, rid: Any, status: str, reason: str) -> None:
+        """End the trial's run; Optuna hears of it once that is written."""
+        commit = self.searcher.commit if self.searcher else (lambda _tid: None)
+        self.writer.submit_then(lambda: commit(trial.trial_id), "end_run", rid, status, reason)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.writer.submit("ensure_running", self._run(trial))
@@ -207,8 +200,8 @@ class _TrackingCallback(Callback):
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         rid = self._run(trial)
         self.writer.submit("set_tags", rid, {"esper_ab.attempts": trial.num_failures})
-        self.writer.submit("end_run", rid, "FAILED", f"trial crashed after "
-                           f"{trial.num_failures} attempt(s): {trial_error_line(trial)}")
+        self._end(trial, rid, "FAILED", f"trial crashed after {trial.num_failures} "
+                  f"attempt(s): {trial_error_line(trial)}")
         self.watch.finished(trial, trials)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -227,11 +220,11 @@ class _TrackingCallback(Callback):
             if nan:
                 reason += f"; objective(s) {nan} are NaN (undefined for this config): the " \
                           "trial is kept but cannot be ranked"
-            self.writer.submit("end_run", rid, "FINISHED", reason)
+            self._end(trial, rid, "FINISHED", reason)
         else:
             self.writer.submit("set_tags", rid, {"esper_ab.stopped_early": "true"})
-            self.writer.submit("end_run", rid, "FINISHED", f"stopped early by the scheduler "
-                               f"after {done} of {total} replicates")
+            self._end(trial, rid, "FINISHED", f"stopped early by the scheduler after {done} "
+                      f"of {total} replicates")
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         self.writer.drain()
@@ -241,18 +234,21 @@ def _finite(v: Any) -> bool:
     return isinstance(v, int | float) and math.isfinite(v)
 
 
-# -- searcher, scheduler, state -----------------------------------------------------------
-def _searcher(spec: SweepSpec, folder: Path) -> tuple[Any, int]:
-    from ray.tune.search.optuna import OptunaSearch
+# -- searcher, scheduler ------------------------------------------------------------------
+class _DurableOptunaSearch(DurableSearch, OptunaSearch):
+    """``OptunaSearch`` told of a trial's end only once MLflow has it (``DurableSearch``)."""
 
+
+def _searcher(spec: SweepSpec, storage: Any, *, sweep_run: str, seed: int,
+              fresh: bool) -> _DurableOptunaSearch:
     metric = [f"g2.{o.metric}" for o in spec.objectives]
     mode = [o.direction for o in spec.objectives]
-    points = grid_points(spec) if spec.sampler.kind == "grid" else None
-    searcher = OptunaSearch(
+    points = grid_points(spec) if spec.sampler.kind == "grid" and fresh else None
+    seeded = spec.model_copy(update={"sampler": spec.sampler.model_copy(update={"seed": seed})})
+    return _DurableOptunaSearch(
         space=define_by_run(spec), metric=metric if spec.multi_objective else metric[0],
-        mode=mode if spec.multi_objective else mode[0], sampler=optuna_sampler(spec),
-        study_name=spec.name, storage=optuna_storage(spec, folder), points_to_evaluate=points)
-    return searcher, (len(points) if points else spec.num_samples)
+        mode=mode if spec.multi_objective else mode[0], sampler=optuna_sampler(seeded),
+        study_name=spec.name, storage=storage, points_to_evaluate=points, sweep_run=sweep_run)
 
 
 def _scheduler(spec: SweepSpec) -> Any:
@@ -267,154 +263,138 @@ def _scheduler(spec: SweepSpec) -> Any:
                          reduction_factor=spec.scheduler.reduction_factor)
 
 
-def _trainable_for(spec: SweepSpec, ev: Evidence, opts: SweepOptions, plan: ResourcePlan) -> Any:
-    fn = tune.with_parameters(_trainable, spec=spec, evidence=ev,
-                              n_boot=min(opts.n_boot, 200), n_perm=min(opts.n_perm, 500))
+def _trainable_for(spec: SweepSpec, evidence: Evidence, options: SweepOptions,
+                   plan: ResourcePlan, batch: int = 1) -> Any:
+    fn = tune.with_parameters(batch_trial, spec=spec, evidence_ref=[ray.put(evidence)],
+                              hooks=_HOOKS) \
+        if batch > 1 else tune.with_parameters(   # batches: the evidence goes by reference
+            config_trial, spec=spec, evidence=evidence, n_boot=min(options.n_boot, 200),
+            n_perm=min(options.n_perm, 500), hooks=_HOOKS)
     return tune.with_resources(fn, {"cpu": plan.cpu, "gpu": plan.gpu})
+
+
+# -- the sweep ------------------------------------------------------------------------------
+RESUME_HINT = "'esper-ab sweep SPACE.yaml --resume'"
+
+
+def _tuner(spec: SweepSpec, life: Any, trainable: Any, watch: ScheduleWatch, n: int,
+           study: Any, storage: Any, options: SweepOptions,
+           batch: int = 1) -> tuple[Any, Any] | None:
+    """A fresh ``Tuner`` (and its tracking callback) for the trials still to run (None:
+    none left); on ``--resume`` the study is reconciled with MLflow first. ``batch`` > 1:
+    each Tune trial scores that many configs (``_BatchSearch``)."""
+    remaining, seed = n, spec.sampler.seed
+    if options.resume:
+        plan = reconcile(study, trial_runs(life.tracker, life.parent), sweep_run=life.parent,
+                         metrics=[f"g2.{o.metric}" for o in spec.objectives])
+        remaining, seed = plan.remaining(n), resumed_seed(seed, plan.n_trials)
+        report_note(options.progress, f"resume: {plan.done} of {n} trial(s) done "
+                    f"({plan.told_from_mlflow} recovered from MLflow), {plan.rerun} "
+                    f"interrupted config(s) to re-run, {remaining} to go")
+    watch.total = remaining
+    if remaining == 0:
+        return None
+    if batch > 1:
+        searcher, callback = _BatchSearch(BatchPlanner(
+            spec, life.folder, sweep_run=life.parent, seed=seed, batch_size=batch,
+            n_configs=remaining, grid=not options.resume)), _BatchWatch(watch)
+        remaining = watch.total = math.ceil(remaining / batch)
+    else:
+        searcher = _searcher(spec, storage, sweep_run=life.parent, seed=seed,
+                             fresh=not options.resume)
+        callback = _TrackingCallback(life.tracker, life.parent, spec, watch, searcher)
+    run_name = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    write_state(life.folder, tune_path=str(life.folder / "tune" / run_name))
+    return tune.Tuner(
+        trainable,
+        tune_config=TuneConfig(search_alg=searcher,
+                               scheduler=_scheduler(spec) if batch == 1 else None,
+                               num_samples=remaining, max_concurrent_trials=spec.max_concurrent,
+                               reuse_actors=True, trial_dirname_creator=_trial_dirname),
+        run_config=RunConfig(
+            name=run_name, storage_path=str((life.folder / "tune").resolve()),
+            failure_config=FailureConfig(max_failures=spec.failure.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=1),
+            callbacks=[callback], verbose=options.verbose)), callback
 
 
 def run_sweep(spec: SweepSpec, *, evidence: Evidence | None = None,
               options: SweepOptions = SweepOptions()) -> SweepOutcome:
-    """Run (or ``options.resume``) the sweep; every run ends FINISHED or FAILED."""
+    """Run (or ``options.resume``) the sweep. The lifecycle (``esper_ab.sweeps.lifecycle``)
+    ends every run FINISHED or FAILED with its reason; a resume continues from the Optuna
+    journal and MLflow (``esper_ab.sweeps.resume``), whatever stopped the driver."""
     from esper_ab.sweeps.summary import summarize_sweep
 
     t_start = time.perf_counter()
-    tracker = SweepTracker(options.tracking_uri)
-    folder = sweep_dir_for(spec, tracker.uri, options.storage_dir).resolve()
-    folder.mkdir(parents=True, exist_ok=True)
-    state = read_state(folder)
-    if options.resume:
-        if not state or not tune.Tuner.can_restore(state.get("tune_path", "")):
-            raise ConfigError(f"--resume: sweep {spec.name!r} has no resumable state in "
-                              f"{folder}: run it without --resume first")
-        if state.get("status") == "finished":
-            raise ConfigError(f"--resume: sweep {spec.name!r} (run {state['sweep_run_id']}) "
-                              "already finished: run it without --resume for a new one")
-        if state.get("spec_hash") != spec.spec_hash():
-            raise ConfigError(f"--resume: the spec of sweep {spec.name!r} changed since it "
-                              "started: resume with the same file and options, or start anew")
-    elif state.get("status") == "running":   # abandoned (killed driver): close its runs
-        tracker.close_orphans(state["sweep_run_id"], "abandoned: a new sweep started without "
-                              "--resume")
-        tracker.end_run(state["sweep_run_id"], "FAILED", "abandoned: the driver died and a new "
-                        "sweep started without --resume")
-
-    started = connect_ray(options.address, num_cpus=options.num_cpus, verbose=options.verbose,
-                          setup_hook="esper_ab.sweeps.tune_runner.warm_tune_worker")
-    parent = ""
-    restore_console = quiet_tune_console(options.verbose)   # no Tune table unless verbose
-    cache = Path(options.cache_dir) if options.cache_dir else folder.parent / ".esper_ab_cache"
-    previous = signal.getsignal(signal.SIGTERM) if _main_thread() else None
-    if previous is not None:
-        signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
-    try:
+    check_ray_address(options.address)
+    not_a_file(options.cache_dir, "--cache-dir")
+    n = len(grid_points(spec)) if spec.sampler.kind == "grid" else spec.num_samples
+    with sweep_lifecycle(spec, tracking_uri=options.tracking_uri,
+                         storage_dir=options.storage_dir, what="sweep", resumable=True,
+                         resume_hint=RESUME_HINT) as life:
+        state = resumable_state(spec, life.folder, options.resume)
+        if not options.resume:
+            life.close_abandoned()
+        life.connected(connect_ray(options.address, num_cpus=options.num_cpus,
+                                   verbose=options.verbose,
+                                   setup_hook="esper_ab.sweeps.trainables.warm_worker"),
+                       shutdown_ray)
+        life.at_exit(quiet_tune_console(options.verbose))   # no Tune table unless verbose
+        cache = Path(options.cache_dir) if options.cache_dir else \
+            life.folder.parent / ".esper_ab_cache"
         plan = plan_for_cluster(spec, options.address)   # infeasible: fails before any run
         report_note(options.progress, plan.describe())
-        watch = ScheduleWatch(plan, timeout_s=options.schedule_timeout_s, progress=options.progress)
-        run_name = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        watch = ScheduleWatch(plan, timeout_s=options.schedule_timeout_s,
+                              progress=options.progress)
         if options.resume:
-            parent = state["sweep_run_id"]
-            tracker.reopen(parent)
-            write_state(folder, status="running")
+            life.reopen(state["sweep_run_id"])
         else:
-            parent = tracker.start_sweep(spec, space=space_summary(spec), run_name=run_name,
-                                         tags={"esper_ab.resources": plan.tag()})
-        if evidence is None:   # the recording task and the trials: FAILED runs if unplaced
-            evidence = evidence_for_sweep(spec, cache_dir=cache, plan=plan,
-                                          schedule_timeout_s=watch.timeout_s)
+            life.start(spec, space=space_summary(spec),
+                       run_name=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+                       tags={"esper_ab.resources": plan.tag()},
+                       state={"spec_hash": spec.spec_hash(), "n_trials": n,
+                              "experiment": spec.experiment_name})
+        storage = optuna_storage(spec, life.folder)
+        study = open_study(spec, storage)
+        if evidence is None:
+            evidence = sweep_evidence(spec, cache_dir=cache, progress=options.progress,
+                                      schedule_timeout_s=watch.timeout_s,
+                                      verbose=options.verbose)
         ensure_schedulable(plan, what="a trial", timeout_s=watch.timeout_s)
-        trainable = _trainable_for(spec, evidence, options, plan)
-        if options.resume:
-            tuner = tune.Tuner.restore(state["tune_path"], trainable, resume_unfinished=True,
-                                       resume_errored=True)
-            for cb in _callbacks(tuner):
-                cb.watch = watch
-        else:
-            searcher, n = _searcher(spec, folder)
-            watch.total = n
-            callback = _TrackingCallback(tracker, parent, spec, watch)
-            tuner = tune.Tuner(
-                trainable,
-                tune_config=TuneConfig(search_alg=searcher, scheduler=_scheduler(spec),
-                                       num_samples=n, max_concurrent_trials=spec.max_concurrent,
-                                       reuse_actors=True, trial_dirname_creator=_trial_dirname),
-                run_config=RunConfig(
-                    name=run_name, storage_path=str((folder / "tune").resolve()),
-                    failure_config=FailureConfig(max_failures=spec.failure.max_failures),
-                    checkpoint_config=CheckpointConfig(num_to_keep=1),
-                    callbacks=[callback], verbose=options.verbose))
-            write_state(folder, sweep_run_id=parent, tune_path=str(folder / "tune" / run_name),
-                         spec_hash=spec.spec_hash(), experiment=spec.experiment_name,
-                         status="running", n_trials=n)
-        t_fit = time.perf_counter()
-        grid = tuner.fit()
+        batch = batch_size(spec, n, plan.cpu, options.batch_size)
+        todo = _tuner(spec, life, _trainable_for(spec, evidence, options, plan, batch), watch,
+                      n, study, storage, options, batch)
+        t_fit, grid = time.perf_counter(), []
+        if todo is not None:
+            with life.fitting():
+                grid = todo[0].fit()
+            if batch == 1:
+                todo[1].writer.drain()
         fit_wall = time.perf_counter() - t_fit
-        for cb in _callbacks(tuner):
-            cb.writer.drain()
-        unfinished = [r for r in tracker.close_orphans(parent, "interrupted before it ended: "
-                                                       "resume with --resume")]
-        if unfinished or _interrupted(grid, int(read_state(folder)["n_trials"])):
+        if life.interrupted:
             raise KeyboardInterrupt
-        analysis = summarize_sweep(tracker, spec.experiment_name, parent, n_boot=options.n_boot,
-                                   n_perm=options.n_perm, log=True, progress=options.progress)
+        done = count_final(study, life.parent)
+        if done < n or life.tracker.close_orphans(life.parent, "the trial never ended"):
+            raise SweepIncomplete(f"Tune returned with {done} of {n} trial(s) ended: resume "
+                                  f"with {RESUME_HINT}")
+        if batch > 1:
+            log_batched_search(life, spec, evidence, study, fit_wall, _compute_total(grid))
+        analysis = summarize_sweep(life.tracker, spec.experiment_name, life.parent,
+                                   n_boot=options.n_boot, n_perm=options.n_perm, log=True,
+                                   progress=options.progress)
         reason = analysis.reason
         confirmation = confirm_tune_sweep(      # judged on replicates no trial saw
-            tracker, parent, with_plan(spec, plan), analysis, cache_dir=cache,
+            life.tracker, life.parent, with_plan(spec, plan), analysis, cache_dir=cache,
             n_boot=options.n_boot, n_perm=options.n_perm) if spec.confirm_fidelity else None
         if confirmation is not None:
             reason = (f"confirmed on held-out replicates {list(confirmation.replicates)}: "
                       f"{confirmation.verdict.reason} | search stage: {reason}")
-        tracker.end_run(parent, "FINISHED", reason)
-        write_state(folder, status="finished")
-        return SweepOutcome(parent, spec.experiment_name, "FINISHED", reason, analysis, folder,
-                            time.perf_counter() - t_start, fit_wall, _compute_total(grid),
-                            confirmation)
-    except KeyboardInterrupt:
-        if parent:
-            why = f"interrupted: resume with 'esper-ab sweep SPACE.yaml --resume' ({folder})"
-            tracker.close_orphans(parent, why)
-            tracker.end_run(parent, "FAILED", why)
-            write_state(folder, status="interrupted")
-        raise
-    except BaseException as exc:
-        if parent:
-            why = f"sweep failed: {type(exc).__name__}: {' '.join(str(exc).split())[:500]}"
-            tracker.close_orphans(parent, why)
-            tracker.end_run(parent, "FAILED", why)
-            write_state(folder, status="failed")
-        raise
-    finally:
-        restore_console()
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-        if started:
-            ray.shutdown()
-
-
-def _interrupted(grid: Any, expected: int) -> bool:
-    """Tune returns normally after a SIGINT: missing or unfinished trials tell."""
-    trials = getattr(getattr(grid, "_experiment_analysis", None), "trials", None) or []
-    return len(grid) < expected or any(t.status not in ("TERMINATED", "ERROR")
-                                       for t in trials)
-
-
-def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def _callbacks(tuner: Any) -> list[_TrackingCallback]:
-    run_config = getattr(getattr(tuner, "_local_tuner", None), "_run_config", None)
-    return [c for c in getattr(run_config, "callbacks", None) or []
-            if isinstance(c, _TrackingCallback)]
-
-
-def _main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
+        life.finish(reason)
+        return SweepOutcome(life.parent, spec.experiment_name, "FINISHED", reason, analysis,
+                            life.folder, time.perf_counter() - t_start, fit_wall,
+                            _compute_total(grid), confirmation)
 
 
 def _compute_total(grid: Any) -> float:
-    total = 0.0
-    for r in grid:
-        v = (r.metrics or {}).get("trial_compute_s")
-        total += float(v) if isinstance(v, int | float) else 0.0
-    return total
+    return sum(float(v) for r in grid
+               if isinstance(v := (r.metrics or {}).get("trial_compute_s"), int | float))
