@@ -56,12 +56,18 @@ def export_winner(tracker: Any, experiment: str, sweep_run: str | None, out: str
         if not force:
             raise NoWinner(f"no winner to export: {verdict.get('reason', 'no verdict')}; "
                            "pass --force to export the best trial anyway")
-        cands = sorted((c for c in verdict.get("candidates", [])
-                        if c.get("objective_value") is not None),
+        complete = [c for c in verdict.get("candidates", [])
+                    if c.get("objective_value") is not None]
+        # --force exports the best trial that can be shipped: a degenerate gate (admits no
+        # seed, every seed or no valuable seed) never is, so the next one is taken.
+        cands = sorted((c for c in complete if not c.get("degenerate")),
                        key=lambda c: -c["objective_value"])
         if not cands:
             raise NoWinner(f"sweep run {parent} has no complete trial to export, even with "
-                           "--force: run the sweep to completion")
+                           "--force: run the sweep to completion" if not complete else
+                           f"every complete trial of sweep run {parent} is a degenerate gate "
+                           "(it admits no seed, every seed or no valuable seed): nothing can "
+                           "be exported, even with --force; widen the sweep's threshold range")
         label = cands[0]["strategy"]
     number = int(label.split("-", 1)[0].removeprefix("t"))
     trial = tracker.trial_by_number(parent, number)

@@ -191,7 +191,9 @@ def _evaluate_batch(spec: SweepSpec, evidence: Evidence, study: Any, batch: Sequ
 
 def rank_trials(spec: SweepSpec, trials: pd.DataFrame) -> pd.DataFrame:
     """Complete configs, best first: by the first objective (the Pareto front of all
-    objectives first, when there are several), ties by trial number."""
+    objectives first, when there are several), ties by trial number. A degenerate gate (it
+    admits no seed, every seed, or no valuable seed on the searched replicates) ranks after
+    every other config: the verdict can never pick it, so it never takes a finalist's place."""
     from esper_ab.sweeps.analysis import pareto_front
 
     cols = [metric_key(o.metric) for o in spec.objectives]
@@ -203,7 +205,19 @@ def rank_trials(spec: SweepSpec, trials: pd.DataFrame) -> pd.DataFrame:
     dirs = [o.direction for o in spec.objectives]
     values = ok[cols].to_numpy(dtype=float)
     sign = np.array([1.0 if d == "max" else -1.0 for d in dirs])
+    ok["_usable"] = _usable(ok)
     ok["_front"] = pareto_front(values, dirs) if spec.multi_objective else True
     ok["_primary"] = values[:, 0] * sign[0]
-    ok = ok.sort_values(["_front", "_primary", "number"], ascending=[False, False, True])
-    return ok.drop(columns=["_front", "_primary"]).reset_index(drop=True)
+    ok = ok.sort_values(["_usable", "_front", "_primary", "number"],
+                        ascending=[False, False, False, True])
+    return ok.drop(columns=["_usable", "_front", "_primary"]).reset_index(drop=True)
+
+
+def _usable(trials: pd.DataFrame) -> np.ndarray:
+    """Not degenerate: admits some seed but not every one, and some valuable seed (as
+    ``stats`` judges a candidate; a table without these columns counts as usable)."""
+    n = len(trials)
+    rate = trials.get("g2.pass_rate", pd.Series(np.full(n, 0.5), index=trials.index))
+    tpr = trials.get("g2.tpr", pd.Series(np.full(n, 0.5), index=trials.index))
+    rate, tpr = rate.to_numpy(dtype=float), tpr.to_numpy(dtype=float)
+    return (rate > 0) & (rate < 1) & (tpr > 0)

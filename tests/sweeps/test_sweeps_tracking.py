@@ -254,6 +254,34 @@ def test_export_refuses_without_a_winner_unless_forced(tmp_path):
                  "--out", str(tmp_path / "x.yaml")]) == 2
 
 
+def test_forced_export_never_takes_a_degenerate_gate(tmp_path):
+    """--force exports the best trial that can be shipped: a gate that admits no seed has
+    the best balanced accuracy here (0.5 against 0.46) but is passed over; with only it,
+    nothing is exported and no file is written."""
+    tracker = SweepTracker(f"sqlite:///{tmp_path}/m.db")
+    spec = parse_sweep_spec(space(name="degen", replicates=2))
+    parent = tracker.start_sweep(spec, space=space_summary(spec), run_name="degen-1")
+    ev = ReplayEvidence(synthetic_traces(replicates=range(2), epochs=12, steps_per_epoch=2,
+                                         seeds_per_blueprint=1))
+    writer = BackgroundWriter(tracker)
+    log_trial(writer, parent, "none", TrialParams("exponent", {"a": 0.5}, threshold=10.0), ev)
+    writer.drain()
+    summarize_sweep(tracker, "degen", parent, n_boot=50, n_perm=50, log=True)
+    with pytest.raises(NoWinner, match="degenerate"):
+        export_winner(tracker, "degen", parent, str(tmp_path / "w.yaml"), force=True)
+    assert not (tmp_path / "w.yaml").exists()
+
+    log_trial(writer, parent, "some", TrialParams("exponent", {"a": 0.5}, threshold=0.1), ev)
+    writer.drain()
+    res = summarize_sweep(tracker, "degen", parent, n_boot=50, n_perm=50, log=True)
+    cands = {c["strategy"]: c for c in res.analysis.verdict.to_dict()["candidates"]}
+    (degenerate,) = [k for k, c in cands.items() if c["degenerate"]]
+    (usable,) = [k for k, c in cands.items() if not c["degenerate"]]
+    assert cands[degenerate]["objective_value"] > cands[usable]["objective_value"]
+    path, doc = export_winner(tracker, "degen", parent, str(tmp_path / "w.yaml"), force=True)
+    assert doc.evidence.trial == usable and load_gate(path).config.threshold == 0.1
+
+
 def test_report_command_rebuilds_from_mlflow(store, tmp_path, capsys):
     tracker, parent, _, result, _ = store
     rc = main(["report", "--experiment", "tracked", "--tracking-uri", tracker.uri,
