@@ -21,9 +21,9 @@ def _err(capsys, argv) -> str:
 @pytest.mark.parametrize("overrides,args,needle", [
     ({}, ["--traces", "/no/such/dir"], "/no/such/dir"),
     ({"replicates": 6}, ["--traces", "TRACES"], "replicate(s) [4, 5]"),
-    ({}, ["--traces", "TRACES", "--num-samples", "0"], "--num-samples=0"),
-    ({}, ["--traces", "TRACES", "--batch-size", "0"], "batch_size=0"),
-    ({}, ["--traces", "TRACES", "--finalists", "0"], "--finalists=0"),
+    ({}, ["--traces", "TRACES", "--num-samples", "0"], "--num-samples: 0 is outside"),
+    ({}, ["--traces", "TRACES", "--batch-size", "0"], "--batch-size: 0 is outside"),
+    ({}, ["--traces", "TRACES", "--finalists", "0"], "--finalists: 0 is outside"),
     ({"sampler": {"kind": "annealing"}}, ["--traces", "TRACES"], "sampler.kind"),
 ])
 def test_replay_bad_input(recorded, tmp_path, capsys, overrides, args, needle):
@@ -40,7 +40,10 @@ def test_record_and_sweep_bad_input(tmp_path, capsys):
                         replicates={"search": 2, "confirm": 2}, traces={"source": "synthetic"})
     assert "fidelity multi" in _err(capsys, ["sweep", str(multi), "--tracking-uri",
                                              f"sqlite:///{tmp_path}/m.db"])
-    assert "--resume" in _err(capsys, ["sweep", str(multi), "--resume"])
+    recorded_multi = write_space(tmp_path, name="rec_multi", fidelity="multi",
+                                 replicates={"search": 2, "confirm": 2},
+                                 traces={"source": "record"})
+    assert "--resume" in _err(capsys, ["sweep", str(recorded_multi), "--resume"])
     assert "not a file" in _err(capsys, ["record", str(tmp_path / "none.yaml")])
     bad = write_space(tmp_path, name="bad", confirm={"top_k": 0})
     assert "confirm.top_k" in _err(capsys, ["replay", str(bad), "--traces", str(tmp_path)])

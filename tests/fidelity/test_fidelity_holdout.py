@@ -91,7 +91,8 @@ def test_the_split_forms_and_their_checks():
                         ({"replicates": {"search": 3, "confrm": 2}}, "confrm"),
                         ({"replicates": {"search": 3, "confirm": 2},
                           "confirm": {"replicates": [9, 10]}}, "given"),
-                        ({"fidelity": "multi", "replicates": 4}, "held-out")]:
+                        ({"fidelity": "multi", "replicates": 4, "traces": {"source": "record"}},
+                         "held-out")]:
         with pytest.raises(ConfigError, match=needle):
             parse_sweep_spec(space(**bad))
 

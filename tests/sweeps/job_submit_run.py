@@ -31,7 +31,8 @@ def main(folder: str, space: str, port: int) -> int:
             python=sys.executable, working_dir=str(REPO))
         status = wait(client, job_id, timeout_s=300, poll_s=1.0)
         logs = client.get_job_logs(job_id)
-        print(json.dumps({"status": status, "job_id": job_id, "logs": logs[-4000:]}))
+        print(json.dumps({"status": status, "job_id": job_id, "head": logs[:2000],
+                          "logs": logs[-4000:]}))
         return 0
     finally:
         cluster.shutdown()

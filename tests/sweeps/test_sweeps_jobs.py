@@ -25,8 +25,8 @@ def test_sweep_runs_as_a_ray_job(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     info = json.loads(proc.stdout.strip().splitlines()[-1])
     assert info["status"] == "SUCCEEDED", info["logs"]
-    assert "esper-ab job: RAY_ADDRESS=" in info["logs"] and "auth token" in info["logs"]
-    assert sys.executable in info["logs"]                     # the venv interpreter
+    assert "esper-ab job: RAY_ADDRESS=" in info["head"] and "auth token" in info["head"]
+    assert sys.executable in info["head"]                     # the venv interpreter
     assert "Verdict:" in info["logs"]
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
     df = mlflow.search_runs(experiment_names=["as_job"])
