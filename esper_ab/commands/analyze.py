@@ -46,10 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-    import os
-
-    from esper_ab.commands._observational import run_observational
+    from esper_ab.commands._observational import run_observational, write_json
     from esper_ab.errors import DataError
     from esper_ab.stats import SelectionRule, analyze, load_decisions_csv
 
@@ -69,13 +66,5 @@ def run(args: argparse.Namespace) -> int:
     result = analyze(table, baseline=args.baseline, alpha=args.alpha, rule=rule,
                      n_boot=args.n_boot, n_perm=args.n_perm, seed=args.seed)
     print(result.format_table())
-    if args.json_out:
-        try:
-            with open(args.json_out, "w", encoding="utf-8") as fh:
-                json.dump(result.to_dict(), fh, indent=2, allow_nan=False)
-                fh.write("\n")
-        except OSError as exc:
-            raise DataError(f"cannot write --json {args.json_out!r} ({exc.strerror}): pass a "
-                            "path in a writable directory") from exc
-        print(f"\nwrote {os.path.abspath(args.json_out)}")
+    write_json(result, args.json_out)
     return 0

@@ -18,7 +18,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from esper_ab.errors import DataError
-from esper_ab.stats import ObservationalAnalysis
+from esper_ab.stats import ObservationalAnalysis, statistic_samples
 
 PLOT_FILES = ("pass_rate_by_blueprint.png", "statistic_by_blueprint.png")
 
@@ -54,13 +54,7 @@ def _statistic_figure(table: pd.DataFrame, a: ObservationalAnalysis) -> Figure:
         ax = fig.add_subplot(1, len(strategies), i + 1)
         d = judged[judged["strategy"] == name]
         bps = sorted(pd.unique(d["blueprint"]))
-        data, labels = [], []
-        for bp in bps:
-            v = pd.to_numeric(d.loc[d["blueprint"] == bp, "statistic"], errors="coerce")
-            v = v[np.isfinite(v)].to_numpy()
-            missing = int((d["blueprint"] == bp).sum() - len(v))
-            labels.append(bp + (f"\n({missing} unmeas.)" if missing else ""))
-            data.append(v)
+        data, labels = statistic_samples(d, bps)
         spread = [j for j, v in enumerate(data) if len(v) > 1 and np.ptp(v) > 0]
         if spread:
             ax.violinplot([data[j] for j in spread], positions=spread, showmedians=True)

@@ -18,7 +18,7 @@ from esper_ab.stats._disparities import (
     pass_rate_gap,
     pass_rate_ratio,
 )
-from esper_ab.stats._groups import GroupMetrics
+from esper_ab.stats._groups import GroupMetrics, statistic_samples
 from esper_ab.stats._matched import MatchedComparison, matched_threshold, rethreshold
 from esper_ab.stats._observational import (
     NOT_COMPUTABLE,
@@ -102,6 +102,7 @@ __all__ = [
     "simulate_decisions",
     "sequential_test",
     "simulate_power",
+    "statistic_samples",
     "validate_decisions",
     "verdict_power",
     "validate_observational",

@@ -217,3 +217,19 @@ def compute_group_metrics(
     overall.index.name = "strategy"
     return GroupMetrics(by_group=by_group, overall=overall[list(OVERALL_COLUMNS)],
                         ci_level=float(ci_level), n_boot=int(weights.shape[0]))
+
+
+def statistic_samples(rows: pd.DataFrame, blueprints: list[str]
+                      ) -> tuple[list[np.ndarray], list[str]]:
+    """Per blueprint: the finite gate statistics of ``rows`` (one array each) and a label
+    that counts the unmeasured ones ("norm\n(3 unmeas.)"): what the statistic plots show."""
+    data, labels = [], []
+    for bp in blueprints:
+        mine = rows["blueprint"] == bp
+        v = pd.to_numeric(rows.loc[mine, "statistic"], errors="coerce")
+        v = v[np.isfinite(v)].to_numpy()
+        missing = int(mine.sum() - len(v))
+        labels.append(bp + (f"\n({missing} unmeas.)" if missing else ""))
+        data.append(v)
+    return data, labels
+

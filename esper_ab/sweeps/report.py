@@ -27,6 +27,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogLocator, MaxNLocator, NullFormatter
 
+from esper_ab.stats import statistic_samples
 from esper_ab.sweeps.analysis import SELECTION_CAVEAT, SweepAnalysis, pareto_front
 from esper_ab.sweeps.outcome import (
     KIND_TITLES,
@@ -122,13 +123,7 @@ def _violin_figure(sa: SweepAnalysis) -> Figure:
     for i, (name, d) in enumerate(arms):
         ax = fig.add_subplot(1, len(arms), i + 1)
         bps = list(pd.unique(d["blueprint"]))
-        data, labels = [], []
-        for bp in bps:
-            v = pd.to_numeric(d.loc[d["blueprint"] == bp, "statistic"], errors="coerce")
-            v = v[np.isfinite(v)].to_numpy()
-            missing = int((d["blueprint"] == bp).sum() - len(v))
-            labels.append(bp + (f"\n({missing} unmeas.)" if missing else ""))
-            data.append(v)
+        data, labels = statistic_samples(d, bps)
         positive = all(len(v) == 0 or (v > 0).all() for v in data)
         shown = [np.log10(v) if positive else v for v in data]
         pos = [j for j, v in enumerate(shown) if len(v) > 1 and np.ptp(v) > 0]
