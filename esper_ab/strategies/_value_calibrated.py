@@ -157,12 +157,8 @@ class ValueCalibrated(LabelCalibrated):
         if not usable.any():
             raise ConfigError("calibration has no measurable statistic: record calibration "
                               "replicates whose seeds receive gradients")
-        rows = pd.DataFrame({"seed": pd.Series(seed_key[usable]).astype(str).to_numpy(),
-                             "blueprint": blueprints[usable], "stat": base.value[usable],
-                             "value": value[usable], "valuable": valuable[usable]})
-        per_seed = rows.groupby("seed", sort=True).agg(
-            blueprint=("blueprint", "first"), score=("stat", "median"),
-            value=("value", "first"), valuable=("valuable", "first")).reset_index()
+        per_seed = _per_seed(seed_key[usable], blueprints[usable], base.value[usable],
+                             value[usable], valuable[usable])
         objective, k = self.params["objective"], self.params["min_seeds"]
         thresholds, rules, counts, fit = {}, {}, {}, {}
         for bp, g in per_seed.groupby("blueprint", sort=True):
@@ -194,10 +190,10 @@ class ValueCalibrated(LabelCalibrated):
         fitted = self._fitted or {}
         table = fitted.get("thresholds", {})
         pooled = fitted.get("pooled", 0.0)
-        uniq, inverse = np.unique(np.asarray([str(b) for b in blueprints], dtype=object),
-                                  return_inverse=True)
-        t = np.array([_threshold(table.get(u, pooled)) for u in uniq],
-                     dtype=np.float64)[inverse]
+        # Hash the blueprint names once (a few distinct among many rows), never sort them.
+        codes, uniq = pd.factorize(np.asarray(blueprints, dtype=object), use_na_sentinel=False)
+        t = np.array([_threshold(table.get(str(u), pooled)) for u in uniq],
+                     dtype=np.float64)[codes]
         with np.errstate(divide="ignore", invalid="ignore"):
             score = np.where(np.isinf(t), 0.0, base.value / np.maximum(t, _FLOOR))
         value = np.where(base.state == VALUE, score, np.nan)
@@ -223,3 +219,18 @@ class ValueCalibrated(LabelCalibrated):
 def _threshold(t: float | None) -> float:
     """A stored threshold; None (no threshold admits: admit none) is +inf."""
     return math.inf if t is None else float(t)
+
+
+def _per_seed(keys: np.ndarray, blueprints: np.ndarray, stat: np.ndarray, value: np.ndarray,
+              valuable: np.ndarray) -> pd.DataFrame:
+    """One row per seed, sorted by ``str(seed key)``: its blueprint, value and label (the
+    seed's first row) and its score (the median statistic of its rows). Keys are hashed,
+    and only the distinct keys are turned into strings and sorted."""
+    codes, uniq = pd.factorize(keys, use_na_sentinel=False)
+    _, first = np.unique(codes, return_index=True)
+    score = pd.Series(stat).groupby(codes, sort=True).median().to_numpy()
+    per_seed = pd.DataFrame({"seed": [str(u) for u in uniq], "blueprint": blueprints[first],
+                             "score": score, "value": value[first],
+                             "valuable": valuable[first]})
+    return per_seed.sort_values("seed", kind="stable").reset_index(drop=True)
+
