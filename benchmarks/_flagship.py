@@ -39,3 +39,13 @@ def worker_starts(sweep_dir: Path) -> list[float]:
                 if isinstance(v, int | float) and v > 0:
                     out.append(float(v))
     return out
+
+
+def start_sweep_ray(concurrency: int) -> None:
+    """Local Ray started here with run_sweep's worker setup hook (run_sweep's own
+    connect_ray is then a no-op): the prestarted workers import the trial stack, as in a
+    real sweep."""
+    from esper_ab.sweeps.runtime import connect_ray
+
+    connect_ray(None, num_cpus=concurrency, setup_hook="esper_ab.sweeps.trainables.warm_worker")
+

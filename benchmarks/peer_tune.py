@@ -28,7 +28,7 @@ import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from _flagship import flagship_space  # noqa: E402
+from _flagship import flagship_space, start_sweep_ray  # noqa: E402
 
 
 def peer_trainable(config, *, spec, evidence):
@@ -89,7 +89,6 @@ def main() -> None:
     args = ap.parse_args()
 
     from esper_ab.replay import evidence_for_spec
-    from esper_ab.sweeps.runtime import connect_ray
     from esper_ab.sweeps.spec import parse_sweep_spec
     from esper_ab.sweeps.tune_runner import SweepOptions, run_sweep
 
@@ -101,10 +100,7 @@ def main() -> None:
           f"{os.getloadavg()[0]:.1f}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         evidence = evidence_for_spec(spec, cache_dir=tmp)
-        # Ray started here, with run_sweep's worker setup hook (its own connect_ray is then a
-        # no-op): the prestarted workers import the trial stack, as in a real sweep.
-        connect_ray(None, num_cpus=args.concurrency,
-                    setup_hook="esper_ab.sweeps.trainables.warm_worker")
+        start_sweep_ray(args.concurrency)
         t0 = time.perf_counter()
         out = run_sweep(spec, evidence=evidence, options=SweepOptions(
             tracking_uri=f"sqlite:///{tmp}/mlflow.db", num_cpus=args.concurrency))

@@ -23,9 +23,8 @@ from pathlib import Path
 import torch
 
 from esper_ab.episodes.runner import episode_config, run_episode
-from esper_ab.replay import ReplayEvidence
-from esper_ab.replay import TraceSet
 from esper_ab.fidelity.search import search_replay
+from esper_ab.replay import ReplayEvidence, TraceSet
 from esper_ab.sweeps.spec import load_sweep_spec
 
 SMOKE = Path(__file__).resolve().parents[1] / "search_spaces" / "smoke.yaml"

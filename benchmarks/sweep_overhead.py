@@ -32,7 +32,7 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from _flagship import flagship_space, worker_starts  # noqa: E402
+from _flagship import flagship_space, start_sweep_ray, worker_starts  # noqa: E402
 
 
 def main() -> None:
@@ -47,7 +47,6 @@ def main() -> None:
 
     from esper_ab.fidelity.search import search_replay
     from esper_ab.replay import evidence_for_spec
-    from esper_ab.sweeps.runtime import connect_ray
     from esper_ab.sweeps.spec import parse_sweep_spec
     from esper_ab.sweeps.tune_runner import SweepOptions, run_sweep
 
@@ -56,10 +55,7 @@ def main() -> None:
                             source="benchmark")
     with tempfile.TemporaryDirectory() as tmp:
         evidence = evidence_for_spec(spec, cache_dir=tmp)
-        # Ray started here, with run_sweep's worker setup hook (its own connect_ray is then a
-        # no-op): the prestarted workers import the trial stack, as in a real sweep.
-        connect_ray(None, num_cpus=args.concurrency,
-                    setup_hook="esper_ab.sweeps.trainables.warm_worker")
+        start_sweep_ray(args.concurrency)
         t0 = time.perf_counter()
         out = run_sweep(spec, evidence=evidence, options=SweepOptions(
             tracking_uri=f"sqlite:///{tmp}/mlflow.db", num_cpus=args.concurrency,
