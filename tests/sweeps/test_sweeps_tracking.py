@@ -228,13 +228,18 @@ def test_export_of_a_calibrated_trial_keeps_thresholds_and_hash(store, tmp_path)
         load_gate(path)
 
 
-def test_export_refuses_without_a_winner_unless_forced(tmp_path):
+def _small_sweep(tmp_path, name: str):
+    """A fresh store with one open sweep run on 2 synthetic replicates (one seed each)."""
     tracker = SweepTracker(f"sqlite:///{tmp_path}/m.db")
-    spec = parse_sweep_spec(space(name="nowin", replicates=2))
-    parent = tracker.start_sweep(spec, space=space_summary(spec), run_name="nowin-1")
+    spec = parse_sweep_spec(space(name=name, replicates=2))
+    parent = tracker.start_sweep(spec, space=space_summary(spec), run_name=f"{name}-1")
     ev = ReplayEvidence(synthetic_traces(replicates=range(2), epochs=12, steps_per_epoch=2,
                                          seeds_per_blueprint=1))
-    writer = BackgroundWriter(tracker)
+    return tracker, parent, ev, BackgroundWriter(tracker)
+
+
+def test_export_refuses_without_a_winner_unless_forced(tmp_path):
+    tracker, parent, ev, writer = _small_sweep(tmp_path, "nowin")
     log_trial(writer, parent, "only", TrialParams("exponent", {"a": 0.5}, threshold=0.1), ev)
     writer.drain()
     res = summarize_sweep(tracker, "nowin", parent, n_boot=50, n_perm=50, log=True)
@@ -258,12 +263,7 @@ def test_forced_export_never_takes_a_degenerate_gate(tmp_path):
     """--force exports the best trial that can be shipped: a gate that admits no seed has
     the best balanced accuracy here (0.5 against 0.46) but is passed over; with only it,
     nothing is exported and no file is written."""
-    tracker = SweepTracker(f"sqlite:///{tmp_path}/m.db")
-    spec = parse_sweep_spec(space(name="degen", replicates=2))
-    parent = tracker.start_sweep(spec, space=space_summary(spec), run_name="degen-1")
-    ev = ReplayEvidence(synthetic_traces(replicates=range(2), epochs=12, steps_per_epoch=2,
-                                         seeds_per_blueprint=1))
-    writer = BackgroundWriter(tracker)
+    tracker, parent, ev, writer = _small_sweep(tmp_path, "degen")
     log_trial(writer, parent, "none", TrialParams("exponent", {"a": 0.5}, threshold=10.0), ev)
     writer.drain()
     summarize_sweep(tracker, "degen", parent, n_boot=50, n_perm=50, log=True)
