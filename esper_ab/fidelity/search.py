@@ -34,6 +34,7 @@ import pandas as pd
 
 from esper_ab.errors import EsperABError
 from esper_ab.gate import PRESETS
+from esper_ab.stats import degenerate_reason
 from esper_ab.sweeps.space import define_by_run, grid_points, params_from_flat
 from esper_ab.sweeps.spec import SweepSpec
 from esper_ab.trial import BASELINE_LABEL, Evidence, TrialParams, batch_trial_metrics, metric_key
@@ -214,10 +215,11 @@ def rank_trials(spec: SweepSpec, trials: pd.DataFrame) -> pd.DataFrame:
 
 
 def _usable(trials: pd.DataFrame) -> np.ndarray:
-    """Not degenerate: admits some seed but not every one, and some valuable seed (as
-    ``stats`` judges a candidate; a table without these columns counts as usable)."""
-    n = len(trials)
-    rate = trials.get("g2.pass_rate", pd.Series(np.full(n, 0.5), index=trials.index))
-    tpr = trials.get("g2.tpr", pd.Series(np.full(n, 0.5), index=trials.index))
-    rate, tpr = rate.to_numpy(dtype=float), tpr.to_numpy(dtype=float)
-    return (rate > 0) & (rate < 1) & (tpr > 0)
+    """Not degenerate, as ``stats`` judges a candidate (``degenerate_reason``); a table
+    without the pass-rate and TPR columns counts as usable."""
+    if not {"g2.pass_rate", "g2.tpr"} <= set(trials.columns):
+        return np.ones(len(trials), dtype=bool)
+    n = trials["g2.n"] if "g2.n" in trials.columns else pd.Series(1, index=trials.index)
+    return np.array([not degenerate_reason(int(k) if np.isfinite(k) else 0, float(r), float(t))
+                     for k, r, t in
+                     zip(n, trials["g2.pass_rate"], trials["g2.tpr"], strict=True)], dtype=bool)

@@ -49,7 +49,13 @@ from esper_ab.stats._sequential import (
     sequential_test,
 )
 from esper_ab.stats._simulate import SimulationDesign, StrategySpec, simulate_decisions
-from esper_ab.stats._verdict import NO_WINNER, Candidate, SelectionRule, Verdict
+from esper_ab.stats._verdict import (
+    NO_WINNER,
+    Candidate,
+    SelectionRule,
+    Verdict,
+    degenerate_reason,
+)
 
 __all__ = [
     "AAResult",
@@ -101,6 +107,7 @@ __all__ = [
     "select_winner",
     "simulate_decisions",
     "sequential_test",
+    "degenerate_reason",
     "simulate_power",
     "statistic_samples",
     "validate_decisions",

@@ -185,7 +185,12 @@ def _f(x: float) -> float:
 
 
 def _degenerate(row: pd.Series) -> str:
-    n, rate, tpr = int(row["n"]), float(row["pass_rate"]), float(row["tpr"])
+    return degenerate_reason(int(row["n"]), float(row["pass_rate"]), float(row["tpr"]))
+
+
+def degenerate_reason(n: int, rate: float, tpr: float) -> str:
+    """Why a gate with ``n`` judged seeds, pass rate ``rate`` and TPR ``tpr`` is degenerate
+    (it admits no seed, every seed, or no valuable seed: it can never win), or ""."""
     if not n or rate == 0:
         return f"admits no seed (0 of {n})"
     if rate == 1:

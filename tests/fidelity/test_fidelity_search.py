@@ -112,3 +112,18 @@ def test_nsga2_two_objectives_rank_the_front_first(evidence, tmp_path):
     front = [not dominated(i) for i in range(len(signed))]   # a brute-force Pareto front
     k = sum(front)
     assert k >= 1 and all(front[:k]) and not any(front[k:])
+
+
+def test_degenerate_configs_rank_after_every_other_config():
+    """The ranking puts a gate that admits no seed, every seed or no valuable seed last,
+    whatever its objective: it can never win, so it never takes a finalist's place."""
+    import pandas as pd
+
+    spec = parse_sweep_spec(space(name="rank_degenerate"))   # objective: realized_utility
+    trials = pd.DataFrame({
+        "number": [0, 1, 2, 3, 4], "state": ["COMPLETE"] * 5,
+        "g2.realized_utility": [9.0, 8.0, 7.0, 1.0, 0.5],
+        "g2.pass_rate": [0.0, 1.0, 0.5, 0.4, 0.3],    # admits none / every seed
+        "g2.tpr": [0.0, 1.0, 0.0, 0.5, 0.5],          # #2 admits no valuable seed
+        "g2.n": [8, 8, 8, 8, 8]})
+    assert list(rank_trials(spec, trials)["number"]) == [3, 4, 0, 1, 2]
