@@ -37,22 +37,35 @@ def labelled_calibration(arr: ReplayArrays, rows: np.ndarray, value: Any,
 
 
 def label_cross_fitted(arr: ReplayArrays, template: LabelCalibrated, split: Any, value: Any,
-                       valuable: Any) -> StatisticBatch:
-    """The cross-fitted statistic of ``template`` over every position of ``arr``."""
-    base = template.base_statistic(arr.seed, arr.host, arr.context)
-    seeds = _position_seeds(arr)
-    value = np.asarray(value, dtype=np.float64)
-    valuable = np.asarray(valuable, dtype=bool)
-    bps = arr.context.blueprint
-    out = np.full(len(base.value), np.nan)
-    for cal_reps, eval_reps in split.folds:
-        cal = arr.rows_of(cal_reps)
+                       valuable: Any, seed_rows: np.ndarray) -> StatisticBatch:
+    """The cross-fitted statistic of ``template`` over every position of ``arr``.
+
+    What configs share is computed once per trace: the base statistic per
+    ``template.base_key()``, and each calibration fold's per-seed table (with its hash) per
+    (``base_key``, fold). A config fits its thresholds on those tables and scores every
+    position at once with its fold's per-blueprint thresholds, broadcast per seed over the
+    [K, S, E] layout (``seed_rows``: per seed, its evaluation fold x blueprints + its
+    blueprint's index), exactly as ``transform`` scores the rows online."""
+    key = (template.name, template.base_key())
+    base = arr.statistic(("label-base", key), lambda: template.base_statistic(
+        arr.seed, arr.host, arr.context))
+    uniq, _ = arr.seed_codes()
+    tables = []
+    for cal_reps, _ in split.folds:
+        def scores(cal_reps: tuple[int, ...] = cal_reps) -> Any:
+            seeds = _position_seeds(arr)
+            cal = arr.rows_of(cal_reps)
+            return template.seed_scores(
+                StatisticBatch(base.value[cal], base.state[cal], base.reason[cal]),
+                arr.context.blueprint[cal], seeds[cal],
+                np.asarray(value, dtype=np.float64)[seeds[cal]],
+                np.asarray(valuable, dtype=bool)[seeds[cal]])
+
+        per_seed, digest = arr.derived(("label-seed-scores", key, tuple(cal_reps)), scores)
         fitted = type(template)(**template.params)
-        fitted.load_fitted_state(fitted.fit_rows(
-            StatisticBatch(base.value[cal], base.state[cal], base.reason[cal]), bps[cal],
-            seeds[cal], value[seeds[cal]], valuable[seeds[cal]]))
-        rows = arr.rows_of(eval_reps)
-        out[rows] = fitted.transform(
-            StatisticBatch(base.value[rows], base.state[rows], base.reason[rows]),
-            bps[rows]).value
-    return StatisticBatch(out, base.state, base.reason)
+        fitted.load_fitted_state(fitted.fit_seeds(per_seed, digest))
+        tables.append(fitted.blueprint_thresholds(uniq))
+    t = np.concatenate(tables)[seed_rows][None, :, None]
+    kse = StatisticBatch(arr.kse(base.value), arr.kse(base.state), arr.kse(base.reason))
+    return StatisticBatch(template.apply_thresholds(kse, t).value.reshape(-1), base.state,
+                          base.reason)

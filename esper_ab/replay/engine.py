@@ -243,7 +243,9 @@ def _label_cross_fitted(traces: TraceSet, arr: ReplayArrays, template: LabelCali
                         split: CrossFitSplit) -> StatisticBatch:
     """Cross-fitting of a strategy fitted against the seeds' measured values."""
     values = _seed_values(traces, arr)[1]
-    return label_cross_fitted(arr, template, split, values["value"], values["valuable"])
+    seed_rows = arr.derived(("fold-codes", split.folds), lambda: _fold_codes(arr, split))
+    return label_cross_fitted(arr, template, split, values["value"], values["valuable"],
+                              seed_rows)
 
 
 def calibration_data(traces: TraceSet, strategy: Strategy,

@@ -20,7 +20,11 @@ Then the kind is:
   is under ``margin``, an equivalence (TOST-style non-superiority) statement;
 - ``undecided``: some candidate is neither; the analytic planner (``_power``) at the observed
   effect and SE says how many replicates would decide it (detect the gain at
-  ``target_power``, or show it under the margin, whichever comes first).
+  ``target_power``, or show it under the margin, whichever comes first). A candidate whose
+  fairness gap is undefined (fewer than 2 blueprints with ``min_valuable`` valuable and
+  ``min_non_valuable`` non-valuable seeds) is open too unless its gain is shown under the
+  margin: its fairness is unknown, not shown bad, and the verdict says that more seeds with
+  known value (replicates, slots) are needed rather than a replicate count.
 
 Error rates, measured by simulation (tests/stats/test_stats_verdict_sim.py): a fair, better
 gate wins in >= 90% of tables; a gate with a gap >= 0.35 wins in <= 5%; in an A/A comparison
@@ -250,8 +254,12 @@ def decide(
         gap, lo, hi = (float(ft.loc[s, c]) for c in (fair, f"{fair}_ci_low", f"{fair}_ci_high"))
         bound_value = gap if rule.gap_bound == "estimate" else hi
         gap_ok = bool(bound_value <= rule.max_gap)
-        # The point estimate decides it out (NaN too); an upper limit cannot fall below it.
-        gap_out = not (gap <= rule.max_gap if rule.gap_bound == "estimate" else gap < rule.max_gap)
+        # The point estimate decides it out; an upper limit cannot fall below it. An undefined
+        # gap (too few valuable / non-valuable seeds per blueprint) decides nothing: fairness
+        # is unknown, so the candidate stays open unless its gain settles it.
+        gap_undefined = not math.isfinite(gap)
+        gap_out = not gap_undefined and not (
+            gap <= rule.max_gap if rule.gap_bound == "estimate" else gap < rule.max_gap)
         p_less = float(ft.loc[s, f"{fair}_vs_baseline_p"]) if s != baseline else float("nan")
         fair_rel = not (rule.fairness_vs_baseline and p_less < alpha)
         significant = (diff > 0 and p_adj < alpha) if rule.require_significance else True
@@ -281,8 +289,9 @@ def decide(
         else:
             status = "open"
         why = exclusion_text(c, rule, alpha, fairness.left_out_text(fair))
-        needed = _replicates_needed(c, rule, alpha, m, n_replicates, gap_open=not gap_ok and
-                                    not gap_out) if status == "open" else None
+        needed = (_replicates_needed(c, rule, alpha, m, n_replicates,
+                                     gap_open=not gap_ok and not gap_out)
+                  if status == "open" and not gap_undefined else None)
         cands.append(replace(c, status=status, why=why, replicates_needed=needed))
     eligible = sorted((c for c in cands if c.status == "eligible"),
                       key=lambda c: (-c.objective_value, c.strategy))

@@ -90,6 +90,8 @@ def _status_line(c: Any, rule: Any, alpha: float) -> str:
     if c.status == "open":
         n = c.replicates_needed
         more = (f"~{n} replicates in all would decide it" if n is not None
+                else "more seeds of known value per blueprint would decide it"
+                if not math.isfinite(c.gap)
                 else f"more than {MAX_REPLICATES} replicates would be needed")
         return f"  {c.strategy}: open: {c.why}; {more}"
     return f"  {c.strategy}: excluded: {c.why}"
@@ -125,7 +127,14 @@ def headline_for(kind: str, best: Any, cands: Sequence[Any], *, baseline: str, r
                        key=lambda c: (c.replicates_needed is None, c.replicates_needed or 0,
                                       c.strategy))
         c = open_[0]
-        if needed is None:
+        unknown = [o for o in open_ if not math.isfinite(o.gap)]
+        if needed is None and unknown:
+            head = (f"Verdict: undecided: {rule.fairness_metric} cannot be estimated for "
+                    f"{', '.join(o.strategy for o in unknown)}: fewer than 2 blueprints have "
+                    f">= {rule.min_valuable} valuable and >= {rule.min_non_valuable} "
+                    "non-valuable seeds; more replicates (or slots) with valuable seeds are "
+                    "needed")
+        elif needed is None:
             head = (f"Verdict: undecided: more than {MAX_REPLICATES} replicates would be needed "
                     f"at the observed {obj} gain of {c.strategy} ({_f(c.difference, '+.3g')}): "
                     "no practical study decides it; it is practically no better")

@@ -71,9 +71,12 @@ class ValueCalibration(CalibrationData):
 class LabelCalibrated(Strategy):
     """A strategy calibrated against measured values (replay cross-fits it with labels).
 
-    ``base_statistic`` / ``fit_rows`` / ``transform`` let the replay engine compute the
-    statistic once per trace and fit folds on it; ``_fit`` / ``_compute`` (the online path)
-    go through the very same three methods."""
+    The fit runs in two steps: ``seed_scores`` (the calibration rows reduced to one row per
+    seed, with the hash of that table) and ``fit_seeds`` (the fitted state from it); the
+    score is ``apply_thresholds`` of the base statistic and ``blueprint_thresholds``. So the
+    replay engine computes the base statistic once per ``base_key``, the per-seed table once
+    per (``base_key``, calibration fold), and only the cheap fit and score per config;
+    ``_fit`` / ``_compute`` (the online path) go through the very same methods."""
 
     needs_calibration = True
     needs_labels = True
@@ -82,12 +85,33 @@ class LabelCalibrated(Strategy):
                        ctx: ContextBatch) -> StatisticBatch:
         raise NotImplementedError
 
-    def fit_rows(self, base: StatisticBatch, blueprints: np.ndarray, seed_key: np.ndarray,
-                 value: np.ndarray, valuable: np.ndarray) -> dict[str, Any]:
+    def base_key(self) -> tuple:
+        """The parameters that fix ``base_statistic`` (what replay caches it by)."""
         raise NotImplementedError
 
-    def transform(self, base: StatisticBatch, blueprints: np.ndarray) -> StatisticBatch:
+    def seed_scores(self, base: StatisticBatch, blueprints: np.ndarray, seed_key: np.ndarray,
+                    value: np.ndarray, valuable: np.ndarray) -> tuple[pd.DataFrame, str]:
         raise NotImplementedError
+
+    def fit_seeds(self, per_seed: pd.DataFrame, digest: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def blueprint_thresholds(self, blueprints: Any) -> np.ndarray:
+        """The fitted threshold of each of ``blueprints`` (+inf: admit none)."""
+        raise NotImplementedError
+
+    def apply_thresholds(self, base: StatisticBatch, t: np.ndarray) -> StatisticBatch:
+        """The score of ``base`` under per-row thresholds ``t`` (broadcast against it)."""
+        raise NotImplementedError
+
+    def fit_rows(self, base: StatisticBatch, blueprints: np.ndarray, seed_key: np.ndarray,
+                 value: np.ndarray, valuable: np.ndarray) -> dict[str, Any]:
+        return self.fit_seeds(*self.seed_scores(base, blueprints, seed_key, value, valuable))
+
+    def transform(self, base: StatisticBatch, blueprints: np.ndarray) -> StatisticBatch:
+        # Hash the blueprint names once (a few distinct among many rows), never sort them.
+        codes, uniq = pd.factorize(np.asarray(blueprints, dtype=object), use_na_sentinel=False)
+        return self.apply_thresholds(base, self.blueprint_thresholds(uniq)[codes])
 
     def _fit(self, cal: CalibrationData) -> dict[str, Any]:
         if not isinstance(cal, ValueCalibration) or cal.valuable is None \
@@ -152,13 +176,21 @@ class ValueCalibrated(LabelCalibrated):
     def base_statistic(self, seed, host, ctx):
         return _STATISTICS[self.params["statistic"]]().statistic_batch(seed, host, ctx)
 
-    def fit_rows(self, base, blueprints, seed_key, value, valuable):
+    def base_key(self):
+        return (self.params["statistic"],)
+
+    def seed_scores(self, base, blueprints, seed_key, value, valuable):
         usable = (base.state == VALUE) & (base.reason == R["ok"])
         if not usable.any():
             raise ConfigError("calibration has no measurable statistic: record calibration "
                               "replicates whose seeds receive gradients")
         per_seed = _per_seed(seed_key[usable], blueprints[usable], base.value[usable],
                              value[usable], valuable[usable])
+        digest = hashlib.sha256(per_seed.to_csv(index=False, float_format="%.17g")
+                                .encode()).hexdigest()
+        return per_seed, digest
+
+    def fit_seeds(self, per_seed, digest):
         objective, k = self.params["objective"], self.params["min_seeds"]
         thresholds, rules, counts, fit = {}, {}, {}, {}
         for bp, g in per_seed.groupby("blueprint", sort=True):
@@ -178,22 +210,20 @@ class ValueCalibrated(LabelCalibrated):
         pooled = _best_cut(ps, pv.astype(bool), pval, objective)[0] \
             if (objective != "balanced_accuracy" or 0 < pv.sum() < len(pv)) else \
             (0.0 if pv.all() else None)
-        digest = hashlib.sha256(per_seed.to_csv(index=False, float_format="%.17g")
-                                .encode()).hexdigest()
         if pooled is not None and math.isinf(pooled):
             pooled = None
         return {"statistic": self.params["statistic"], "objective": objective,
                 "thresholds": thresholds, "rules": rules, "pooled": pooled, "n": counts,
                 "fit_objective": fit, "n_seeds": int(len(per_seed)), "data_sha256": digest}
 
-    def transform(self, base, blueprints):
+    def blueprint_thresholds(self, blueprints):
         fitted = self._fitted or {}
         table = fitted.get("thresholds", {})
         pooled = fitted.get("pooled", 0.0)
-        # Hash the blueprint names once (a few distinct among many rows), never sort them.
-        codes, uniq = pd.factorize(np.asarray(blueprints, dtype=object), use_na_sentinel=False)
-        t = np.array([_threshold(table.get(str(u), pooled)) for u in uniq],
-                     dtype=np.float64)[codes]
+        return np.array([_threshold(table.get(str(u), pooled)) for u in blueprints],
+                        dtype=np.float64)
+
+    def apply_thresholds(self, base, t):
         with np.errstate(divide="ignore", invalid="ignore"):
             score = np.where(np.isinf(t), 0.0, base.value / np.maximum(t, _FLOOR))
         value = np.where(base.state == VALUE, score, np.nan)

@@ -154,3 +154,21 @@ def test_threshold_effects_are_told_apart_from_normalization_gains():
     only = analyze(_threshold_table().query("strategy != 'stricter'"), n_boot=200, n_perm=500)
     assert only.verdict.winner == "better_stat"
     assert only.verdict.headline.endswith("a normalization gain")
+
+
+def test_an_undefined_fairness_gap_leaves_the_answer_open_not_excluded(answers):
+    # With min_valuable above every blueprint's count the equalized-odds gap cannot be
+    # estimated. That is no evidence of unfairness: the winner table becomes undecided (its
+    # gain is not under the margin), and the not_better table stays not_better (its gain is
+    # shown under the margin whatever the fairness). The CNN flagship of an earlier round
+    # read "not better" with every candidate "excluded" this way.
+    few = SelectionRule(min_valuable=10_000)
+    v = select_winner(answers["winner"], rule=few)
+    (c,) = v.candidates
+    assert v.kind == "undecided" and v.winner is None
+    assert c.status == "open" and not np.isfinite(c.gap) and c.replicates_needed is None
+    assert "cannot be estimated for per_layer" in v.headline
+    assert "more replicates (or slots) with valuable seeds" in v.headline
+    assert "undefined" in c.why
+    nb = select_winner(answers["not_better"], rule=few)
+    assert nb.kind == "not_better" and nb.candidates[0].status == "not_better"
