@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -35,6 +36,7 @@ def run_space(path: Path, out: Path, cpus: int) -> dict[str, float]:
     from esper_ab.fidelity import format_confirmation
     from esper_ab.fidelity.recording import load_spec_traces, record_space
     from esper_ab.fidelity.replay_sweep import ReplaySweepOptions, run_replay_sweep
+    from esper_ab.progress import Progress
     from esper_ab.replay import ReplayEvidence
     from esper_ab.sweeps.runtime import connect_ray
     from esper_ab.sweeps.spec import load_sweep_spec
@@ -45,7 +47,8 @@ def run_space(path: Path, out: Path, cpus: int) -> dict[str, float]:
     t0 = time.perf_counter()
     started = connect_ray(None, num_cpus=cpus)
     try:
-        rec = record_space(spec, out_dir=traces_dir, cache_dir=cache)
+        with Progress() as progress:   # a bar on a terminal, a timestamped line per episode off one
+            rec = record_space(spec, out_dir=traces_dir, cache_dir=cache, progress=progress)
     finally:
         if started:
             ray.shutdown()
@@ -58,6 +61,9 @@ def run_space(path: Path, out: Path, cpus: int) -> dict[str, float]:
     held = ReplayEvidence(load_spec_traces(spec, traces_dir,
                                            replicates=spec.confirm_replicates),
                           folds=spec.calibration_folds)
+    # A fresh study each run (the episodes are cached; the search is what is measured):
+    # the same folder would continue the last run's Optuna study with other finalists.
+    shutil.rmtree(out / "sweeps" / spec.name, ignore_errors=True)
     result = run_replay_sweep(spec, evidence=search, confirm_evidence=held,
                               options=ReplaySweepOptions(
                                   tracking_uri=f"sqlite:///{out / 'mlflow.db'}",

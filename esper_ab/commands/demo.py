@@ -60,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
     from esper_ab.errors import ConfigError
     from esper_ab.sweeps.spec import load_sweep_spec
     from esper_ab.sweeps.summary import format_summary
-    from esper_ab.tracking import SweepTracker
     from esper_ab.sweeps.tune_runner import SweepOptions, run_sweep
+    from esper_ab.tracking import SweepTracker
 
     if not Path(args.space).is_file():
         raise ConfigError(f"--space={args.space!r} does not exist: run the demo from an "

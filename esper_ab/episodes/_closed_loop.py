@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from esper_ab.episodes._incubation import SeedKey, germinate, load_host
 from esper_ab.episodes._training import (
     BatchStream,
     BlendHook,
@@ -29,11 +30,10 @@ from esper_ab.episodes._training import (
     ramp_alpha,
     train_step,
 )
-from esper_ab.episodes._incubation import SeedKey, germinate, load_host
 from esper_ab.episodes.blueprints import PLACEBO
+from esper_ab.episodes.workloads import Workload, build_workload
 from esper_ab.gate import StepMeasurement
 from esper_ab.gradients import GradientCollector
-from esper_ab.episodes.workloads import Workload, build_workload
 
 
 def _run(workload: Workload, start, key: SeedKey | None, config, *, gate, replicate: int,

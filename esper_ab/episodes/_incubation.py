@@ -28,8 +28,8 @@ from esper_ab.episodes._training import (
     train_step,
 )
 from esper_ab.episodes.blueprints import build_seed
-from esper_ab.gradients import GradientCollector, GradStats
 from esper_ab.episodes.workloads import Workload
+from esper_ab.gradients import GradientCollector, GradStats
 
 
 @dataclass(frozen=True)

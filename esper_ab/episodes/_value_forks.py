@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from esper_ab.episodes._incubation import Incubated, IncubationSettings, SeedKey, load_host
 from esper_ab.episodes._training import (
     BatchStream,
     BlendHook,
@@ -26,7 +27,6 @@ from esper_ab.episodes._training import (
     ramp_alpha,
     train_step,
 )
-from esper_ab.episodes._incubation import Incubated, IncubationSettings, SeedKey, load_host
 from esper_ab.episodes.blueprints import PLACEBO, build_seed
 from esper_ab.episodes.workloads import Workload
 

@@ -33,8 +33,8 @@ from typing import Any, Literal
 import pandas as pd
 
 from esper_ab.episodes.blueprints import PLACEBO, list_blueprints
-from esper_ab.errors import bad_value
 from esper_ab.episodes.workloads import WorkloadConfig, config_hash, workload_config
+from esper_ab.errors import bad_value
 
 __all__ = [
     "DEFAULT_CACHE_DIR",
@@ -48,7 +48,6 @@ __all__ = [
     "run_closed_loop",
     "run_episode",
     "summarize",
-    "traces_for_spec",
 ]
 
 DEFAULT_CACHE_DIR = Path(".esper_ab_cache")
@@ -270,10 +269,16 @@ def run_episode(config: EpisodeConfig, *, replicate: int,
 
 def _compute_episode(config: EpisodeConfig, *, replicate: int, device, cache_root: Path | None,
                      progress: Progress | None) -> EpisodeResult:
-    from esper_ab.episodes.tables import param_counts_by_type, seed_table, trace_table
+    from esper_ab.episodes._incubation import (
+        IncubationSettings,
+        SeedKey,
+        germinate,
+        incubate,
+        load_host,
+    )
     from esper_ab.episodes._training import evaluate, pretrain_host
-    from esper_ab.episodes._incubation import IncubationSettings, SeedKey, germinate, incubate, load_host
     from esper_ab.episodes._value_forks import ForkSettings, measure_values
+    from esper_ab.episodes.tables import param_counts_by_type, seed_table, trace_table
     from esper_ab.episodes.workloads import build_workload
 
     workload = build_workload(config.workload, seed=replicate).to(device)

@@ -12,8 +12,8 @@
 
 from esper_ab.fidelity.agreement import agreement_table, format_agreement, render_fidelity_html
 from esper_ab.fidelity.confirmation import (
-    ConfirmJob,
     Confirmation,
+    ConfirmJob,
     confirm_by_replay,
     confirmation_spec,
     format_confirmation,

@@ -85,8 +85,8 @@ def _closed_loop_task(job: ConfirmJob, cache_dir: str, threads: int) -> dict[str
     """Ray task: one closed-loop run on the assigned device, written to the cache."""
     import torch
 
-    from esper_ab.sweeps.runtime import device_for_trial
     from esper_ab.episodes.runner import run_closed_loop
+    from esper_ab.sweeps.runtime import device_for_trial
 
     torch.set_num_threads(max(1, threads))
     device, note = device_for_trial()

@@ -61,8 +61,8 @@ def episode_jobs(spec: SweepSpec, *, replicates: list[int] | None = None) -> lis
 
 def _cache_folder(job: EpisodeJob, cache_dir: Path) -> Path | None:
     """The cache folder holding this episode (recorded on any device type), if any."""
-    from esper_ab.episodes.tables import has_tables
     from esper_ab.episodes.runner import EPISODE_FORMAT
+    from esper_ab.episodes.tables import has_tables
     from esper_ab.episodes.workloads import config_hash
 
     for device in ("cpu", "cuda"):
@@ -86,8 +86,8 @@ def _record_task(job: EpisodeJob, cache_dir: str, threads: int) -> tuple[str, fl
     the CPU seconds of the task's process."""
     import torch
 
-    from esper_ab.sweeps.runtime import device_for_trial
     from esper_ab.episodes.runner import run_episode
+    from esper_ab.sweeps.runtime import device_for_trial
 
     torch.set_num_threads(max(1, threads))
     device, _ = device_for_trial()

@@ -67,9 +67,12 @@ def exclusion_text(c: Any, rule: Any, alpha: float, left_out: str) -> str:
         parts.append("no replicate holds both it and the baseline: evaluate both on the same "
                      "replicates")
     elif not c.significant:
-        parts.append(f"{rule.objective} {_f(c.difference, '+.3f')} vs baseline, Holm-adjusted "
-                     f"p = {_f(c.pvalue_adjusted, '.3g')} (a winner needs a gain with p < "
-                     f"{alpha:g})")
+        eq = c.equivalence_ci
+        ci = (f", {1 - 2 * alpha:.0%} CI {_ci(eq)}" if math.isfinite(eq[0])
+              and math.isfinite(eq[1]) else "")
+        parts.append(f"{rule.objective} {_f(c.difference, '+.3f')} vs baseline{ci}, "
+                     f"Holm-adjusted p = {_f(c.pvalue_adjusted, '.3g')} (a winner needs a gain "
+                     f"with p < {alpha:g})")
     return "; ".join(parts)
 
 

@@ -13,7 +13,6 @@ from esper_ab.strategies._base import (
     HOST_EPS,
     NOT_APPLICABLE,
     REASONS,
-    R as REASON_CODE,
     STATE_NAMES,
     UNMEASURED,
     VALUE,
@@ -25,6 +24,9 @@ from esper_ab.strategies._base import (
     StatisticBatch,
     StatsBatch,
     Strategy,
+)
+from esper_ab.strategies._base import (
+    R as REASON_CODE,
 )
 from esper_ab.strategies._calibrated import (
     BaselineCalibrated,

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import torch
 
-from esper_ab.episodes._training import IncubationHook, pretrain_host
 from esper_ab.episodes._incubation import IncubationSettings, SeedKey, incubate
+from esper_ab.episodes._training import IncubationHook, pretrain_host
 from esper_ab.episodes.blueprints import build_seed, list_blueprints, param_count_formula
 from esper_ab.episodes.runner import (
     episode_config,
@@ -22,10 +22,10 @@ from esper_ab.episodes.runner import (
     run_closed_loop,
     run_episode,
 )
+from esper_ab.episodes.workloads import build_workload, task_loss
 from esper_ab.errors import ConfigError
 from esper_ab.gate import Gate
 from esper_ab.gradients import GradStats
-from esper_ab.episodes.workloads import build_workload, task_loss
 
 torch.set_num_threads(1)
 CPU = torch.device("cpu")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from esper_ab.errors import ConfigError
 from esper_ab.episodes.hosts import (
     CNNHost,
     CNNHostConfig,
@@ -13,6 +12,7 @@ from esper_ab.episodes.hosts import (
     TransformerHostConfig,
     build_host,
 )
+from esper_ab.errors import ConfigError
 
 torch.set_num_threads(1)
 

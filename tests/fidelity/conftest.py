@@ -32,8 +32,8 @@ def recorded(tmp_path_factory) -> Recorded:
 @pytest.fixture(scope="session")
 def evidence(recorded):
     """Replay evidence over the searched replicates (0, 1, 2)."""
-    from esper_ab.replay import ReplayEvidence
     from esper_ab.fidelity.recording import load_spec_traces
+    from esper_ab.replay import ReplayEvidence
     from esper_ab.sweeps.spec import parse_sweep_spec
 
     spec = parse_sweep_spec(space())

@@ -18,8 +18,8 @@ from statsmodels.stats.multitest import multipletests
 from esper_ab.cli import main
 from esper_ab.errors import ConfigError, DataError
 from esper_ab.fidelity import format_confirmation
-from esper_ab.gate import PRESETS, GateConfig
 from esper_ab.fidelity.replay_sweep import ReplaySweepOptions, run_replay_sweep
+from esper_ab.gate import PRESETS, GateConfig
 from esper_ab.replay import ReplayEvidence, synthetic_traces
 from esper_ab.sweeps.spec import parse_sweep_spec
 

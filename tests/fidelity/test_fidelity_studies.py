@@ -10,13 +10,13 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
 from esper_ab.errors import ConfigError
+from esper_ab.sweeps.spec import parse_sweep_spec
 from esper_ab.sweeps.studies import (
     BatchedJournalBackend,
     SweepFolderLock,
     optuna_sampler,
     optuna_storage,
 )
-from esper_ab.sweeps.spec import parse_sweep_spec
 
 
 def _objective(trial: optuna.Trial) -> float:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from esper_ab.errors import ConfigError
+from esper_ab.export import load_gate
 from esper_ab.gate import (
     GateConfig,
     MetricEvidence,
@@ -18,7 +19,6 @@ from esper_ab.gate import (
     load_winner,
     write_winner,
 )
-from esper_ab.export import load_gate
 from esper_ab.gradients import GradStats, TypeStats
 from esper_ab.replay import calibration_data, fold_split, replay_decisions, synthetic_traces
 from esper_ab.strategies import (
@@ -59,11 +59,11 @@ def brute_force(scores, valuable, value, objective):
     for t in [*sorted(scores), math.inf]:
         admitted = [s >= t for s in scores]
         if objective == "balanced_accuracy":
-            tp = sum(a and v for a, v in zip(admitted, valuable))
-            tn = sum((not a) and (not v) for a, v in zip(admitted, valuable))
+            tp = sum(a and v for a, v in zip(admitted, valuable, strict=True))
+            tn = sum((not a) and (not v) for a, v in zip(admitted, valuable, strict=True))
             score = (tp / sum(valuable) + tn / (len(valuable) - sum(valuable))) / 2
         else:
-            score = sum(x for a, x in zip(admitted, value) if a)
+            score = sum(x for a, x in zip(admitted, value, strict=True) if a)
         best = max(best, score)
     return best
 
@@ -88,11 +88,11 @@ def test_the_fit_reaches_the_brute_force_optimum(objective):
         t = state["thresholds"][bp]
         admitted = [s >= t for s in scores]
         if objective == "balanced_accuracy":
-            tp = sum(a and v for a, v in zip(admitted, valuable))
-            tn = sum((not a) and (not v) for a, v in zip(admitted, valuable))
+            tp = sum(a and v for a, v in zip(admitted, valuable, strict=True))
+            tn = sum((not a) and (not v) for a, v in zip(admitted, valuable, strict=True))
             got = (tp / sum(valuable) + tn / (len(valuable) - sum(valuable))) / 2
         else:
-            got = sum(x for a, x in zip(admitted, values) if a)
+            got = sum(x for a, x in zip(admitted, values, strict=True) if a)
         assert state["rules"][bp] == "fitted"
         assert got == pytest.approx(brute_force(scores, valuable, values, objective))
         assert state["fit_objective"][bp] == pytest.approx(got)
@@ -131,8 +131,8 @@ def test_too_few_labels_fall_back_to_all_or_nothing_and_unseen_to_pooled():
     scores = [float(np.median(r)) for _, r, _ in rows]
     valuable = [v >= 1.0 for _, _, v in rows]
     admitted = [t is not None and sc >= t for sc in scores]
-    tp = sum(a and v for a, v in zip(admitted, valuable))
-    tn = sum((not a) and (not v) for a, v in zip(admitted, valuable))
+    tp = sum(a and v for a, v in zip(admitted, valuable, strict=True))
+    tn = sum((not a) and (not v) for a, v in zip(admitted, valuable, strict=True))
     got = (tp / sum(valuable) + tn / (len(valuable) - sum(valuable))) / 2
     assert got == pytest.approx(brute_force(scores, valuable, None, "balanced_accuracy"))
 

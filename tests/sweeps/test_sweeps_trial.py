@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix
 
-from esper_ab.replay import ReplayEvidence, synthetic_traces
 from esper_ab.export import calibration_hash
 from esper_ab.gate import PRESETS, Gate
+from esper_ab.replay import ReplayEvidence, synthetic_traces
 from esper_ab.trial import TrialParams, iter_trial, metric_key, run_trial
 
 TRACES = synthetic_traces(replicates=range(4), epochs=12, steps_per_epoch=2,

@@ -12,7 +12,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from esper_ab.errors import bad_value
 from esper_ab.episodes.hosts import (
     CNNHost,
     CNNHostConfig,
@@ -20,6 +19,7 @@ from esper_ab.episodes.hosts import (
     TransformerHostConfig,
     build_host,
 )
+from esper_ab.errors import bad_value
 
 __all__ = [
     "IGNORE_INDEX",

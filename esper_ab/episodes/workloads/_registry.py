@@ -5,8 +5,8 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from esper_ab.errors import bad_value
 from esper_ab.episodes.workloads._base import Workload, WorkloadConfig
+from esper_ab.errors import bad_value
 
 _MODULES = {
     "synthetic-cnn": "esper_ab.episodes.workloads.synthetic_cnn",

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from esper_ab.errors import DataError, bad_value
 from esper_ab.episodes.hosts import CNNHostConfig
 from esper_ab.episodes.workloads._base import PretrainConfig, Workload, WorkloadConfig
+from esper_ab.errors import DataError, bad_value
 
 __all__ = ["Cifar10Data", "build", "default_config", "load_cifar10_folder"]
 

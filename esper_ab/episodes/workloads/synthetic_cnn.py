@@ -54,9 +54,9 @@ from dataclasses import dataclass
 
 import torch
 
-from esper_ab.errors import bad_value
 from esper_ab.episodes.hosts import CNNHostConfig
 from esper_ab.episodes.workloads._base import PretrainConfig, Workload, WorkloadConfig
+from esper_ab.errors import bad_value
 
 __all__ = ["SyntheticCNNData", "build", "default_config"]
 

@@ -41,9 +41,9 @@ from dataclasses import dataclass
 
 import torch
 
-from esper_ab.errors import bad_value
 from esper_ab.episodes.hosts import TransformerHostConfig
 from esper_ab.episodes.workloads._base import IGNORE_INDEX, PretrainConfig, Workload, WorkloadConfig
+from esper_ab.errors import bad_value
 
 __all__ = ["SyntheticSeqData", "build", "default_config"]
 

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from esper_ab.errors import ConfigError, DataError
 from esper_ab.episodes.workloads import (
     IGNORE_INDEX,
     build_workload,
@@ -19,6 +18,7 @@ from esper_ab.episodes.workloads import (
     workload_config,
 )
 from esper_ab.episodes.workloads.cifar10 import load_cifar10_folder
+from esper_ab.errors import ConfigError, DataError
 
 torch.set_num_threads(1)
 
