@@ -231,7 +231,7 @@ def _cross_fitted(arr: ReplayArrays, template: Strategy, split: CrossFitSplit
         fitted = cls(**template.params)
         fitted.load_fitted_state(fitted.fit_grouped(pooled, grouped))
         tables.append(fitted.score_tables(uniq))
-    seed_rows = arr.derived(("fold-codes", split.folds), lambda: _fold_codes(arr, split))
+    seed_rows = _fold_codes(arr, split)
     per_seed = [np.concatenate([t[j] for t in tables])[seed_rows][None, :, None]
                 for j in range(len(tables[0]))]
     kse = StatisticBatch(arr.kse(base.value), arr.kse(base.state), arr.kse(base.reason))
@@ -243,7 +243,7 @@ def _label_cross_fitted(traces: TraceSet, arr: ReplayArrays, template: LabelCali
                         split: CrossFitSplit) -> StatisticBatch:
     """Cross-fitting of a strategy fitted against the seeds' measured values."""
     values = _seed_values(traces, arr)[1]
-    seed_rows = arr.derived(("fold-codes", split.folds), lambda: _fold_codes(arr, split))
+    seed_rows = _fold_codes(arr, split)
     return label_cross_fitted(arr, template, split, values["value"], values["valuable"],
                               seed_rows)
 
@@ -261,11 +261,16 @@ def calibration_data(traces: TraceSet, strategy: Strategy,
 
 
 def _fold_codes(arr: ReplayArrays, split: CrossFitSplit) -> np.ndarray:
-    """Per seed: its evaluation fold x distinct blueprints + its blueprint's index."""
-    uniq, seed_codes = arr.seed_codes()
-    fold_of = {int(r): f for f, (_, ev) in enumerate(split.folds) for r in ev}
-    seed_fold = np.array([fold_of[int(r)] for r in arr.seed_table["replicate"]], dtype=np.intp)
-    return seed_fold * len(uniq) + seed_codes
+    """Per seed: its evaluation fold x distinct blueprints + its blueprint's index (cached
+    per split on the arrays)."""
+    def make() -> np.ndarray:
+        uniq, seed_codes = arr.seed_codes()
+        fold_of = {int(r): f for f, (_, ev) in enumerate(split.folds) for r in ev}
+        seed_fold = np.array([fold_of[int(r)] for r in arr.seed_table["replicate"]],
+                             dtype=np.intp)
+        return seed_fold * len(uniq) + seed_codes
+
+    return arr.derived(("fold-codes", split.folds), make)
 
 
 def _thresholds(gate: Gate, arr: ReplayArrays) -> np.ndarray:
