@@ -3,6 +3,8 @@ the direction check."""
 
 from __future__ import annotations
 
+import pickle
+
 import optuna
 import pytest
 from fidelity_helpers import space
@@ -88,3 +90,25 @@ def test_storage_refuses_a_study_with_other_directions(tmp_path):
 def test_sampler_kinds(kind, cls):
     spec = parse_sweep_spec(space(sampler={"kind": kind, "seed": 1}))
     assert isinstance(optuna_sampler(spec), cls)
+
+
+@pytest.mark.parametrize("kind", ["tpe", "nsga2", "random", "grid"])
+def test_every_sampler_pickles_after_use_as_ray_tune_pickles_its_searcher(kind):
+    """Tune pickles the searcher (sampler included) when a Tuner is built; Optuna 5's NSGA-II
+    holds a threading.Lock, which made two-objective sweeps fail to start."""
+    spec = parse_sweep_spec(space(sampler={"kind": kind, "seed": 3, **(
+        {"population_size": 4} if kind == "nsga2" else {})}))
+    sampler = optuna_sampler(spec)
+    study = optuna.create_study(sampler=sampler, directions=["maximize", "minimize"])
+    study.optimize(lambda t: (t.suggest_float("x", 0, 1), t.suggest_float("y", 0, 1)),
+                   n_trials=10)
+    again = pickle.loads(pickle.dumps(sampler))
+    assert type(again) is type(sampler)
+    study2 = optuna.create_study(sampler=again, directions=["maximize", "minimize"])
+    study2.optimize(lambda t: (t.suggest_float("x", 0, 1), t.suggest_float("y", 0, 1)),
+                    n_trials=6)
+    assert len(study2.trials) == 6
+    if kind == "nsga2":   # the lock came back, a new one
+        assert again._thread_lock is not sampler._thread_lock
+        assert again._thread_lock.acquire(blocking=False)
+        again._thread_lock.release()
