@@ -9,6 +9,8 @@ import of ``a.b.c`` also runs ``a/__init__`` and ``a/b/__init__``, so those are 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -191,3 +193,20 @@ def test_no_file_is_over_about_400_lines():
     long = {p.relative_to(PKG).as_posix(): n for p in PKG.rglob("*.py")
             if (n := len(p.read_text().splitlines())) > 420}
     assert long == {}
+
+
+def test_a_replay_trial_worker_never_imports_torch():
+    """What a batched replay trial's worker imports (its setup hook, the trial functions,
+    replay, strategies, the gate, stats) loads no torch: a Tune trial worker starts once
+    per sweep, and torch alone was half of its import time. The collector still loads
+    torch on first use."""
+    code = ("import sys; import esper_ab.sweeps.trainables as t; t.warm_worker(); "
+            "import esper_ab.replay, esper_ab.strategies, esper_ab.gate, esper_ab.stats; "
+            "from esper_ab.gradients import GradStats, LAYER_TYPES; "
+            "assert 'torch' not in sys.modules, 'torch'; "
+            "from esper_ab.gradients import GradientCollector; "
+            "assert 'torch' in sys.modules and GradientCollector.__module__ == "
+            "'esper_ab.gradients._collector'")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
