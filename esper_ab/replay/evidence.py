@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from esper_ab.episodes import episode_config, run_episode
 from esper_ab.errors import DataError
 from esper_ab.gate import GateConfig
 from esper_ab.gradients import LAYER_TYPES
@@ -248,6 +247,8 @@ def record_traces(spec: Any, *, cache_dir: Path, device: str = "cpu") -> Any:
 def _workload_traces(entry: Any, replicates: Sequence[int], *, cache_dir: Path,
                      device: str) -> TraceSet:
     """Record (or load from the cache) one workload's episodes, one per replicate."""
+    from esper_ab.episodes import episode_config, run_episode  # torch: only when recording
+
     data = dict(entry.data)
     data_dir = data.pop("data_dir", None)
     config = episode_config(entry.name, data_dir=data_dir, data=data,

@@ -50,7 +50,7 @@ def optuna_sampler(spec: Any) -> Any:
         return optuna.samplers.TPESampler(seed=s.seed, **extra)
     if s.kind == "nsga2":
         extra = {} if s.population_size is None else {"population_size": s.population_size}
-        from esper_ab.sweeps._samplers import PicklableNSGAIISampler   # Tune pickles it
+        from esper_ab.sweeps._samplers import PicklableNSGAIISampler  # Tune pickles it
 
         return PicklableNSGAIISampler(seed=s.seed, **extra)
     return optuna.samplers.RandomSampler(seed=s.seed)   # random, and grid via enqueued points
