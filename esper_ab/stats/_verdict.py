@@ -288,7 +288,7 @@ def decide(
             status = "not_better"
         else:
             status = "open"
-        why = exclusion_text(c, rule, alpha, fairness.left_out_text(fair))
+        why = exclusion_text(c, rule, alpha)
         needed = (_replicates_needed(c, rule, alpha, m, n_replicates,
                                      gap_open=not gap_ok and not gap_out)
                   if status == "open" and not gap_undefined else None)
@@ -306,12 +306,12 @@ def decide(
         needed = min(finite) if finite else None
     else:
         kind, needed = "not_better", None
-    left_out = fairness.left_out(fair)
+    left_out, left_out_text = fairness.left_out(fair), fairness.left_out_text(fair)
     headline, details = headline_for(kind, best, cands, baseline=baseline, rule=rule,
                                      alpha=alpha, base_value=base_value, n_replicates=n_replicates,
-                                     needed=needed, left_out=fairness.left_out_text(fair))
+                                     needed=needed, left_out=left_out_text)
     reason = reason_for(kind, best, cands, baseline=baseline, rule=rule, alpha=alpha,
-                        base_value=base_value)
+                        base_value=base_value, left_out=left_out_text)
     return Verdict(winner=best.strategy if kind == "winner" and best else None, reason=reason,
                    baseline=baseline, rule=rule, alpha=alpha, candidates=tuple(cands), kind=kind,
                    headline=headline, details=tuple(details), n_replicates=n_replicates,

@@ -46,15 +46,17 @@ def _gap_text(c: Any, rule: Any) -> str:
             f"{_ci(c.gap_ci)})")
 
 
-def exclusion_text(c: Any, rule: Any, alpha: float, left_out: str) -> str:
-    """Why a candidate is not eligible ('' when it is)."""
+def exclusion_text(c: Any, rule: Any, alpha: float) -> str:
+    """Why a candidate is not eligible ('' when it is). Which blueprints were left out of
+    the fairness gap, and why, is the same for every candidate (it depends on the seeds'
+    values, not on the gate): ``reason_for`` and the details say it once."""
     parts = []
     if c.degenerate:
         parts.append(f"degenerate gate: it {c.degenerate}")
     if not math.isfinite(c.gap):
         parts.append(f"{rule.fairness_metric} undefined: fewer than 2 blueprints with "
                      f">= {rule.min_valuable} valuable and >= {rule.min_non_valuable} "
-                     f"non-valuable seeds ({left_out})")
+                     "non-valuable seeds")
     elif not c.gap_ok:
         which = "" if rule.gap_bound == "estimate" else "upper CI limit of "
         value = c.gap if rule.gap_bound == "estimate" else c.gap_ci[1]
@@ -173,7 +175,7 @@ def headline_for(kind: str, best: Any, cands: Sequence[Any], *, baseline: str, r
 
 
 def reason_for(kind: str, best: Any, cands: Sequence[Any], *, baseline: str, rule: Any,
-               alpha: float, base_value: float) -> str:
+               alpha: float, base_value: float, left_out: str) -> str:
     obj = rule.objective
     no_winner = "no strategy beats the baseline"
     if kind == "winner":
@@ -200,4 +202,6 @@ def reason_for(kind: str, best: Any, cands: Sequence[Any], *, baseline: str, rul
                          + (f"; {c.why}" if c.why else ""))
         else:
             parts.append(f"{c.strategy}: {c.why or c.status}")
-    return f"{no_winner} {baseline!r} ({obj} {_f(base_value)}): " + " | ".join(parts)
+    tail = (f" | blueprints: {left_out}" if any(not math.isfinite(c.gap) for c in others)
+            else "")
+    return f"{no_winner} {baseline!r} ({obj} {_f(base_value)}): " + " | ".join(parts) + tail

@@ -66,5 +66,5 @@ def format_summary(result: SweepAnalysis) -> str:
     board = result.leaderboard.drop(columns=["run_id", "trial_id"])
     lines += ["", "Trials:", board.to_string(index=False, float_format=lambda v: f"{v:.4f}",
                                               max_colwidth=60)]
-    lines += ["", f"Verdict: {result.reason}"]
+    lines += ["", *result.summary_lines()]   # the headline, one line per candidate, the note
     return "\n".join(lines)

@@ -172,3 +172,22 @@ def test_an_undefined_fairness_gap_leaves_the_answer_open_not_excluded(answers):
     assert "undefined" in c.why
     nb = select_winner(answers["not_better"], rule=few)
     assert nb.kind == "not_better" and nb.candidates[0].status == "not_better"
+
+
+def test_the_blueprints_left_out_are_named_once_not_once_per_candidate():
+    # Which blueprints lack seeds of a class depends on the seeds' values, not on the gate:
+    # a sweep of 8 trials with undefined gaps printed the same 8-blueprint list 8 times.
+    three = SimulationDesign(
+        blueprints=BPS, n_replicates=12, seeds_per_cell=2,
+        strategies=(FAIR, StrategySpec("exponent", tpr=(0.78,) * 4, fpr=(0.3,) * 4),
+                    StrategySpec("mean_abs", tpr=(0.8,) * 4, fpr=(0.3,) * 4),
+                    StrategySpec("raw", tpr=(0.75,) * 4, fpr=(0.3,) * 4)))
+    table = simulate_decisions(three, seed=2)
+    v = select_winner(table, rule=SelectionRule(min_valuable=10_000))
+    assert v.kind == "undecided"
+    assert all("undefined" in c.why and "min_valuable" not in c.why
+               for c in v.candidates if c.strategy != "baseline")
+    for bp in BPS:
+        assert v.reason.count(f"{bp} (") == 1, v.reason
+        assert sum(line.count(f"{bp} (") for line in v.summary_lines()) == 1
+    assert v.reason.count("min_valuable 10000") == len(BPS)
