@@ -340,6 +340,9 @@ class SweepTracker:
             spec = parse_sweep_spec(yaml.safe_load(spec_file.read_text()),
                                     source=f"run {rid} spec")
             versions = json.loads(versions_file.read_text()) if versions_file else {}
+            confirmed_file = (self._download(rid, "confirm/verdict.txt", tmp)
+                              if parent.data.tags.get("esper_ab.confirmed_by") else None)
+            confirmed = confirmed_file.read_text() if confirmed_file else ""
             runs = self.client.search_runs([parent.info.experiment_id],   # trials only (not
                                            f"tags.`{PARENT}` = '{rid}' and "  # confirmations)
                                            f"tags.`{ROLE}` = 'trial'")
@@ -349,7 +352,10 @@ class SweepTracker:
                            trials=tuple(trials), versions=versions.get("packages", {}),
                            git_commit=versions.get("git_commit",
                                                    parent.data.tags.get("esper_ab.git_commit",
-                                                                        "unknown")))
+                                                                        "unknown")),
+                           confirmed=confirmed,
+                           confirmed_kind=parent.data.tags.get("esper_ab.verdict_kind", "")
+                           if confirmed else "")
 
     def _trial_record(self, run: Any, tmp: Path) -> TrialRecord:
         tmp.mkdir(parents=True, exist_ok=True)
@@ -381,13 +387,17 @@ class SweepTracker:
             frame.to_json(Path(tmp) / name, orient="split", index=False, date_format="iso")
             self.client.log_artifact(run_id, str(Path(tmp) / name), artifact_path=folder or None)
 
+    def log_report(self, parent_id: str, html: str) -> None:
+        """``report.html`` on the parent run, replaced."""
+        self.client.log_text(parent_id, html, "report.html")
+
     def log_sweep_summary(self, parent_id: str, result: SweepAnalysis, *, html: str,
                           figures: Mapping[str, Any]) -> None:
         """The parent run as a result: report, plots, analysis, the baseline's and the
         winner's (or best candidate's) metrics, the per-blueprint tables and the verdict as
         the run's description (MLflow's note)."""
         c = self.client
-        c.log_text(parent_id, html, "report.html")
+        self.log_report(parent_id, html)
         with tempfile.TemporaryDirectory() as tmp:
             for name, fig in figures.items():
                 (Path(tmp) / f"{name}.png").write_bytes(png_bytes(fig))

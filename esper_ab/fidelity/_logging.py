@@ -198,3 +198,20 @@ def log_confirmation(tracker: Any, parent: str, conf: Any, *, search_summary: An
                               "esper_ab.confirmed_by": conf.fidelity,
                               "esper_ab.winner": v.winner or "",
                               "esper_ab.winner_run_id": run_ids.get(v.winner or "", "")})
+    _report_with_confirmation(tracker, parent, search_summary, format_confirmation(conf),
+                              getattr(v, "kind", ""))
+
+
+def _report_with_confirmation(tracker: Any, parent: str, search_summary: Any, text: str,
+                              kind: str) -> None:
+    """``report.html`` again, the confirmed verdict first (the search stage logged it before
+    the confirmation ran)."""
+    from dataclasses import replace
+
+    from esper_ab.sweeps.report import render_html, sweep_figures
+
+    if not hasattr(search_summary, "record"):
+        return
+    sa = replace(search_summary, record=replace(search_summary.record, confirmed=text,
+                                                confirmed_kind=kind))
+    tracker.log_report(parent, render_html(sa, sweep_figures(sa)))

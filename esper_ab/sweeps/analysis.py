@@ -70,6 +70,10 @@ class SweepRecord:
     trials: tuple[TrialRecord, ...]
     versions: Mapping[str, str]
     git_commit: str
+    # the held-out confirmation, when the sweep ran one (``confirm/verdict.txt`` and its
+    # kind): the sweep's answer; the analysis of ``trials`` is the search stage's
+    confirmed: str = ""
+    confirmed_kind: str = ""
 
 
 @dataclass(frozen=True)

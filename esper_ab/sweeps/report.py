@@ -276,6 +276,7 @@ STYLE = (
     ".verdict{padding:1em 1.2em;border-left:6px solid;margin:1em 0}"
     ".verdict .kind{font-weight:bold;text-transform:uppercase;letter-spacing:.05em}"
     ".verdict .headline{font-size:1.1em;margin:.4em 0}"
+    ".verdict pre{white-space:pre-wrap}"
     ".verdict.winner{background:#e8f5e9;border-color:#2e7d32}"
     ".verdict.not_better{background:#eceff1;border-color:#546e7a}"
     ".verdict.undecided{background:#fff8e1;border-color:#ff8f00}"
@@ -295,6 +296,21 @@ def _verdict_box(sa: SweepAnalysis) -> str:
             f"<p class='headline'>{esc(head)}</p>" + (f"<ul>{items}</ul>" if items else "")
             + caveat + f"<details><summary>Full reasoning</summary><p>{esc(reason)}</p>"
             "</details></div>")
+
+
+def _confirmed_box(sa: SweepAnalysis) -> str:
+    """The held-out confirmation's verdict, first: the sweep's answer ('' without one)."""
+    r = sa.record
+    if not r.confirmed:
+        return ""
+    kind = r.confirmed_kind if r.confirmed_kind in KIND_TITLES else "undecided"
+    return (f"<div class='verdict {kind}' id='confirmed-verdict' data-kind='{kind}'>"
+            f"<div class='kind'>{html.escape(KIND_TITLES[kind])}: confirmed on held-out "
+            "replicates (the sweep's answer)</div>"
+            f"<pre>{html.escape(r.confirmed.strip())}</pre></div>"
+            "<h2>Search stage</h2><p class='muted'>Below: the trials on the search replicates, "
+            "where the finalists were chosen. Their p-values are optimistic; the answer is the "
+            "confirmation above.</p>")
 
 
 def _blueprint_section(sa: SweepAnalysis) -> list[str]:
@@ -325,6 +341,7 @@ def render_html(sa: SweepAnalysis, figures: dict[str, Figure]) -> str:
         f"<title>esper-ab sweep {esc(spec.name)}</title><style>{STYLE}</style></head><body>",
         f"<h1>Sweep <code>{esc(spec.name)}</code></h1>",
         f"<p>{esc(spec.description)}</p>" if spec.description else "",
+        _confirmed_box(sa),
         _verdict_box(sa),
         f"<p class='muted'>Experiment <code>{esc(r.experiment)}</code>, sweep run "
         f"<code>{esc(r.sweep_run_id)}</code>, fidelity <b>{esc(spec.fidelity)}</b>, "

@@ -67,4 +67,6 @@ def format_summary(result: SweepAnalysis) -> str:
     lines += ["", "Trials:", board.to_string(index=False, float_format=lambda v: f"{v:.4f}",
                                               max_colwidth=60)]
     lines += ["", *result.summary_lines()]   # the headline, one line per candidate, the note
+    if result.record.confirmed:   # read back from MLflow: the sweep's answer comes last
+        lines += ["", "Search stage above; the sweep's answer:", result.record.confirmed.strip()]
     return "\n".join(lines)

@@ -5,6 +5,7 @@ on the held-out replicates with Holm over those k only, and every strategy gets 
 from __future__ import annotations
 
 import copy
+import html
 import json
 import tempfile
 from pathlib import Path
@@ -185,7 +186,7 @@ def test_calibrating_candidates_are_confirmed_with_their_search_calibration(conf
 
 
 @pytest.mark.slow
-def test_the_replay_sweep_logs_the_confirmed_verdict_as_the_sweeps(tmp_path):
+def test_the_replay_sweep_logs_the_confirmed_verdict_as_the_sweeps(tmp_path, capsys):
     spec = parse_sweep_spec(space(num_samples=24, confirm={"top_k": 2},
                                   selection={"top_k": 2, "max_gap": 1.0}))
     search, held = Spy(evidence(spec.replicates)), Spy(evidence(spec.confirm_replicates))
@@ -210,6 +211,22 @@ def test_the_replay_sweep_logs_the_confirmed_verdict_as_the_sweeps(tmp_path):
     tags = client.get_run(out.sweep_run_id).data.tags
     assert tags["esper_ab.verdict"] == conf.verdict.reason[:4000]
     assert tags["esper_ab.confirmed_by"] == "replay"
+    # report.html, logged by the search stage, is logged again with the confirmed verdict
+    # first; `esper-ab report` reads it back and ends with it
+    with tempfile.TemporaryDirectory() as tmp:
+        page = Path(client.download_artifacts(out.sweep_run_id, "report.html", tmp)).read_text()
+    first_line = format_confirmation(conf).strip().splitlines()[0]
+    assert f"data-kind='{conf.verdict.kind}'" in page
+    assert page.index("id='confirmed-verdict'") < page.index("id='verdict'")
+    assert page.index(html.escape(first_line)) < page.index("<h2>Search stage</h2>")
+    code = main(["report", "--experiment", spec.name, "--tracking-uri", uri,
+                 "--out", str(tmp_path / "rep"), "--n-boot", "50", "--n-perm", "50",
+                 "--no-progress"])
+    printed = capsys.readouterr().out
+    assert code == 0 and printed.rstrip().endswith(f"wrote {tmp_path / 'rep' / 'report.html'}")
+    assert printed.index("the sweep's answer:") > printed.index("Verdict:")
+    assert format_confirmation(conf).strip() in printed
+    assert "id='confirmed-verdict'" in (tmp_path / "rep" / "report.html").read_text()
 
 
 def test_search_evidence_holding_a_confirmation_replicate_is_refused(tmp_path):
