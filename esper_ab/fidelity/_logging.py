@@ -198,6 +198,13 @@ def log_confirmation(tracker: Any, parent: str, conf: Any, *, search_summary: An
                               "esper_ab.confirmed_by": conf.fidelity,
                               "esper_ab.winner": v.winner or "",
                               "esper_ab.winner_run_id": run_ids.get(v.winner or "", "")})
+    if conf.fidelity == "replay" and hasattr(search_summary, "record"):
+        # the parent reads like the confirmation's result: its note (MLflow's description),
+        # confirm.* metrics and table; a closed-loop confirmation logged its own already
+        stage_metrics, tables, tags = stage_result(
+            conf.analysis, search_summary.record.spec, stage="confirm",
+            earlier=[f"search stage: {search_summary.headline}"])
+        tracker.log_result(parent, metrics=stage_metrics, tables=tables, tags=tags)
     _report_with_confirmation(tracker, parent, search_summary, format_confirmation(conf),
                               getattr(v, "kind", ""))
 

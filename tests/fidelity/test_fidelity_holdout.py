@@ -211,6 +211,15 @@ def test_the_replay_sweep_logs_the_confirmed_verdict_as_the_sweeps(tmp_path, cap
     tags = client.get_run(out.sweep_run_id).data.tags
     assert tags["esper_ab.verdict"] == conf.verdict.reason[:4000]
     assert tags["esper_ab.confirmed_by"] == "replay"
+    # the run's description in MLflow (its note) is the confirmation's verdict, the search
+    # stage's after it; the confirmation's numbers are metrics and a table
+    note = tags["mlflow.note.content"]
+    assert note.startswith("**Verdict (confirm)") and "**Earlier:** search stage" in note
+    assert tags["esper_ab.verdict_kind"] == conf.verdict.kind
+    metrics = client.get_run(out.sweep_run_id).data.metrics
+    assert "confirm.baseline.balanced_accuracy" in metrics
+    assert "tables/confirm_per_blueprint.json" in {
+        a.path for a in client.list_artifacts(out.sweep_run_id, "tables")}
     # report.html, logged by the search stage, is logged again with the confirmed verdict
     # first; `esper-ab report` reads it back and ends with it
     with tempfile.TemporaryDirectory() as tmp:
