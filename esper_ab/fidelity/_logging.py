@@ -178,10 +178,11 @@ def log_confirmation(tracker: Any, parent: str, conf: Any, *, search_summary: An
         (search_dir / "analysis.txt").write_text(search_summary.analysis.format_table())
     (search_dir / "verdict.txt").write_text(search_summary.reason)
     tracker.log_folder(parent, str(search_dir), artifact_path="search", remove=True)
+    text = format_confirmation(conf)
     confirm_dir = Path(tempfile.mkdtemp(prefix="esper_ab_confirm_"))
     conf.decisions.to_csv(confirm_dir / "decisions.csv", index=False)
     _json(confirm_dir, "split.json", conf.to_dict())
-    (confirm_dir / "verdict.txt").write_text(format_confirmation(conf))
+    (confirm_dir / "verdict.txt").write_text(text)
     tracker.log_folder(parent, str(confirm_dir), artifact_path="confirm", remove=True)
     sweep_dir = Path(tempfile.mkdtemp(prefix="esper_ab_sweep_"))
     _json(sweep_dir, "analysis.json", {**conf.analysis.to_dict(), "confirmation": conf.to_dict()})
@@ -198,15 +199,14 @@ def log_confirmation(tracker: Any, parent: str, conf: Any, *, search_summary: An
                               "esper_ab.confirmed_by": conf.fidelity,
                               "esper_ab.winner": v.winner or "",
                               "esper_ab.winner_run_id": run_ids.get(v.winner or "", "")})
-    if conf.fidelity == "replay" and hasattr(search_summary, "record"):
+    if conf.fidelity == "replay":
         # the parent reads like the confirmation's result: its note (MLflow's description),
         # confirm.* metrics and table; a closed-loop confirmation logged its own already
         stage_metrics, tables, tags = stage_result(
             conf.analysis, search_summary.record.spec, stage="confirm",
             earlier=[f"search stage: {search_summary.headline}"])
         tracker.log_result(parent, metrics=stage_metrics, tables=tables, tags=tags)
-    _report_with_confirmation(tracker, parent, search_summary, format_confirmation(conf),
-                              getattr(v, "kind", ""))
+    _report_with_confirmation(tracker, parent, search_summary, text, getattr(v, "kind", ""))
 
 
 def _report_with_confirmation(tracker: Any, parent: str, search_summary: Any, text: str,
@@ -217,8 +217,6 @@ def _report_with_confirmation(tracker: Any, parent: str, search_summary: Any, te
 
     from esper_ab.sweeps.report import render_html, sweep_figures
 
-    if not hasattr(search_summary, "record"):
-        return
     sa = replace(search_summary, record=replace(search_summary.record, confirmed=text,
                                                 confirmed_kind=kind))
     tracker.log_report(parent, render_html(sa, sweep_figures(sa)))
