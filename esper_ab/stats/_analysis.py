@@ -9,7 +9,7 @@ import pandas as pd
 
 from esper_ab.errors import DataError, bad_value
 from esper_ab.stats._clustered import cochran_test, mcnemar_tests
-from esper_ab.stats._counts import STRATEGY_METRICS, DecisionArrays, build_arrays
+from esper_ab.stats._counts import STRATEGY_METRICS, DecisionArrays, N, build_arrays
 from esper_ab.stats._disparities import disparity_table
 from esper_ab.stats._fairness import FairnessTable, fairness_table
 from esper_ab.stats._groups import GroupMetrics, compute_group_metrics
@@ -124,12 +124,25 @@ def analyze(
     verdict = decide(disparities=disparities, tests=adjusted, fairness=fairness,
                      overall=metrics.overall, matched_tests=matched.tests, baseline=baseline,
                      rule=rule, alpha=alpha, n_replicates=arrays.n_replicates,
-                     matched_label=label)
+                     matched_label=label, missing_replicates=missing_replicates(arrays))
     return Analysis(
         baseline=baseline, alpha=float(alpha), ci_level=float(ci_level), n_boot=n_boot,
         n_perm=n_perm, seed=seed, rule=rule, n_replicates=arrays.n_replicates,
         metrics=metrics, disparities=disparities, tests=adjusted, matched=matched,
         verdict=verdict, fairness=fairness, decisions=frame, matched_label=label)
+
+
+def missing_replicates(arrays: DecisionArrays) -> dict[str, tuple[str, ...]]:
+    """The replicates in which a strategy judged no seed while another did: a paired design
+    leaves them out of that strategy's comparisons, so the output names them."""
+    n = arrays.counts[..., N].sum(axis=-1)          # (R, S)
+    present = n.sum(axis=1) > 0
+    out = {}
+    for j, s in enumerate(arrays.strategies):
+        lacking = [str(arrays.replicates[r]) for r in np.flatnonzero(present & (n[:, j] == 0))]
+        if lacking:
+            out[str(s)] = tuple(lacking)
+    return out
 
 
 def _fairness(arrays: DecisionArrays, rule: SelectionRule, *, baseline: str,
@@ -163,4 +176,5 @@ def select_winner(
     return decide(disparities=a.disparities, tests=a.tests, fairness=fairness,
                   overall=a.metrics.overall, matched_tests=a.matched.tests,
                   baseline=a.baseline, rule=rule, alpha=a.alpha, n_replicates=a.n_replicates,
-                  matched_label=a.matched_label)
+                  matched_label=a.matched_label,
+                  missing_replicates=dict(a.verdict.missing_replicates))

@@ -9,9 +9,13 @@ class. The bias grows with the number of blueprints and shrinks with the seeds p
 Method, for each rate (TPR = P(pass | valuable), FPR = P(pass | not valuable), pass rate) and
 each strategy:
 
-1. **Eligibility.** A blueprint enters TPR and FPR only with at least ``min_valuable``
-   valuable and ``min_non_valuable`` non-valuable seeds; every blueprint with a seed enters
-   the pass rate. The others are listed with the reason (:meth:`FairnessTable.left_out`).
+1. **Eligibility, rate by rate.** A blueprint enters TPR parity with at least
+   ``min_valuable`` valuable seeds, and FPR parity with at least ``min_non_valuable``
+   non-valuable seeds: every rate that is defined enters, and the two sets may differ (a
+   blueprint whose seeds are all non-valuable still enters FPR parity, so a gate that passes
+   one blueprint's useless seeds always and another's never is seen). Every blueprint with a
+   seed enters the pass rate. :meth:`FairnessTable.rates_entered` names the rates each
+   blueprint enters; :meth:`FairnessTable.left_out` the blueprints a metric leaves out.
 2. **Rates and their variance.** ``r_b = sum_r x_rb / sum_r n_rb`` over replicates r, with the
    cluster-robust (linearization, ratio-estimator) variance ``v_b = R/(R-1) sum_r (x_rb - r_b
    n_rb)^2 / (sum_r n_rb)^2``, so seeds sharing a replicate are not counted as independent;
@@ -164,7 +168,8 @@ class FairnessTable:
     """The fairness criterion of every strategy (see the module docstring).
 
     ``table`` (index strategy) has, for each metric of ``FAIRNESS_METRICS``: ``<m>`` (debiased),
-    ``<m>_ci_low``/``<m>_ci_high`` (estimate ± z bootstrap SD), ``<m>_raw`` and, for every
+    ``<m>_ci_low``/``<m>_ci_high`` (estimate ± z bootstrap SD), ``<m>_se`` (that SD; the
+    verdict builds its own (1 − 2 alpha) interval from it), ``<m>_raw`` and, for every
     strategy but the baseline, ``<m>_vs_baseline`` (debiased difference),
     ``<m>_raw_vs_baseline`` (raw difference, the test statistic) and ``<m>_vs_baseline_p``
     (one-sided sign-flip p for "less fair than the baseline").
@@ -180,18 +185,42 @@ class FairnessTable:
     min_non_valuable: int
     n_boot: int
     n_perm: int
+    ci_level: float = 0.95
+
+    def rates_entered(self, metric: str = "equalized_odds_gap") -> dict[str, tuple[str, ...]]:
+        """The rates each blueprint enters in ``metric`` (TPR, FPR or pass rate)."""
+        rates = {"equalized_odds_gap": ("tpr", "fpr"), "equal_opportunity_gap": ("tpr",),
+                 "pass_rate_gap": ("pass_rate",)}[metric]
+        return {str(b): tuple(r for r in rates if bool(self.eligible.loc[b, r]))
+                for b in self.eligible.index}
 
     def left_out(self, metric: str = "equalized_odds_gap") -> dict[str, str]:
-        """Blueprints the metric leaves out, with the reason."""
-        if metric == "pass_rate_gap":
-            return {b: r for b, r in self.reasons.items() if not self.eligible.loc[b, "pass_rate"]}
-        return {b: r for b, r in self.reasons.items() if not self.eligible.loc[b, "tpr"]}
+        """Blueprints the metric leaves out entirely (no rate of theirs enters), with the reason."""
+        entered = self.rates_entered(metric)
+        return {b: self.reasons.get(b, "no seed") for b, r in entered.items() if not r}
 
     def left_out_text(self, metric: str = "equalized_odds_gap") -> str:
-        out = self.left_out(metric)
-        if not out:
-            return "no blueprint left out"
-        return "left out: " + "; ".join(f"{b} ({r})" for b, r in out.items())
+        """Which rates each blueprint enters, e.g. ``TPR and FPR: a, b; FPR only: c (2
+        valuable seed(s) < min_valuable 10)``, or ``no blueprint left out``."""
+        entered = self.rates_entered(metric)
+        if metric == "pass_rate_gap" or all(len(r) == 2 for r in entered.values()) \
+                or metric == "equal_opportunity_gap" and all(entered.values()):
+            out = self.left_out(metric)
+            if not out:
+                return "no blueprint left out"
+            return "left out: " + "; ".join(f"{b} ({r})" for b, r in out.items())
+        groups: dict[tuple[str, ...], list[str]] = {}
+        for b, r in entered.items():
+            groups.setdefault(r, []).append(b)
+        label = {("tpr", "fpr"): "TPR and FPR", ("tpr",): "TPR only", ("fpr",): "FPR only",
+                 (): "left out"}
+        parts = []
+        for key in (("tpr", "fpr"), ("tpr",), ("fpr",), ()):
+            if key in groups:
+                names = ", ".join(b if len(key) == 2 else f"{b} ({self.reasons.get(b, 'no seed')})"
+                                  for b in groups[key])
+                parts.append(f"{label[key]}: {names}")
+        return "; ".join(parts)
 
     def to_dict(self) -> dict[str, object]:
         def num(v: object) -> object:
@@ -204,6 +233,8 @@ class FairnessTable:
                           "tau^2), cluster-robust variances over replicates",
                 "min_valuable": self.min_valuable, "min_non_valuable": self.min_non_valuable,
                 "left_out": {m: self.left_out(m) for m in FAIRNESS_METRICS},
+                "rates_entered": {m: {b: list(r) for b, r in self.rates_entered(m).items()}
+                                  for m in FAIRNESS_METRICS},
                 "strategies": per}
 
 
@@ -217,8 +248,7 @@ def eligibility(counts: np.ndarray, blueprints: tuple[str, ...], *, min_valuable
     n = tot[..., N].min(axis=0)
     val = tot[..., VALUABLE].min(axis=0)
     nonval = (tot[..., N] - tot[..., VALUABLE]).min(axis=0)
-    rates_ok = (val >= min_valuable) & (nonval >= min_non_valuable)
-    mask = np.stack([n > 0, rates_ok, rates_ok], axis=-1)
+    mask = np.stack([n > 0, val >= min_valuable, nonval >= min_non_valuable], axis=-1)
     reasons = {}
     for j, b in enumerate(blueprints):
         why = []
@@ -233,13 +263,13 @@ def eligibility(counts: np.ndarray, blueprints: tuple[str, ...], *, min_valuable
 
 
 def normal_ci(point: np.ndarray, boot: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
-    """point ± z * (bootstrap SD), the lower end clipped at 0.
+    """point ± z * (bootstrap SD), clipped to the gap's range [0, 1].
 
     A percentile interval of a bias-corrected max − min sits too high (each resample adds
     its own noise to the range), so the interval is centred on the estimate instead."""
     se = nan_sd(boot)
     z = float(ndtri(0.5 + level / 2))
-    return np.maximum(point - z * se, 0.0), point + z * se
+    return np.clip(point - z * se, 0.0, 1.0), np.clip(point + z * se, 0.0, 1.0)
 
 
 def fairness_table(
@@ -257,12 +287,14 @@ def fairness_table(
     raw, deb = fairness_gaps(total, mask, R)       # (S, 3)
     _, boot = fairness_gaps(weighted(weights, mom), mask, R)
     lo, hi = normal_ci(deb, boot, ci_level)
+    se = nan_sd(boot)
     S = len(strategies)
     data: dict[str, np.ndarray] = {}
     for j, name in enumerate(FAIRNESS_METRICS):
         data[name] = deb[:, j]
         data[f"{name}_ci_low"] = np.where(np.isnan(deb[:, j]), np.nan, lo[:, j])
         data[f"{name}_ci_high"] = np.where(np.isnan(deb[:, j]), np.nan, hi[:, j])
+        data[f"{name}_se"] = np.where(np.isnan(deb[:, j]), np.nan, se[:, j])
         data[f"{name}_raw"] = raw[:, j]
         for col in ("vs_baseline", "raw_vs_baseline", "vs_baseline_p"):
             data[f"{name}_{col}"] = np.full(S, np.nan)
@@ -285,7 +317,7 @@ def fairness_table(
     elig = pd.DataFrame(mask, index=pd.Index(blueprints, name="blueprint"), columns=list(RATES))
     return FairnessTable(table=table, rates=rates, eligible=elig, reasons=reasons,
                          min_valuable=min_valuable, min_non_valuable=min_non_valuable,
-                         n_boot=int(weights.shape[0]), n_perm=n_perm)
+                         n_boot=int(weights.shape[0]), n_perm=n_perm, ci_level=ci_level)
 
 
 def paired_fairness_test(

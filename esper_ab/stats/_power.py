@@ -67,9 +67,15 @@ class SimulatedPower:
 def _power_at(n: int, effect: float, sd: float, alpha: float) -> float:
     if n < 2:
         return float("nan")
-    nc = math.sqrt(n) * abs(effect) / sd
-    crit = sps.t.isf(alpha / 2, n - 1)
-    return float(sps.nct.sf(crit, n - 1, nc) + sps.nct.cdf(-crit, n - 1, nc))
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        nc = math.sqrt(n) * abs(effect) / sd
+    crit = float(sps.t.isf(alpha / 2, n - 1))
+    if not math.isfinite(nc) or nc > 1e6:  # the noncentral t gives NaN far out: power is 1
+        return 1.0
+    p = float(sps.nct.sf(crit, n - 1, nc) + sps.nct.cdf(-crit, n - 1, nc))
+    if not math.isfinite(p):  # the normal approximation where the noncentral t fails
+        p = float(sps.norm.sf(crit - nc) + sps.norm.cdf(-crit - nc))
+    return min(max(p, 0.0), 1.0)
 
 
 def replicates_for(effect: float, sd: float, alpha: float, target_power: float) -> int | None:
@@ -80,7 +86,8 @@ def replicates_for(effect: float, sd: float, alpha: float, target_power: float) 
     if not (math.isfinite(effect) and math.isfinite(sd) and sd > 0) or effect == 0:
         return None
     z = sps.norm.isf(alpha / 2) + sps.norm.ppf(target_power)
-    ratio = z * sd / abs(effect)
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        ratio = z * sd / abs(effect)
     if not math.isfinite(ratio) or ratio * ratio > MAX_REPLICATES:
         return None
     lo, hi = 1, max(2, math.ceil(ratio * ratio))
@@ -97,6 +104,10 @@ def replicates_for(effect: float, sd: float, alpha: float, target_power: float) 
     return hi
 
 
+def _real(x: object) -> bool:
+    return isinstance(x, int | float | np.integer | np.floating) and not isinstance(x, bool)
+
+
 def power(
     *, effect: float, sd_per_replicate: float, alpha: float = 0.05, target_power: float = 0.8,
     n_replicates: int = 20, metric: str = "balanced_accuracy",
@@ -105,11 +116,12 @@ def power(
 
     A zero or negligible effect does not raise or loop: it returns ``capped=True`` with
     ``replicates_needed = MAX_REPLICATES`` and a message."""
-    if not 0 < alpha < 1:
+    if not (_real(alpha) and 0 < alpha < 1):
         raise bad_value("alpha", alpha, "use a level in (0, 1)")
-    if not 0 < target_power < 1:
+    if not (_real(target_power) and 0 < target_power < 1):
         raise bad_value("target_power", target_power, "use a power in (0, 1), e.g. 0.8")
-    if not (sd_per_replicate > 0 and math.isfinite(sd_per_replicate)):
+    if not (_real(sd_per_replicate) and sd_per_replicate > 0
+            and math.isfinite(sd_per_replicate)):
         raise bad_value("sd_per_replicate", sd_per_replicate, "use a positive, finite SD")
     if not isinstance(effect, int | float) or not math.isfinite(effect):
         raise bad_value("effect", effect, "use the finite difference you want to detect")

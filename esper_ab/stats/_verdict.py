@@ -1,11 +1,16 @@
-"""The verdict: a winner, "not better than the baseline", or "undecided: N more replicates".
+"""The verdict: a winner, "not better than the baseline", or "undecided" (with what blocks it).
 
 A candidate is *eligible* when all of these hold (each can be switched by the rule):
 
 - it is not **degenerate**: it admits at least one seed, not every seed, and at least one
   valuable seed;
-- **fairness, absolute**: its debiased ``fairness_metric`` (see ``_fairness``) is at most
-  ``max_gap`` (the point estimate, or with ``gap_bound="ci_high"`` its upper CI limit);
+- **fairness, absolute**, judged with its uncertainty (``gap_bound="ci_high"``, the
+  default): the debiased ``fairness_metric`` (see ``_fairness``) is *fair* when the upper
+  limit of its (1 − 2 alpha) CI (estimate ± z_{1-alpha} bootstrap SE, within [0, 1]) is at
+  most ``max_gap``, *unfair* when the lower limit is over it, and *undetermined* in between:
+  two one-sided tests at level alpha, like the equivalence statement on the gain. ``gap_bound="estimate"`` compares the point estimate with the
+  bound instead: an explicit, less conservative choice, which calls a noisy gap fair or
+  unfair on its estimate alone;
 - **fairness, relative** (``fairness_vs_baseline``): it is not less fair than the baseline,
   by the one-sided sign-flip test over replicates at level alpha;
 - **gain** (``require_significance``): its objective beats the baseline's with a
@@ -18,17 +23,21 @@ Then the kind is:
   than the baseline) or its gain is shown to be below ``margin``: the upper end of the
   (1 − 2 alpha) CI of the difference (diff + z_{1-alpha} SE, SE from the cluster bootstrap)
   is under ``margin``, an equivalence (TOST-style non-superiority) statement;
-- ``undecided``: some candidate is neither; the analytic planner (``_power``) at the observed
-  effect and SE says how many replicates would decide it (detect the gain at
-  ``target_power``, or show it under the margin, whichever comes first). A candidate whose
-  fairness gap is undefined (fewer than 2 blueprints with ``min_valuable`` valuable and
-  ``min_non_valuable`` non-valuable seeds) is open too unless its gain is shown under the
-  margin: its fairness is unknown, not shown bad, and the verdict says that more seeds with
-  known value (replicates, slots) are needed rather than a replicate count.
+- ``undecided``: some candidate is neither, for a reason the verdict names (``_undecided``):
+  too few replicates for any definite answer, multiplicity, too few seeds of known value for
+  the gap, fairness undetermined, or power; with the replicates that would decide it (always
+  more than the current number) or none.
 
-Error rates, measured by simulation (tests/stats/test_stats_verdict_sim.py): a fair, better
-gate wins in >= 90% of tables; a gate with a gap >= 0.35 wins in <= 5%; in an A/A comparison
-a winner is declared in <= 5% (the sign-flip test's level, Holm over candidates).
+No definite verdict, degenerate included, comes from fewer replicates than the minimum of
+``_undecided.minimum_replicates``: the fewest at which the exact sign-flip test, Holm over
+the candidates, can reach alpha (6 at alpha 0.05 with one candidate), and at least
+``min_replicates``.
+
+Error rates, measured by simulation (tests/stats/test_stats_verdict_sim.py and the planted
+tables with replicate and cell effects of tests/stats/test_stats_fairness_sim.py): a fair,
+better gate wins in >= 90% of tables at 8 blueprints x 60 replicates; a fair, better gate is
+called not better in <= 3%, an unfair one crowned in <= 5% at 4 x 30; in an A/A comparison a
+winner is declared in <= 5% (the sign-flip test's level, Holm over candidates).
 """
 
 from __future__ import annotations
@@ -44,8 +53,8 @@ from scipy import stats as sps
 from esper_ab.errors import bad_value
 from esper_ab.stats._fairness import FairnessTable
 from esper_ab.stats._paired import metric_test_name
-from esper_ab.stats._power import MAX_REPLICATES, replicates_for
 from esper_ab.stats._results import TestResult
+from esper_ab.stats._undecided import minimum_replicates, open_reasons
 from esper_ab.stats._verdict_text import (
     exclusion_text,
     gain_kind,
@@ -55,9 +64,12 @@ from esper_ab.stats._verdict_text import (
 
 Objective = Literal["balanced_accuracy", "mcc", "realized_utility"]
 FairnessMetric = Literal["equalized_odds_gap", "equal_opportunity_gap", "pass_rate_gap"]
-GapBound = Literal["estimate", "ci_high"]
+GapBound = Literal["ci_high", "estimate"]
+Fairness = Literal["fair", "unfair", "undetermined", "unknown", ""]
 VerdictKind = Literal["winner", "not_better", "undecided"]
 NO_WINNER = "no strategy beats the baseline"
+# The range of a difference of two values of each objective (CIs are clipped to it).
+_DIFF_RANGE = {"balanced_accuracy": 1.0, "mcc": 2.0}
 
 
 @dataclass(frozen=True)
@@ -68,7 +80,7 @@ class SelectionRule:
     objective: Objective = "balanced_accuracy"
     fairness_metric: FairnessMetric = "equalized_odds_gap"
     max_gap: float = 0.2
-    gap_bound: GapBound = "estimate"
+    gap_bound: GapBound = "ci_high"
     require_significance: bool = True
     alpha: float | None = None
     fairness_vs_baseline: bool = True
@@ -76,6 +88,7 @@ class SelectionRule:
     min_non_valuable: int = 10
     margin: float = 0.05
     target_power: float = 0.8
+    min_replicates: int = 3
 
     def __post_init__(self) -> None:
         if self.objective not in ("balanced_accuracy", "mcc", "realized_utility"):
@@ -96,6 +109,9 @@ class SelectionRule:
                 raise bad_value(name, v, "use a seed count >= 1 (10 typical)")
         if not (isinstance(self.margin, int | float) and self.margin > 0):
             raise bad_value("margin", self.margin, "use a positive equivalence margin, e.g. 0.05")
+        if not (isinstance(self.min_replicates, int) and self.min_replicates >= 2):
+            raise bad_value("min_replicates", self.min_replicates,
+                            "use a replicate count >= 2 (3 typical)")
         if not 0 < self.target_power < 1:
             raise bad_value("target_power", self.target_power, "use a power in (0, 1), e.g. 0.8")
 
@@ -130,6 +146,9 @@ class Candidate:
     status: str = ""            # eligible / not_better / excluded / open
     why: str = ""
     replicates_needed: int | None = None
+    fairness: Fairness = ""     # fair / unfair / undetermined / unknown (gap undefined)
+    blockers: tuple[str, ...] = ()      # what keeps an open candidate open (codes)
+    blocker_text: tuple[str, ...] = ()  # the same, one sentence each
 
     @property
     def eligible(self) -> bool:
@@ -153,12 +172,17 @@ class Verdict:
     n_replicates: int = 0
     replicates_needed: int | None = None
     left_out: Mapping[str, str] = field(default_factory=dict)
+    min_replicates: int = 0
+    blockers: tuple[str, ...] = ()
+    rates_entered: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    missing_replicates: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def more_replicates(self) -> int | None:
+        """Replicates to add (``replicates_needed`` is always more than ``n_replicates``)."""
         if self.replicates_needed is None:
             return None
-        return max(self.replicates_needed - self.n_replicates, 1)
+        return self.replicates_needed - self.n_replicates
 
     def summary_lines(self) -> list[str]:
         return [self.headline, *self.details]
@@ -181,6 +205,9 @@ class Verdict:
                 "baseline": self.baseline, "alpha": self.alpha, "rule": asdict(self.rule),
                 "n_replicates": self.n_replicates, "replicates_needed": self.replicates_needed,
                 "more_replicates": self.more_replicates, "left_out": dict(self.left_out),
+                "min_replicates": self.min_replicates, "blockers": list(self.blockers),
+                "rates_entered": {b: list(r) for b, r in self.rates_entered.items()},
+                "missing_replicates": {s: list(r) for s, r in self.missing_replicates.items()},
                 "candidates": cands}
 
 
@@ -206,32 +233,25 @@ def degenerate_reason(n: int, rate: float, tpr: float) -> str:
     return ""
 
 
-def _replicates_needed(c: Candidate, rule: SelectionRule, alpha: float, m: int, R: int,
-                       gap_open: bool) -> int | None:
-    """Replicates (in all) at which the open candidate would be decided, or None past the cap."""
-    needs = []
-    if not c.significant:
-        sd = c.standard_error * math.sqrt(R)
-        win = replicates_for(c.difference, sd, alpha / m, rule.target_power) \
-            if c.difference > 0 else None
-        below = replicates_for(rule.margin - c.difference, sd, 2 * alpha, rule.target_power) \
-            if c.difference < rule.margin else None
-        options = [n for n in (win, below) if n is not None]
-        needs.append(min(options) if options else None)
-    if gap_open:
-        half = c.gap_ci[1] - c.gap
-        room = rule.max_gap - c.gap
-        needs.append(math.ceil(R * (half / room) ** 2) if room > 0 and half > 0 else None)
-    if any(n is None for n in needs) or not needs:
-        return None
-    n = max(needs)
-    return n if n <= MAX_REPLICATES else None
+def fairness_state(gap: float, ci: tuple[float, float], rule: SelectionRule) -> Fairness:
+    """fair / unfair / undetermined (CI straddling the bound) / unknown (gap undefined)."""
+    if not math.isfinite(gap):
+        return "unknown"
+    if rule.gap_bound == "estimate":
+        return "fair" if gap <= rule.max_gap else "unfair"
+    lo, hi = ci
+    if math.isfinite(hi) and hi <= rule.max_gap:
+        return "fair"
+    if math.isfinite(lo) and lo > rule.max_gap:
+        return "unfair"
+    return "undetermined"
 
 
 def decide(
     *, disparities: pd.DataFrame, tests: Sequence[TestResult], fairness: FairnessTable,
     overall: pd.DataFrame, matched_tests: Sequence[TestResult], baseline: str,
     rule: SelectionRule, alpha: float, n_replicates: int, matched_label: str,
+    missing_replicates: Mapping[str, tuple[str, ...]] | None = None,
 ) -> Verdict:
     """Apply ``rule`` to an analysis' tables (see :func:`esper_ab.stats.analyze`)."""
     alpha = rule.alpha if rule.alpha is not None else alpha
@@ -241,8 +261,11 @@ def decide(
     ft = fairness.table
     base_value = float(disparities.loc[baseline, obj])
     z_eq = float(sps.norm.isf(alpha))
+    lim = _DIFF_RANGE.get(obj, math.inf)
     competing = [s for s in disparities.index if not (s == baseline and rule.require_significance)]
     m = max(1, sum(1 for s in competing if s != baseline))
+    # a table with no candidate needs no data to answer; otherwise no definite answer below
+    minimum = minimum_replicates(rule, alpha, m) if any(s != baseline for s in competing) else 1
     cands = []
     for s in competing:
         value = float(disparities.loc[s, obj])
@@ -251,19 +274,13 @@ def decide(
         p_adj = t.pvalue_adjusted if t and t.pvalue_adjusted is not None else float("nan")
         se = t.standard_error if t else float("nan")
         diff = value - base_value
-        gap, lo, hi = (float(ft.loc[s, c]) for c in (fair, f"{fair}_ci_low", f"{fair}_ci_high"))
-        bound_value = gap if rule.gap_bound == "estimate" else hi
-        gap_ok = bool(bound_value <= rule.max_gap)
-        # The point estimate decides it out; an upper limit cannot fall below it. An undefined
-        # gap (too few valuable / non-valuable seeds per blueprint) decides nothing: fairness
-        # is unknown, so the candidate stays open unless its gain settles it.
-        gap_undefined = not math.isfinite(gap)
-        gap_out = not gap_undefined and not (
-            gap <= rule.max_gap if rule.gap_bound == "estimate" else gap < rule.max_gap)
+        gap, gap_se = float(ft.loc[s, fair]), float(ft.loc[s, f"{fair}_se"])
+        lo, hi = min(max(gap - z_eq * gap_se, 0.0), 1.0), min(max(gap + z_eq * gap_se, 0.0), 1.0)
+        state = fairness_state(gap, (lo, hi), rule)
         p_less = float(ft.loc[s, f"{fair}_vs_baseline_p"]) if s != baseline else float("nan")
         fair_rel = not (rule.fairness_vs_baseline and p_less < alpha)
         significant = (diff > 0 and p_adj < alpha) if rule.require_significance else True
-        eq = (diff - z_eq * se, diff + z_eq * se)
+        eq = (max(diff - z_eq * se, -lim), min(diff + z_eq * se, lim))
         not_better = bool(rule.require_significance and eq[1] < rule.margin)
         degenerate = _degenerate(overall.loc[s]) if s != baseline else ""
         mt = matched.get(s)
@@ -273,13 +290,15 @@ def decide(
                                 float(overall.loc[baseline, "pass_rate"]), matched_label)
         c = Candidate(
             strategy=str(s), objective_value=value, difference=diff, ci=t.ci if t else None,
-            pvalue=p, pvalue_adjusted=p_adj, gap=gap, gap_ci=(lo, hi), gap_ok=gap_ok,
+            pvalue=p, pvalue_adjusted=p_adj, gap=gap, gap_ci=(lo, hi), gap_ok=state == "fair",
             significant=bool(significant), gap_raw=float(ft.loc[s, f"{fair}_raw"]),
             gap_vs_baseline=_f(ft.loc[s, f"{fair}_vs_baseline"]), gap_vs_baseline_pvalue=p_less,
             fair_vs_baseline_ok=fair_rel, degenerate=degenerate, standard_error=se,
             equivalence_ci=eq, not_better=not_better, matched_difference=md, matched_ci=mci,
-            gain_kind=kind, gain_words=words, pass_rate=float(overall.loc[s, "pass_rate"]))
-        excluded = bool(degenerate) or gap_out or not fair_rel or (t is not None and math.isnan(p))
+            gain_kind=kind, gain_words=words, pass_rate=float(overall.loc[s, "pass_rate"]),
+            fairness=state)
+        excluded = (bool(degenerate) or state == "unfair" or not fair_rel
+                    or (t is not None and math.isnan(p)))
         if c.eligible:
             status = "eligible"
         elif excluded:
@@ -289,30 +308,45 @@ def decide(
         else:
             status = "open"
         why = exclusion_text(c, rule, alpha)
-        needed = (_replicates_needed(c, rule, alpha, m, n_replicates,
-                                     gap_open=not gap_ok and not gap_out)
-                  if status == "open" and not gap_undefined else None)
-        cands.append(replace(c, status=status, why=why, replicates_needed=needed))
+        needed, codes, text = None, (), ()
+        if status == "open" or n_replicates < minimum:
+            needed, codes, text = open_reasons(c, rule, alpha, m, n_replicates, minimum)
+        cands.append(replace(c, status=status, why=why, replicates_needed=needed,
+                             blockers=codes, blocker_text=text))
     eligible = sorted((c for c in cands if c.status == "eligible"),
                       key=lambda c: (-c.objective_value, c.strategy))
     open_ = [c for c in cands if c.status == "open" and c.strategy != baseline]
     best = eligible[0] if eligible else None
-    if best is not None and best.strategy != baseline:
-        kind: VerdictKind = "winner"
+    blockers: tuple[str, ...] = ()
+    if n_replicates < minimum:
+        kind: VerdictKind = "undecided"
+        needed = minimum
+        blockers = ("min_replicates",)
+    elif best is not None and best.strategy != baseline:
+        kind = "winner"
         needed = None
     elif open_ and rule.require_significance:
         kind = "undecided"
         finite = [c.replicates_needed for c in open_ if c.replicates_needed is not None]
         needed = min(finite) if finite else None
+        blockers = tuple(dict.fromkeys(b for c in open_ for b in c.blockers))
     else:
         kind, needed = "not_better", None
     left_out, left_out_text = fairness.left_out(fair), fairness.left_out_text(fair)
+    missing = {k: tuple(v) for k, v in (missing_replicates or {}).items() if v}
     headline, details = headline_for(kind, best, cands, baseline=baseline, rule=rule,
                                      alpha=alpha, base_value=base_value, n_replicates=n_replicates,
-                                     needed=needed, left_out=left_out_text)
+                                     needed=needed, left_out=left_out_text, minimum=minimum,
+                                     m=m, missing=missing)
     reason = reason_for(kind, best, cands, baseline=baseline, rule=rule, alpha=alpha,
                         base_value=base_value, left_out=left_out_text)
+    if kind == "undecided":  # not "no strategy beats the baseline": that is not known
+        reason = headline.removeprefix("Verdict: ")
+        if any(c.fairness == "unknown" for c in cands):
+            reason += f" | blueprints: {left_out_text}"
     return Verdict(winner=best.strategy if kind == "winner" and best else None, reason=reason,
                    baseline=baseline, rule=rule, alpha=alpha, candidates=tuple(cands), kind=kind,
                    headline=headline, details=tuple(details), n_replicates=n_replicates,
-                   replicates_needed=needed, left_out=left_out)
+                   replicates_needed=needed, left_out=left_out, min_replicates=minimum,
+                   blockers=blockers, rates_entered=fairness.rates_entered(fair),
+                   missing_replicates=missing)

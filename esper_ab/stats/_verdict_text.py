@@ -7,10 +7,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from esper_ab.stats._power import MAX_REPLICATES
+from esper_ab.stats._undecided import floor_text
 
 
 def _f(x: float | None, spec: str = ".3f") -> str:
-    return "n/a" if x is None or not math.isfinite(x) else format(x, spec)
+    if x is None or not math.isfinite(x):
+        return "n/a"
+    text = format(x + 0.0, spec)
+    # a value that rounds to zero prints without a sign ("0.000", never "-0.000")
+    return text.replace("-", "", 1) if float(text) == 0 and "e" not in text else text
 
 
 def _ci(ci: Sequence[float] | None) -> str:
@@ -41,9 +46,17 @@ def gain_kind(diff: float, matched_diff: float, matched_ci: Sequence[float], pas
                          "different share of seeds, not from a better statistic")
 
 
-def _gap_text(c: Any, rule: Any) -> str:
-    return (f"{rule.fairness_metric} {_f(c.gap)} debiased (raw {_f(c.gap_raw)}, CI "
+def _gap_text(c: Any, rule: Any, alpha: float) -> str:
+    return (f"{rule.fairness_metric} {_f(c.gap)} debiased (raw {_f(c.gap_raw)}, "
+            f"{1 - 2 * alpha:.0%} CI "
             f"{_ci(c.gap_ci)})")
+
+
+def _fair_text(c: Any, rule: Any, alpha: float) -> str:
+    """Why a winner's gap passes: its upper CI limit (or, by choice, its estimate) <= bound."""
+    if rule.gap_bound == "estimate":
+        return f"{_gap_text(c, rule, alpha)}: estimate <= {rule.max_gap:g}"
+    return f"{_gap_text(c, rule, alpha)}: upper CI limit <= {rule.max_gap:g}"
 
 
 def exclusion_text(c: Any, rule: Any, alpha: float) -> str:
@@ -57,13 +70,17 @@ def exclusion_text(c: Any, rule: Any, alpha: float) -> str:
         parts.append(f"{rule.fairness_metric} undefined: fewer than 2 blueprints with "
                      f">= {rule.min_valuable} valuable and >= {rule.min_non_valuable} "
                      "non-valuable seeds")
+    elif c.fairness == "unfair" or (not c.gap_ok and rule.gap_bound == "estimate"):
+        which = "" if rule.gap_bound == "estimate" else "lower CI limit of "
+        value = c.gap if rule.gap_bound == "estimate" else c.gap_ci[0]
+        parts.append(f"unfair: {which}{_gap_text(c, rule, alpha)} = {_f(value)} > {rule.max_gap:g}")
     elif not c.gap_ok:
-        which = "" if rule.gap_bound == "estimate" else "upper CI limit of "
-        value = c.gap if rule.gap_bound == "estimate" else c.gap_ci[1]
-        parts.append(f"unfair: {which}{_gap_text(c, rule)} = {_f(value)} > {rule.max_gap:g}")
+        parts.append(f"fairness undetermined: {_gap_text(c, rule, alpha)} straddles the bound "
+                     f"{rule.max_gap:g}")
     if not c.fair_vs_baseline_ok:
         parts.append(f"less fair than the baseline: {rule.fairness_metric} "
-                     f"{_f(c.gap_vs_baseline, '+.3f')} vs baseline, one-sided p = "
+                     f"{_f(c.gap_vs_baseline, '+.3f')} debiased vs baseline (raw-gap sign-flip "
+                     "test), one-sided p = "
                      f"{_f(c.gap_vs_baseline_pvalue, '.3g')} < {alpha:g}")
     if not math.isfinite(c.pvalue) and rule.require_significance:
         parts.append("no replicate holds both it and the baseline: evaluate both on the same "
@@ -98,13 +115,15 @@ def _status_line(c: Any, rule: Any, alpha: float) -> str:
                 else "more seeds of known value per blueprint would decide it"
                 if not math.isfinite(c.gap)
                 else f"more than {MAX_REPLICATES} replicates would be needed")
-        return f"  {c.strategy}: open: {c.why}; {more}"
+        blocked = f" (blocked by {'; '.join(c.blocker_text)})" if c.blocker_text else ""
+        return f"  {c.strategy}: open: {c.why}{blocked}; {more}"
     return f"  {c.strategy}: excluded: {c.why}"
 
 
 def headline_for(kind: str, best: Any, cands: Sequence[Any], *, baseline: str, rule: Any,
                  alpha: float, base_value: float, n_replicates: int, needed: int | None,
-                 left_out: str) -> tuple[str, list[str]]:
+                 left_out: str, minimum: int = 1, m: int = 1,
+                 missing: dict[str, tuple[str, ...]] | None = None) -> tuple[str, list[str]]:
     obj = rule.objective
     others = [c for c in cands if c.strategy != baseline]
     lines: list[str] = []
@@ -118,7 +137,7 @@ def headline_for(kind: str, best: Any, cands: Sequence[Any], *, baseline: str, r
                  if rule.require_significance else ")")
         if short:
             head += f"; {short}"
-        lines.append(f"  fairness: {_gap_text(best, rule)} <= {rule.max_gap:g}; vs baseline "
+        lines.append(f"  fairness: {_fair_text(best, rule, alpha)}; debiased difference vs baseline "
                      f"{_f(best.gap_vs_baseline, '+.3f')} (one-sided p = "
                      f"{_f(best.gap_vs_baseline_pvalue, '.3g')})")
         if best.gain_words:
@@ -128,26 +147,9 @@ def headline_for(kind: str, best: Any, cands: Sequence[Any], *, baseline: str, r
             lines.append("  others: " + " | ".join(
                 _status_line(c, rule, alpha).strip() for c in rest))
     elif kind == "undecided":
-        open_ = sorted((c for c in others if c.status == "open"),
-                       key=lambda c: (c.replicates_needed is None, c.replicates_needed or 0,
-                                      c.strategy))
-        c = open_[0]
-        unknown = [o for o in open_ if not math.isfinite(o.gap)]
-        if needed is None and unknown:
-            head = (f"Verdict: undecided: {rule.fairness_metric} cannot be estimated for "
-                    f"{', '.join(o.strategy for o in unknown)}: fewer than 2 blueprints have "
-                    f">= {rule.min_valuable} valuable and >= {rule.min_non_valuable} "
-                    "non-valuable seeds; more replicates (or slots) with valuable seeds are "
-                    "needed")
-        elif needed is None:
-            head = (f"Verdict: undecided: more than {MAX_REPLICATES} replicates would be needed "
-                    f"at the observed {obj} gain of {c.strategy} ({_f(c.difference, '+.3g')}): "
-                    "no practical study decides it; it is practically no better")
-        else:
-            more = max(needed - n_replicates, 1)
-            head = (f"Verdict: undecided: about {more} more replicates needed ({n_replicates} "
-                    f"now, ~{needed} in all), from the power planner at the observed {obj} gain "
-                    f"of {c.strategy} ({_f(c.difference, '+.3f')}, SE {_f(c.standard_error)})")
+        head = "Verdict: undecided: " + undecided_text(
+            cands, baseline=baseline, n_replicates=n_replicates, needed=needed,
+            minimum=minimum, alpha=alpha, m=m)
     else:
         nb = sorted((c for c in others if c.status == "not_better"),
                     key=lambda c: -c.equivalence_ci[1])
@@ -169,9 +171,37 @@ def headline_for(kind: str, best: Any, cands: Sequence[Any], *, baseline: str, r
                     + ("; ..." if len(excluded) > 3 else "") + ")")
     if kind != "winner":
         lines += [_status_line(c, rule, alpha) for c in others]
-    lines.append(f"  blueprints: {left_out} (min {rule.min_valuable} valuable and "
-                 f"{rule.min_non_valuable} non-valuable seeds for TPR/FPR)")
+    lines.append(f"  blueprints: {left_out} (a blueprint enters TPR with >= "
+                 f"{rule.min_valuable} valuable seeds, FPR with >= {rule.min_non_valuable} "
+                 "non-valuable seeds)")
+    for s, reps in (missing or {}).items():
+        lines.append(f"  missing: {s} has no seed in replicate(s) {', '.join(reps)}: they "
+                     "are left out of its paired comparisons")
     return head, lines
+
+
+def undecided_text(cands: Sequence[Any], *, baseline: str, n_replicates: int,
+                   needed: int | None, minimum: int, alpha: float, m: int) -> str:
+    """What blocks the answer, and the replicates (in all, more than now) that would decide
+    it, or why no replicate count would."""
+    if n_replicates < minimum:
+        return (f"{floor_text(n_replicates, alpha, m, minimum)}; at least {needed} replicates "
+                f"in all are needed ({n_replicates} now)")
+    open_ = sorted((c for c in cands if c.status == "open" and c.strategy != baseline),
+                   key=lambda c: (c.replicates_needed is None, c.replicates_needed or 0,
+                                  c.strategy))
+    c = open_[0]
+    why = "; ".join(c.blocker_text) or "its gain and fairness are both open"
+    who = f"{c.strategy}: {why}"
+    if len(open_) > 1:
+        who += f" (and {len(open_) - 1} more open candidate(s))"
+    if needed is not None:
+        return (f"{who}; about {needed - n_replicates} more replicates needed "
+                f"({n_replicates} now, ~{needed} in all)")
+    if "seeds" in c.blockers:
+        return f"{who}; no replicate count alone decides it"
+    return (f"{who}; no practical number of replicates (more than {MAX_REPLICATES}) decides "
+            "it: it is practically no better")
 
 
 def reason_for(kind: str, best: Any, cands: Sequence[Any], *, baseline: str, rule: Any,
@@ -184,7 +214,7 @@ def reason_for(kind: str, best: Any, cands: Sequence[Any], *, baseline: str, rul
                   f"{_f(best.difference, '+.3f')}, CI {_ci(best.ci)}")
         if rule.require_significance:
             reason += f", Holm-adjusted p = {_f(best.pvalue_adjusted, '.3g')} < {alpha:g}"
-        reason += f"); {_gap_text(best, rule)} <= {rule.max_gap:g}"
+        reason += f"); {_fair_text(best, rule, alpha)}"
         if best.gain_words:
             reason += f"; {best.gain_words}"
         also = [c for c in cands if c.status == "eligible" and c is not best]

@@ -66,16 +66,21 @@ def test_only_the_baseline_gives_no_winner():
 
 def test_rule_is_configurable_and_re_decided_without_recomputing(planted):
     # "good" is fair by construction, so its debiased gap may be exactly 0 and pass even a
-    # bound of 0; the upper CI limit of the gap is positive and cannot.
+    # bound of 0 on the estimate; the upper CI limit of the gap is positive and cannot, and
+    # a lower limit of 0 does not show it unfair either: its fairness is undetermined.
     strict = select_winner(planted, rule=SelectionRule(max_gap=0.0, gap_bound="ci_high"))
-    assert strict.winner is None and "> 0" in strict.reason
-    assert strict.kind == "not_better" and "unfair: upper CI limit" in strict.reason
+    assert strict.winner is None and strict.kind == "undecided"
+    assert "fairness undetermined" in strict.reason and "straddles the bound 0" in strict.reason
     # Seed minimums re-decide with the fairness criterion recomputed: 40 replicates x 5 seeds
     # hold about 100 valuable seeds per blueprint, fewer than 150.
-    few = select_winner(planted, rule=SelectionRule(min_valuable=150))
+    few = select_winner(planted, rule=SelectionRule(min_valuable=150, min_non_valuable=150))
     assert few.winner is None and set(few.left_out) == set(BPS)
     assert "valuable seed(s) < min_valuable 150" in few.left_out["norm"]
-    assert "undefined" in few.reason
+    # Every defined rate enters: without the TPR of any blueprint, FPR parity still judges.
+    fpr_only = select_winner(planted, rule=SelectionRule(min_valuable=150))
+    assert fpr_only.winner == "good" and fpr_only.left_out == {}
+    assert set(fpr_only.rates_entered.values()) == {("fpr",)}
+    assert "cannot be computed" in few.reason
     by_mcc = select_winner(planted, rule=SelectionRule(objective="mcc"))
     assert by_mcc.winner == "good"
     no_sig = select_winner(planted, rule=SelectionRule(require_significance=False, max_gap=1.0))

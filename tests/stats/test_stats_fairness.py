@@ -107,17 +107,23 @@ def test_blueprints_with_too_few_seeds_of_a_class_are_left_out_and_listed():
     a = analyze(df, n_boot=50, n_perm=100)
     n_val = int(df[(df.strategy == "x") & (df.blueprint == "norm")].valuable.sum())
     assert n_val < 10
-    reason = a.fairness.left_out()["norm"]
+    # norm has too few valuable seeds for TPR parity, but its FPR is defined from its many
+    # non-valuable seeds: it enters FPR parity (every defined rate enters).
+    reason = a.fairness.left_out("equal_opportunity_gap")["norm"]
     assert f"{n_val} valuable seed(s) < min_valuable 10" in reason
-    assert set(a.fairness.left_out()) == {"norm"}
+    assert set(a.fairness.left_out("equal_opportunity_gap")) == {"norm"}
+    assert a.fairness.left_out() == {}
+    assert a.fairness.rates_entered()["norm"] == ("fpr",)
+    assert a.fairness.rates_entered()["conv"] == ("tpr", "fpr")
     assert "norm" not in a.fairness.left_out("pass_rate_gap")  # pass rates need no class
     d = a.to_dict()
-    assert d["fairness"]["left_out"]["equalized_odds_gap"] == {"norm": reason}
-    assert d["verdict"]["left_out"] == {"norm": reason}
-    assert f"norm ({reason})" in a.format_table()
-    assert any("left out: norm" in line for line in a.verdict.summary_lines())
+    assert d["fairness"]["left_out"]["equal_opportunity_gap"] == {"norm": reason}
+    assert d["fairness"]["rates_entered"]["equalized_odds_gap"]["norm"] == ["fpr"]
+    assert d["verdict"]["rates_entered"]["norm"] == ["fpr"]
+    assert f"FPR only: norm ({reason})" in a.verdict.details[-1]
     rates = a.fairness.rates.loc[("x", "norm")]
-    assert np.isnan(rates["raw_tpr"]) and not np.isnan(rates["raw_pass_rate"])
+    assert np.isnan(rates["raw_tpr"]) and not np.isnan(rates["raw_fpr"])
+    assert not np.isnan(rates["raw_pass_rate"])
 
 
 def test_fairness_json_holds_raw_and_debiased_gaps_with_cis():

@@ -162,13 +162,15 @@ def test_an_undefined_fairness_gap_leaves_the_answer_open_not_excluded(answers):
     # gain is not under the margin), and the not_better table stays not_better (its gain is
     # shown under the margin whatever the fairness). The CNN flagship of an earlier round
     # read "not better" with every candidate "excluded" this way.
-    few = SelectionRule(min_valuable=10_000)
+    few = SelectionRule(min_valuable=10_000, min_non_valuable=10_000)
     v = select_winner(answers["winner"], rule=few)
     (c,) = v.candidates
     assert v.kind == "undecided" and v.winner is None
     assert c.status == "open" and not np.isfinite(c.gap) and c.replicates_needed is None
-    assert "cannot be estimated for per_layer" in v.headline
-    assert "more replicates (or slots) with valuable seeds" in v.headline
+    assert c.fairness == "unknown" and "seeds" in c.blockers and "seeds" in v.blockers
+    assert "per_layer: equalized_odds_gap cannot be computed" in v.headline
+    assert "more seeds of known value are needed" in v.headline
+    assert "no replicate count alone decides it" in v.headline
     assert "undefined" in c.why
     nb = select_winner(answers["not_better"], rule=few)
     assert nb.kind == "not_better" and nb.candidates[0].status == "not_better"
@@ -183,7 +185,7 @@ def test_the_blueprints_left_out_are_named_once_not_once_per_candidate():
                     StrategySpec("mean_abs", tpr=(0.8,) * 4, fpr=(0.3,) * 4),
                     StrategySpec("raw", tpr=(0.75,) * 4, fpr=(0.3,) * 4)))
     table = simulate_decisions(three, seed=2)
-    v = select_winner(table, rule=SelectionRule(min_valuable=10_000))
+    v = select_winner(table, rule=SelectionRule(min_valuable=10_000, min_non_valuable=10_000))
     assert v.kind == "undecided"
     assert all("undefined" in c.why and "min_valuable" not in c.why
                for c in v.candidates if c.strategy != "baseline")
@@ -191,3 +193,9 @@ def test_the_blueprints_left_out_are_named_once_not_once_per_candidate():
         assert v.reason.count(f"{bp} (") == 1, v.reason
         assert sum(line.count(f"{bp} (") for line in v.summary_lines()) == 1
     assert v.reason.count("min_valuable 10000") == len(BPS)
+    # TPR needs valuable seeds, FPR non-valuable ones: with only the first minimum out of
+    # reach, FPR parity still holds every blueprint and the gap is defined.
+    fpr_only = select_winner(table, rule=SelectionRule(min_valuable=10_000))
+    assert all(r in (("fpr",), ()) for r in fpr_only.rates_entered.values())
+    assert sum(r == ("fpr",) for r in fpr_only.rates_entered.values()) >= 2
+    assert all(np.isfinite(c.gap) for c in fpr_only.candidates)
