@@ -14,7 +14,10 @@ _REPR.maxlist = _REPR.maxdict = _REPR.maxtuple = _REPR.maxset = 6
 
 
 def shown(value: object) -> str:
-    """``repr(value)``, bounded: error messages never print unbounded input."""
+    """``repr(value)``, bounded: error messages never print unbounded input; a numpy
+    scalar prints as the plain number it holds (``0``, not ``np.int64(0)``)."""
+    if hasattr(value, "item") and getattr(value, "shape", None) == ():
+        value = value.item()
     return _REPR.repr(value)
 
 

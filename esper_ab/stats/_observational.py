@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from esper_ab.errors import DataError
+from esper_ab.errors import DataError, shown
 
 OBSERVATIONAL_COLUMNS = ("replicate", "blueprint", "strategy", "passed", "pass_epoch",
                          "statistic")
@@ -49,7 +49,7 @@ def _bool(col: pd.Series, name: str) -> np.ndarray:
     bad = ~text.isin(_TRUE | _FALSE)
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataError(f"column '{name}' row {i} has {col.iloc[i]!r}: use True/False")
+        raise DataError(f"column '{name}' row {i} has {shown(col.iloc[i])}: use True/False")
     return text.isin(_TRUE).to_numpy()
 
 
@@ -59,7 +59,7 @@ def _float(col: pd.Series, name: str) -> np.ndarray:
     bad = num.isna() & ~blank
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataError(f"column '{name}' row {i} has {col.iloc[i]!r}: write a number or "
+        raise DataError(f"column '{name}' row {i} has {shown(col.iloc[i])}: write a number or "
                         "leave the cell empty")
     return num.to_numpy(dtype=float, na_value=np.nan)
 

@@ -19,6 +19,7 @@ One row is one seed judged by one strategy. Columns:
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -44,9 +45,15 @@ def _bad(column: str, problem: str, fix: str) -> DataError:
     return DataError(f"column '{column}' {problem}: {fix}")
 
 
+def _plain(v: object) -> object:
+    """A numpy scalar as the Python number it holds, so messages print ``0``, not
+    ``np.int64(0)``."""
+    return v.item() if isinstance(v, np.generic) else v
+
+
 def _first_bad(series: pd.Series, mask: np.ndarray) -> str:
-    idx = np.flatnonzero(mask)[0]
-    return f"row {idx} has {series.iloc[idx]!r}"
+    idx = int(np.flatnonzero(mask)[0])
+    return f"row {idx} has {_plain(series.iloc[idx])!r}"
 
 
 def _as_bool(series: pd.Series, column: str) -> np.ndarray:
@@ -98,12 +105,35 @@ def _as_name(series: pd.Series, column: str) -> np.ndarray:
     if missing.any():
         raise _bad(column, f"has an empty cell ({_first_bad(series, missing)})",
                    "every row needs a name")
-    text = series.astype(str).str.strip()
+    raw = series.astype(str)
+    text = raw.str.strip()
     empty = (text == "").to_numpy()
     if empty.any():
         raise _bad(column, f"has an empty name ({_first_bad(series, empty)})",
                    "every row needs a non-empty name")
+    if column in _DISTINCT_NAMES:
+        _check_distinct(pd.unique(raw), column)
     return text.to_numpy(dtype=object)
+
+
+_DISTINCT_NAMES = ("blueprint", "strategy")
+
+
+def _check_distinct(names: np.ndarray, column: str) -> None:
+    """Refuse names that differ only by surrounding whitespace or case (they would be merged,
+    or split, silently); warn when a lone name loses surrounding whitespace."""
+    by_key: dict[str, list[str]] = {}
+    for name in names:
+        by_key.setdefault(str(name).strip().casefold(), []).append(str(name))
+    for same in by_key.values():
+        if len(same) > 1:
+            shown_names = " and ".join(repr(n) for n in sorted(same)[:3])
+            raise _bad(column, f"holds {shown_names}, names that differ only by whitespace or "
+                       "case", "spell each name one way (or rename one of them)")
+    padded = [str(n) for n in names if str(n) != str(n).strip()]
+    if padded:
+        warnings.warn(f"column '{column}': surrounding whitespace removed from "
+                      f"{', '.join(repr(n) for n in padded[:3])}", UserWarning, stacklevel=4)
 
 
 def _as_replicate(series: pd.Series) -> np.ndarray:
@@ -173,7 +203,7 @@ def validate_decisions(df: pd.DataFrame) -> pd.DataFrame:
         if dup.any():
             r = out.iloc[np.flatnonzero(dup)[0]]
             raise DataError(f"column 'seed' repeats seed {r['seed']!r} for strategy "
-                            f"{r['strategy']!r}, replicate {r['replicate']!r}, blueprint "
+                            f"{r['strategy']!r}, replicate {_plain(r['replicate'])!r}, blueprint "
                             f"{r['blueprint']!r}: each seed must appear once per strategy")
     else:
         dup = out.duplicated(keep=False).to_numpy()
@@ -181,8 +211,8 @@ def validate_decisions(df: pd.DataFrame) -> pd.DataFrame:
             first = np.flatnonzero(dup)[:2]
             r = out.iloc[first[0]]
             raise DataError(f"rows {int(first[0])} and {int(first[1])} are identical (strategy "
-                            f"{r['strategy']!r}, replicate {r['replicate']!r}, blueprint "
-                            f"{r['blueprint']!r}) and the table has no 'seed' column to tell "
+                            f"{r['strategy']!r}, replicate {_plain(r['replicate'])!r}, "
+                            f"blueprint {r['blueprint']!r}) and the table has no 'seed' column to tell "
                             "them apart: add a 'seed' column, or drop the duplicate row")
         order = out.sort_values(keys + ["value", "valuable", "statistic", "passed", "pass_epoch"],
                                 kind="stable", na_position="last")
