@@ -79,3 +79,101 @@ def test_simulated_power_of_the_verdict_at_the_planned_n_is_at_least_the_target(
     check = verdict_power(design, strategy="better", n_replicates=plan.n_replicates,
                           n_sims=200, seed=99)
     assert check.power >= 0.8, (plan, check)
+
+
+# --- issue 25 item 4: a planner that refuses bad input ---------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from esper_ab.errors import DataError  # noqa: E402
+from esper_ab.stats._plan import MIN_SIMS, acceptance_bar, check_plan_arguments  # noqa: E402
+
+GOOD = {"alpha": 0.05, "target_power": 0.8, "n_sims": 200, "n_perm": 500, "n_boot": 100,
+        "pilot_replicates": 2000, "max_rounds": 5, "max_replicates": 5000, "seed": 0}
+RANGES = {"alpha": (0.0, 1.0), "target_power": (0.0, 1.0), "n_sims": (MIN_SIMS, 10**6),
+          "n_perm": (1, 10**6), "n_boot": (2, 10**6), "pilot_replicates": (2, 10**6),
+          "max_rounds": (1, 100), "max_replicates": (4, 5000), "seed": (0, 2**63 - 1)}
+
+
+def _bad_values(name: str):
+    lo, hi = RANGES[name]
+    if name in ("alpha", "target_power"):
+        return st.one_of(st.floats(max_value=0.0), st.floats(min_value=1.0),
+                         st.just(float("nan")), st.booleans(), st.text(max_size=3))
+    return st.one_of(st.integers(max_value=lo - 1), st.integers(min_value=hi + 1),
+                     st.floats(allow_nan=True), st.booleans(), st.none())
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data(), name=st.sampled_from(sorted(GOOD)))
+def test_every_out_of_range_planner_argument_gets_one_line_naming_it(data, name):
+    bad = data.draw(_bad_values(name))
+    args = dict(GOOD, **{name: bad})
+    with pytest.raises(ConfigError) as err:
+        check_plan_arguments(**args)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(f"{name}=")
+    assert "[" in msg or "(0, 1)" in msg  # the range is named
+
+
+@settings(max_examples=150, deadline=None)
+@given(name=st.sampled_from(sorted(GOOD)), data=st.data())
+def test_every_in_range_planner_argument_is_accepted(name, data):
+    lo, hi = RANGES[name]
+    value = (data.draw(st.floats(min_value=1e-6, max_value=1 - 1e-6))
+             if name in ("alpha", "target_power") else data.draw(st.integers(lo, hi)))
+    check_plan_arguments(**dict(GOOD, **{name: value}))
+
+
+@settings(max_examples=200, deadline=None)
+@given(target=st.floats(min_value=1e-6, max_value=1 - 1e-6), n_sims=st.integers(1, 10**6))
+def test_the_acceptance_bar_never_exceeds_one(target, n_sims):
+    # issue 25: with n_sims < 9 the bar was above 1 ("power 1.00 ... still under 0.8")
+    bar = acceptance_bar(target, n_sims)
+    assert target <= bar <= 1.0
+
+
+@settings(max_examples=200, deadline=None)
+@given(effect=st.floats(min_value=-10, max_value=10, allow_nan=False),
+       sd=st.floats(min_value=1e-300, max_value=1e6),
+       alpha=st.floats(min_value=1e-6, max_value=0.5), n=st.integers(2, 10**5))
+def test_power_is_a_probability_for_every_valid_input(effect, sd, alpha, n):
+    # issue 25: power(sd_per_replicate=1e-300) returned NaN
+    est = power(effect=effect, sd_per_replicate=sd, alpha=alpha, n_replicates=n)
+    assert 0.0 <= est.power <= 1.0
+    assert 2 <= est.replicates_needed <= MAX_REPLICATES
+
+
+def test_max_rounds_zero_and_alpha_out_of_range_are_refused_before_any_work():
+    design = _design(2)
+    for kwargs in ({"max_rounds": 0}, {"alpha": 0}, {"alpha": 1.5}, {"n_sims": 8},
+                   {"pilot_replicates": 1}):
+        with pytest.raises(ConfigError, match=next(iter(kwargs))):
+            plan_replicates(design, strategy="better", **kwargs)
+
+
+def test_a_pilot_with_no_spread_is_refused_not_extrapolated():
+    # Every seed passes with both gates: the difference has SD 0 over replicates.
+    design = SimulationDesign(blueprints=("a", "b"), seeds_per_cell=2, strategies=(
+        StrategySpec("baseline", tpr=(1.0, 1.0), fpr=(1.0, 1.0)),
+        StrategySpec("same", tpr=(1.0, 1.0), fpr=(1.0, 1.0))))
+    with pytest.raises(DataError, match="no spread to plan from"):
+        plan_replicates(design, strategy="same", pilot_replicates=50)
+
+
+@pytest.mark.slow
+def test_a_huge_effect_is_narrowed_by_bisection_not_jumps():
+    # issue 25: "a huge effect overshoots from n=6 (power 0) to n=24 (power 0.995)"
+    design = SimulationDesign(blueprints=("a", "b"), seeds_per_cell=4, strategies=(
+        StrategySpec("baseline", tpr=(0.5, 0.5), fpr=(0.5, 0.5)),
+        StrategySpec("better", tpr=(0.98, 0.98), fpr=(0.02, 0.02))))
+    plan = plan_replicates(design, strategy="better", n_sims=40, n_perm=200, n_boot=50,
+                           pilot_replicates=300, max_rounds=6, seed=3)
+    ns = [n for n, _ in plan.evaluated]
+    assert plan.n_replicates is not None, plan
+    for a, b in zip(ns, ns[1:], strict=False):
+        assert b <= 2 * a  # never more than a doubling
+    # the answer is the smallest n seen to pass, and every n below it that was tried failed
+    bar = acceptance_bar(0.8, 40)
+    assert all(p < bar for n, p in plan.evaluated if n < plan.n_replicates)

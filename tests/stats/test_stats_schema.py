@@ -106,3 +106,58 @@ def test_csv_roundtrip_keeps_empty_cells_as_nan(tmp_path):
     (tmp_path / "empty.csv").write_text("")
     with pytest.raises(DataError, match="not a readable CSV"):
         load_decisions_csv(tmp_path / "empty.csv")
+
+
+# --- issue 25 item 6: no silent data changes ---------------------------------------------
+
+@pytest.mark.parametrize(("column", "old", "new"), [
+    ("blueprint", "a", "a "), ("blueprint", "a", "A"), ("strategy", "new", " new"),
+    ("strategy", "new", "NEW")])
+def test_names_that_differ_only_by_whitespace_or_case_are_refused(column, old, new):
+    t = _table()
+    rows = (t[column] == old).to_numpy().nonzero()[0]
+    t.loc[rows[:1], column] = new  # one row spells it differently
+    with pytest.raises(DataError) as err:
+        validate_decisions(t)
+    msg = str(err.value)
+    assert msg.startswith(f"column '{column}'") and repr(old) in msg and repr(new) in msg
+    assert "differ only by whitespace or case" in msg and "seed" not in msg
+
+
+def test_a_lone_padded_name_is_normalized_with_a_warning():
+    t = _table()
+    t["strategy"] = t["strategy"].replace("new", "new ")
+    with pytest.warns(UserWarning, match="surrounding whitespace removed from 'new '"):
+        out = validate_decisions(t)
+    assert set(out["strategy"]) == {"base", "new"}
+
+
+def test_messages_print_plain_numbers_not_numpy_reprs():
+    t = _table()
+    t["pass_epoch"] = t["pass_epoch"].astype(float)
+    t.loc[2, "pass_epoch"] = -3.0
+    with pytest.raises(DataError) as err:
+        validate_decisions(t)
+    assert "np." not in str(err.value) and "-3.0" in str(err.value)
+    t = _table()
+    t["replicate"] = np.array([0, 0, 1, 1, 0, 0, 1, 1], dtype=np.int64)
+    t["seed"] = ["s"] * 8  # repeats a seed within a group
+    t.loc[1, "blueprint"] = "a"
+    with pytest.raises(DataError) as err:
+        validate_decisions(t)
+    assert "np." not in str(err.value) and "replicate 0" in str(err.value)
+    from esper_ab.errors import bad_value
+    assert str(bad_value("n", np.int64(0), "fix")) == "n=0 is invalid: fix"
+
+
+def test_replicates_a_candidate_lacks_are_named_in_the_verdict():
+    from esper_ab.stats import SimulationDesign, StrategySpec, analyze, simulate_decisions
+    design = SimulationDesign(blueprints=("a", "b"), n_replicates=8, seeds_per_cell=3, strategies=(
+        StrategySpec("baseline", (0.5, 0.5)), StrategySpec("cand", (0.5, 0.5))))
+    df = simulate_decisions(design, seed=1)
+    df = df[~((df.strategy == "cand") & (df.replicate.isin([2, 5])))]
+    a = analyze(df, n_boot=50, n_perm=50)
+    assert dict(a.verdict.missing_replicates) == {"cand": ("2", "5")}
+    assert a.to_dict()["verdict"]["missing_replicates"] == {"cand": ["2", "5"]}
+    assert any("missing: cand has no seed in replicate(s) 2, 5" in line
+               for line in a.verdict.summary_lines())
