@@ -317,19 +317,24 @@ def decide(
                       key=lambda c: (-c.objective_value, c.strategy))
     open_ = [c for c in cands if c.status == "open" and c.strategy != baseline]
     best = eligible[0] if eligible else None
+    # A candidate with a significant gain whose fairness is undetermined, and a better
+    # objective than the best eligible one, could still be the winner: no winner yet.
+    better_open = [c for c in open_ if c.fairness == "undetermined" and c.significant
+                   and (best is None or c.objective_value > best.objective_value)]
     blockers: tuple[str, ...] = ()
     if n_replicates < minimum:
         kind: VerdictKind = "undecided"
         needed = minimum
         blockers = ("min_replicates",)
-    elif best is not None and best.strategy != baseline:
+    elif best is not None and best.strategy != baseline and not better_open:
         kind = "winner"
         needed = None
     elif open_ and rule.require_significance:
         kind = "undecided"
-        finite = [c.replicates_needed for c in open_ if c.replicates_needed is not None]
+        deciding = better_open if best is not None else open_
+        finite = [c.replicates_needed for c in deciding if c.replicates_needed is not None]
         needed = min(finite) if finite else None
-        blockers = tuple(dict.fromkeys(b for c in open_ for b in c.blockers))
+        blockers = tuple(dict.fromkeys(b for c in deciding for b in c.blockers))
     else:
         kind, needed = "not_better", None
     left_out, left_out_text = fairness.left_out(fair), fairness.left_out_text(fair)
@@ -337,7 +342,9 @@ def decide(
     headline, details = headline_for(kind, best, cands, baseline=baseline, rule=rule,
                                      alpha=alpha, base_value=base_value, n_replicates=n_replicates,
                                      needed=needed, left_out=left_out_text, minimum=minimum,
-                                     m=m, missing=missing)
+                                     m=m, missing=missing,
+                                     blocking=tuple(c.strategy for c in better_open)
+                                     if best is not None else ())
     reason = reason_for(kind, best, cands, baseline=baseline, rule=rule, alpha=alpha,
                         base_value=base_value, left_out=left_out_text)
     if kind == "undecided":  # not "no strategy beats the baseline": that is not known

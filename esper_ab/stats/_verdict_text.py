@@ -115,7 +115,7 @@ def _status_line(c: Any, rule: Any, alpha: float) -> str:
                 else "more seeds of known value per blueprint would decide it"
                 if not math.isfinite(c.gap)
                 else f"more than {MAX_REPLICATES} replicates would be needed")
-        blocked = f" (blocked by {'; '.join(c.blocker_text)})" if c.blocker_text else ""
+        blocked = f" (blocked by: {', '.join(c.blockers)})" if c.blockers else ""
         return f"  {c.strategy}: open: {c.why}{blocked}; {more}"
     return f"  {c.strategy}: excluded: {c.why}"
 
@@ -123,7 +123,8 @@ def _status_line(c: Any, rule: Any, alpha: float) -> str:
 def headline_for(kind: str, best: Any, cands: Sequence[Any], *, baseline: str, rule: Any,
                  alpha: float, base_value: float, n_replicates: int, needed: int | None,
                  left_out: str, minimum: int = 1, m: int = 1,
-                 missing: dict[str, tuple[str, ...]] | None = None) -> tuple[str, list[str]]:
+                 missing: dict[str, tuple[str, ...]] | None = None,
+                 blocking: tuple[str, ...] = ()) -> tuple[str, list[str]]:
     obj = rule.objective
     others = [c for c in cands if c.strategy != baseline]
     lines: list[str] = []
@@ -149,7 +150,10 @@ def headline_for(kind: str, best: Any, cands: Sequence[Any], *, baseline: str, r
     elif kind == "undecided":
         head = "Verdict: undecided: " + undecided_text(
             cands, baseline=baseline, n_replicates=n_replicates, needed=needed,
-            minimum=minimum, alpha=alpha, m=m)
+            minimum=minimum, alpha=alpha, m=m, blocking=blocking)
+        if blocking and best is not None:
+            head += (f"; {best.strategy} is eligible ({obj} {_f(best.objective_value)}), but "
+                     f"{', '.join(blocking)} has a better {obj} and may yet be fair")
     else:
         nb = sorted((c for c in others if c.status == "not_better"),
                     key=lambda c: -c.equivalence_ci[1])
@@ -181,13 +185,15 @@ def headline_for(kind: str, best: Any, cands: Sequence[Any], *, baseline: str, r
 
 
 def undecided_text(cands: Sequence[Any], *, baseline: str, n_replicates: int,
-                   needed: int | None, minimum: int, alpha: float, m: int) -> str:
+                   needed: int | None, minimum: int, alpha: float, m: int,
+                   blocking: tuple[str, ...] = ()) -> str:
     """What blocks the answer, and the replicates (in all, more than now) that would decide
     it, or why no replicate count would."""
     if n_replicates < minimum:
         return (f"{floor_text(n_replicates, alpha, m, minimum)}; at least {needed} replicates "
                 f"in all are needed ({n_replicates} now)")
-    open_ = sorted((c for c in cands if c.status == "open" and c.strategy != baseline),
+    open_ = sorted((c for c in cands if c.status == "open" and c.strategy != baseline
+                    and (not blocking or c.strategy in blocking)),
                    key=lambda c: (c.replicates_needed is None, c.replicates_needed or 0,
                                   c.strategy))
     c = open_[0]

@@ -12,7 +12,7 @@ always do), as in the project's flagships. Each rate is asserted on its Clopper-
 interval's side that matters, so a pass is not Monte-Carlo luck. Seeds per cell: 2 at 4 x 30
 (60 seeds per blueprint, about 30 per class) and 6 at 8 x 60 (about 180 per class): at one
 seed per cell the fair gate's 90% CI at 8 x 60 is about [0, 0.3] and it is undecided, not
-crowned (measured 32% crowned, 68% undecided, never "not better").
+crowned (measured with a gate 0.3 better: 32% crowned, 68% undecided, never "not better").
 """
 
 from __future__ import annotations
@@ -55,9 +55,9 @@ def _lower(k: int, n: int = N_TABLES) -> float:
 
 
 def test_at_4x30_a_fair_better_gate_is_rarely_called_not_better():
-    # baseline balanced accuracy about 0.5, the candidate's about 0.8 (TPR 0.9, FPR 0.3
-    # everywhere); measured 0 of 200 "not better" (the rest winner or undecided).
-    kinds = _kinds([UB4, [0.9] * 4], [UB4, [0.3] * 4], n_replicates=30, seeds=2, seed=1)
+    # baseline balanced accuracy about 0.5 (it passes by blueprint, not by value), the
+    # candidate's about 0.7 (TPR 0.8, FPR 0.4 everywhere): 0.2 better.
+    kinds = _kinds([UB4, [0.8] * 4], [UB4, [0.4] * 4], n_replicates=30, seeds=2, seed=1)
     assert _upper(kinds["not_better"]) <= 0.03, kinds
 
 
@@ -68,5 +68,5 @@ def test_at_4x30_an_unfair_gate_is_rarely_crowned():
 
 
 def test_at_8x60_a_fair_better_gate_is_crowned_at_least_90_percent():
-    kinds = _kinds([UB8, [0.9] * 8], [UB8, [0.3] * 8], n_replicates=60, seeds=6, seed=3)
+    kinds = _kinds([UB8, [0.8] * 8], [UB8, [0.4] * 8], n_replicates=60, seeds=6, seed=3)
     assert _lower(kinds["winner"]) >= 0.90, kinds

@@ -189,9 +189,21 @@ def test_verdict_picks_the_planted_best_strategy_in_a_sweep():
     design = SimulationDesign(blueprints=BPS, n_replicates=40, seeds_per_cell=6, strategies=specs)
     ba = {s.name: _truth(design, s)["balanced_accuracy"] for s in specs}
     assert ba["unfair_sharp"] > ba["best"] > ba["good"] > ba["baseline"]
+    won = 0
     for seed in range(5):
         a = analyze(simulate_decisions(design, seed=seed), rule=SelectionRule(), seed=seed)
-        assert a.verdict.winner == "best", a.verdict.reason
+        v = a.verdict
+        # Never another winner. "best" is fair, but its gap's 90% CI can straddle the bound
+        # (seed 4: upper limit 0.201): then the verdict waits for it rather than crowning
+        # the eligible runner-up.
+        if v.kind != "winner":
+            best = next(c for c in v.candidates if c.strategy == "best")
+            assert v.kind == "undecided" and best.fairness == "undetermined", v.reason
+            assert "best has a better balanced_accuracy and may yet be fair" in v.headline
+            continue
+        assert v.winner == "best", v.reason
+        won += 1
+    assert won >= 4
 
 
 def test_verdict_says_none_when_every_strategy_is_the_baseline_in_disguise():

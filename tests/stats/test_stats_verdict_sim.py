@@ -28,11 +28,15 @@ def _against_baseline(candidate: StrategySpec, *, seeds: int = 1, n: int = 60) -
 
 
 def test_a_fair_better_gate_wins_at_least_90_percent():
-    # 8 blueprints x 60 replicates, TPR 0.8 / FPR 0.2 in every blueprint (about 30 seeds per
-    # class and blueprint); measured 92-93%.
-    vp = verdict_power(_against_baseline(StrategySpec("cand", tpr=(0.8,) * 8, fpr=(0.2,) * 8)),
+    # 8 blueprints x 60 replicates, TPR 0.8 / FPR 0.2 in every blueprint, 4 seeds per cell
+    # (about 120 seeds per class and blueprint). The fairness bound applies to the gap's
+    # upper 90% CI limit: at one seed per cell (30 per class) that CI is about [0, 0.3] for
+    # a fair gate, which is then undecided (fairness undetermined), not crowned.
+    vp = verdict_power(_against_baseline(StrategySpec("cand", tpr=(0.8,) * 8, fpr=(0.2,) * 8),
+                                         seeds=4),
                        strategy="cand", n_sims=200, seed=11)
     assert vp.power >= 0.90, vp
+    assert vp.kinds["not_better"] <= 0.03 * vp.n_sims, vp
 
 
 @pytest.mark.parametrize(("tpr", "seeds"), [
@@ -43,8 +47,10 @@ def test_an_unfair_gate_that_is_more_accurate_wins_at_most_5_percent(tpr, seeds)
     design = _against_baseline(StrategySpec("cand", tpr=tpr, fpr=(0.1,) * 8), seeds=seeds)
     vp = verdict_power(design, strategy="cand", n_sims=150, seed=12)
     assert vp.power <= 0.05, vp
-    # It is more accurate and fairer than the baseline: only the absolute bound stops it.
-    assert vp.kinds["not_better"] >= 0.9 * vp.n_sims
+    # It is more accurate and fairer than the baseline: only the absolute bound stops it,
+    # as unfair (lower CI limit over the bound: not better) or undetermined (undecided).
+    assert vp.kinds["not_better"] + vp.kinds["undecided"] >= 0.95 * vp.n_sims, vp
+    assert vp.kinds["not_better"] >= 0.5 * vp.n_sims, vp
 
 
 def test_a_gate_that_admits_nothing_never_wins():
