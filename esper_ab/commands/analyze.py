@@ -24,15 +24,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="bound on the debiased equalized-odds gap in the selection rule "
                         "(default 0.2)")
     p.add_argument("--gap-bound", choices=("estimate", "ci_high"), default=None,
-                   help="apply --max-gap to the gap's point estimate or its upper CI limit "
-                        "(default: estimate)")
+                   help="ci_high (default): a gate is fair when the gap's upper 90%% CI "
+                        "limit is under --max-gap, unfair when the lower one is over it, "
+                        "undetermined in between; estimate: the point estimate alone (less "
+                        "conservative)")
     p.add_argument("--margin", type=float, default=None, metavar="M",
                    help="equivalence margin of 'not better than the baseline', in the "
                         "objective's units (default 0.05)")
     p.add_argument("--min-valuable", type=bounded_int(1, 1_000_000), default=None, metavar="N",
-                   help="valuable seeds a blueprint needs to enter TPR/FPR (default 10)")
+                   help="valuable seeds a blueprint needs to enter TPR parity (default 10)")
     p.add_argument("--min-non-valuable", type=bounded_int(1, 1_000_000), default=None, metavar="N",
-                   help="non-valuable seeds a blueprint needs to enter TPR/FPR (default 10)")
+                   help="non-valuable seeds a blueprint needs to enter FPR parity (default 10)")
     p.add_argument("--n-boot", type=RESAMPLES, default=1000, help="bootstrap resamples (default: %(default)s)")
     p.add_argument("--n-perm", type=RESAMPLES, default=2000, help="permutations (default: %(default)s)")
     p.add_argument("--seed", type=bounded_int(0, 2**32 - 1), default=0, help="seed of all resampling (default: %(default)s)")

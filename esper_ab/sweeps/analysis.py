@@ -195,6 +195,7 @@ def analyze_sweep(record: SweepRecord, *, n_boot: int = 1000, n_perm: int = 2000
                        rule=spec.selection.rule(), n_boot=n_boot, n_perm=n_perm, seed=seed)
     verdict = analysis.verdict
     winner = next((t for t in selected if t.label == verdict.winner), None)
-    reason = (f"{verdict.headline.removeprefix('Verdict: ')} | {verdict.reason}; note: "
-              f"{SELECTION_CAVEAT}")
+    head = verdict.headline.removeprefix("Verdict: ")
+    reason = (f"{head} | {verdict.reason}" if not verdict.reason.startswith(head) else
+              verdict.reason) + f"; note: {SELECTION_CAVEAT}"
     return SweepAnalysis(record, board, pareto, selected, analysis, winner, reason)

@@ -149,7 +149,7 @@ class SelectionSpec(_Model):
     fairness_metric: Literal["equalized_odds_gap", "equal_opportunity_gap",
                              "pass_rate_gap"] = "equalized_odds_gap"
     max_gap: float = Field(default=0.2, ge=0, allow_inf_nan=False)
-    gap_bound: Literal["estimate", "ci_high"] = "estimate"
+    gap_bound: Literal["estimate", "ci_high"] = "ci_high"
     require_significance: bool = True
     alpha: float = Field(default=0.05, gt=0, lt=1)
     top_k: StrictInt = Field(default=5, ge=1, le=10_000)
