@@ -139,3 +139,51 @@ def test_fairness_json_holds_raw_and_debiased_gaps_with_cis():
         assert 0 <= per[f"{m}_vs_baseline_p"] <= 1
     table = a.fairness.table
     assert pd.isna(table.loc["baseline", "equalized_odds_gap_vs_baseline_p"])
+
+
+def test_gap_intervals_stay_within_0_and_1():
+    # issue 22: "equalized_odds_gap 0.964 [0.903, 1.025]" for a gap of rates in [0, 1]
+    from esper_ab.stats._fairness import normal_ci
+    lo, hi = normal_ci(np.array([0.98, 0.01]), np.array([[0.9, 0.0], [1.0, 0.05], [0.95, 0.0],
+                                                           [1.0, 0.02]]), 0.95)
+    assert hi[0] == 1.0 and lo[1] == 0.0 and (lo <= hi).all()
+    design = SimulationDesign(blueprints=("a", "b", "c", "d"), n_replicates=12, seeds_per_cell=4,
+                              strategies=(StrategySpec("baseline", (0.5,) * 4),
+                                          StrategySpec("split", tpr=(1.0, 1.0, 0.0, 0.02),
+                                                       fpr=(1.0, 0.98, 0.0, 0.0))))
+    a = analyze(simulate_decisions(design, seed=0), n_boot=200, n_perm=100)
+    t = a.fairness.table
+    for m in ("equalized_odds_gap", "equal_opportunity_gap", "pass_rate_gap"):
+        assert ((t[f"{m}_ci_low"] >= 0) & (t[f"{m}_ci_high"] <= 1)).all(), t
+    assert t.loc["split", "equalized_odds_gap"] > 0.9
+    c = a.verdict.candidates[0]
+    assert 0 <= c.gap_ci[0] <= c.gap_ci[1] <= 1
+
+
+def test_fpr_parity_sees_blueprints_with_no_valuable_seed():
+    # issue 25 item 2, the transformer flagship's situation: a gate that passes every seed of
+    # two blueprints (valuable or not) and no seed of two blueprints whose seeds are all
+    # non-valuable. FPR is defined on all four (1, 1, 0, 0): the gap is 1, and the gate is
+    # unfair. Before, those two blueprints left TPR *and* FPR, and the gap read 0.
+    from esper_ab.stats import SelectionRule
+    from esper_ab.stats._counts import FALSE_POS, PASSED, TRUE_POS, VALUABLE, N
+    from esper_ab.stats._quick import quick_verdict
+
+    R = 12
+    counts = np.zeros((R, 2, 4, 6))
+    counts[..., N] = 4
+    counts[:, :, :2, VALUABLE] = 2                      # a, b: 2 valuable + 2 not; c, d: 0 + 4
+    for f, x in ((PASSED, 2), (TRUE_POS, 1), (FALSE_POS, 1)):  # baseline: half of each class
+        counts[:, 0, :2, f] = x
+    counts[:, 0, 2:, PASSED] = counts[:, 0, 2:, FALSE_POS] = 2
+    for f, x in ((PASSED, 4), (TRUE_POS, 2), (FALSE_POS, 2)):  # candidate: all of a and b
+        counts[:, 1, :2, f] = x
+    rule = SelectionRule(min_valuable=4, min_non_valuable=4)
+    v = quick_verdict(counts, strategies=("baseline", "cand"), blueprints=("a", "b", "c", "d"),
+                      baseline="baseline", rule=rule, n_perm=500, n_boot=100)
+    assert v.rates_entered == {"a": ("tpr", "fpr"), "b": ("tpr", "fpr"), "c": ("fpr",),
+                               "d": ("fpr",)}
+    (c,) = v.candidates
+    assert c.gap_raw == pytest.approx(1.0) and c.gap > 0.9 and c.fairness == "unfair"
+    assert v.kind == "not_better" and v.winner is None
+    assert "TPR and FPR: a, b; FPR only: c (0 valuable seed(s) < min_valuable 4)" in v.details[-1]
