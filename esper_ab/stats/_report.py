@@ -141,7 +141,11 @@ def analysis_to_dict(a: Analysis) -> dict[str, object]:
 def _f(x: object, spec: str = ".3f") -> str:
     if x is None or (isinstance(x, float | np.floating) and not math.isfinite(float(x))):
         return "-"
-    return format(x, spec)
+    text = format(x, spec)
+    # a value that rounds to zero prints without a sign ("0.000", never "-0.000")
+    if "e" not in text and text.startswith("-") and float(text) == 0:
+        text = text[1:]
+    return text
 
 
 def _ci(est: float, lo: float, hi: float) -> str:
@@ -230,16 +234,17 @@ def _fairness_lines(a: Analysis) -> list[str]:
     f, rule = a.fairness, a.rule
     ft = f.table
     lines = [f"Fairness criterion: gaps debiased (bias of max - min removed at empirical-Bayes "
-             f"rates), raw beside; TPR/FPR only on blueprints with >= {f.min_valuable} valuable "
-             f"and >= {f.min_non_valuable} non-valuable seeds ({f.left_out_text()}); 'vs "
-             "baseline': sign-flip test over replicates, one-sided p for 'less fair'"]
+             f"rates), raw beside; TPR on blueprints with >= {f.min_valuable} valuable seeds, "
+             f"FPR on those with >= {f.min_non_valuable} non-valuable seeds "
+             f"({f.left_out_text()}); 'vs baseline': debiased difference, sign-flip test of "
+             "the raw gaps over replicates, one-sided p for 'less fair'"]
     cols = {}
     for m in ("equalized_odds_gap", "equal_opportunity_gap", "pass_rate_gap"):
-        cols[f"{m} [{a.ci_level:.0%} CI]"] = [
+        cols[f"{m} debiased [{a.ci_level:.0%} CI]"] = [
             _ci(ft.loc[s, m], ft.loc[s, f"{m}_ci_low"], ft.loc[s, f"{m}_ci_high"]) for s in ft.index]
         cols[f"{m}_raw"] = ft[f"{m}_raw"].map(_f)
     m = rule.fairness_metric
-    cols[f"{m} vs baseline"] = ft[f"{m}_vs_baseline"].map(lambda v: _f(v, "+.3f"))
+    cols[f"{m} debiased vs baseline"] = ft[f"{m}_vs_baseline"].map(lambda v: _f(v, "+.3f"))
     cols["p (less fair)"] = ft[f"{m}_vs_baseline_p"].map(_p)
     lines.append(pd.DataFrame(cols, index=ft.index).to_string())
     return lines

@@ -182,3 +182,13 @@ def test_the_old_point_estimate_rule_is_kept_only_by_choice(planted):
     (c,) = est.candidates
     assert c.fairness in ("fair", "unfair") and est.kind != "undecided"
     assert SelectionRule().gap_bound == "ci_high"
+
+
+def test_the_analysis_text_labels_its_gaps_and_prints_no_negative_zero():
+    design = SimulationDesign(blueprints=BP4, n_replicates=8, seeds_per_cell=3, strategies=(
+        StrategySpec("baseline", (0.5,) * 4), StrategySpec("same", (0.5,) * 4)))
+    a = analyze(sim(design, seed=0), n_boot=100, n_perm=100)
+    text = a.format_table()
+    assert "-0.000" not in text
+    assert "equalized_odds_gap debiased [95% CI]" in text and "equalized_odds_gap_raw" in text
+    assert "equalized_odds_gap debiased vs baseline" in text
