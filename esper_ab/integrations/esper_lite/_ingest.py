@@ -305,7 +305,7 @@ def neutralized(table: pd.DataFrame) -> pd.DataFrame:
     ``= + - @``, a tab or a carriage return) start with ``'`` instead; numbers are kept."""
     out = table.copy()
     for col in out.columns:
-        if out[col].dtype == object:
+        if out[col].dtype == object or pd.api.types.is_string_dtype(out[col].dtype):
             out[col] = out[col].map(lambda v: "'" + v if isinstance(v, str)
                                     and v.startswith(_FORMULA) else v)
     return out
