@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_esper_lite_ingest import GERM, G2_STRICT, _ev, _write
+from test_esper_lite_ingest import G2_STRICT, GERM, _ev, _write
 
 from esper_ab.cli import main
 from esper_ab.errors import DataError
