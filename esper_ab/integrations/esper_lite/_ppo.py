@@ -52,6 +52,9 @@ def _targets() -> tuple[Any, Any, Any, Any]:
     measure = getattr(batch_ops, MEASURE, None)
     cls = getattr(env_state, "ParallelEnvState", None)
     reset = getattr(cls, RESET, None)
+    if any(getattr(f, "esper_ab_plugin", None) is not None for f in (measure, reset)):
+        raise ConfigError("esper-ab's PPO hooks are installed already: remove() them "
+                          "before installing another plug-in")
     if not callable(measure) or _params(measure)[:3] != ["model", "slots_with_active_seeds",
                                                           "env_dev"]:
         raise ConfigError(f"{BATCH_OPS}.{MEASURE}(model, slots_with_active_seeds, env_dev) is "
@@ -75,9 +78,6 @@ class PPOHooks:
             raise ConfigError("esper-lite's PPO trainer measures on the Simic path: create the "
                               "plug-in with EsperLiteG2(gate, path='simic')")
         batch_ops, measure, cls, reset = _targets()
-        if getattr(measure, "esper_ab_plugin", None) is not None:
-            raise ConfigError("esper-ab's PPO hooks are installed already: remove() them "
-                              "before installing another plug-in")
         self.plugin = plugin
         self._restore = [(batch_ops, MEASURE, measure), (cls, RESET, reset)]
 
