@@ -10,6 +10,7 @@ analyzed side by side. Run it as README journey 6 says::
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,7 @@ leyline = pytest.importorskip("esper.leyline")
 _AB = Path(__file__).resolve().parents[2] / "benchmarks" / "esper_lite_ab.py"
 _spec = importlib.util.spec_from_file_location("esper_lite_ab", _AB)
 ab = importlib.util.module_from_spec(_spec)
+sys.modules["esper_lite_ab"] = ab          # dataclasses look their module up
 _spec.loader.exec_module(ab)
 
 EPOCHS, BATCHES = 22, 3
