@@ -90,7 +90,7 @@ def run_episode(i: int, *, plugin: Any = None, stride: int = 10, epochs: int = 2
     def create_model(**kwargs: Any) -> Any:
         model = real_create(**{**kwargs, "permissive_gates": False})
         for slot in model.seed_slots.values():
-            slot.gates = _recording(slot.gates, ep, plugin is not None)
+            slot.gates = _recording(slot.gates, ep, slot)
         if plugin is not None:
             plugin.install(model)
         return model
@@ -120,7 +120,7 @@ def run_episode(i: int, *, plugin: Any = None, stride: int = 10, epochs: int = 2
     return ep
 
 
-def _recording(gates: Any, ep: Episode, with_plugin: bool) -> Any:
+def _recording(gates: Any, ep: Episode, slot: Any) -> Any:
     """esper-lite's gates, recording esper-lite's own G2 verdict at every check. Installed
     below the plug-in, so with a plug-in both the native and the amended verdict are seen."""
     base = type(gates)
@@ -129,6 +129,7 @@ def _recording(gates: Any, ep: Episode, with_plugin: bool) -> Any:
         def _check_g2(self, state: Any) -> Any:
             native = super()._check_g2(state)
             ep.checks.append({"slot": state.slot_id, "seed": state.seed_id,
+                              "epoch": getattr(slot, "telemetry_inner_epoch", None),
                               "blueprint": state.blueprint_id,
                               "epochs": state.metrics.epochs_in_current_stage,
                               "native_passed": native.passed,
