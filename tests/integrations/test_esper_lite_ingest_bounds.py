@@ -150,3 +150,16 @@ def test_a_plugin_run_on_permissive_gates_is_refused(tmp_path):
                    "gradient_health_not_measured", "esper_ab_g2_threshold_failed_0.01"])
     with pytest.raises(DataError, match="permissive_gates=False"):
         ingest_esper_lite(_write(tmp_path, [GERM, perm]))
+
+
+def test_the_number_of_seeds_is_bounded(tmp_path, monkeypatch, capsys):
+    from esper_ab.integrations.esper_lite import _ingest
+
+    monkeypatch.setattr(_ingest, "MAX_SEEDS", 3)
+    lines = [_ev("SEED_GERMINATED", seed=f"seed_{i}", slot=f"r{i}", blueprint_id="norm", params=3)
+             for i in range(5)]
+    f = _write(tmp_path, lines)
+    with pytest.raises(DataError, match="over the 3-seed limit") as err:
+        ingest_esper_lite(f)
+    assert f"{f}:4:" in str(err.value)
+    assert "smaller folders" in _cli_one_line(tmp_path, f, capsys)

@@ -49,6 +49,8 @@ _PERMISSIVE_CHECK = re.compile(r"^(trained_\d+_epochs$|insufficient_training_|gr
 _GATE = re.compile(r"^esper_ab_gate_([A-Za-z0-9_.-]{1,64})$")
 _GATE_VALUE = re.compile(r"^esper_ab_g2_(?:pass|[a-z_]+_failed)_(unmeasured|[-+0-9.eE]+|nan|inf)$")
 PLUGIN_PREFIX = "esper_ab:"
+MAX_SEEDS = 1_000_000       # seeds in one ingest: memory stays bounded whatever the input
+MAX_CHECKS_KEPT = 16        # failed checks kept per seed (esper-lite writes at most 5)
 _ENDED = {"PRUNED", "FOSSILIZED", "EMBARGOED", "RESETTING", "DORMANT"}
 _AFTER_END = {"EMBARGOED", "RESETTING", "DORMANT"}
 
@@ -192,7 +194,7 @@ def _gate(run: _Run, ev: EventView, seed: _Seed) -> int:
     if plugin_value is not None:
         seed.statistic = plugin_value
     if not passed:
-        seed.last_failed = ";".join(failed)
+        seed.last_failed = ";".join(failed[:MAX_CHECKS_KEPT])
     return 1
 
 
@@ -231,6 +233,10 @@ def _read_file(run_name: str, file: Path, used: Counter, skipped: Counter) -> tu
         key = (ev.name("slot_id", envelope=True, fallback="slot_id"),
                ev.name("seed_id", envelope=True))
         if ev.type == "SEED_GERMINATED":
+            if used["SEED_GERMINATED"] > MAX_SEEDS:
+                raise ev.error(f"is seed number {used['SEED_GERMINATED']:,}, over the "
+                               f"{MAX_SEEDS:,}-seed limit of one ingest", "ingest the runs in "
+                               "smaller folders")
             _germinate(run, ev, key)
             continue
         seed = run.latest.get(key)
