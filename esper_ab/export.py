@@ -1,12 +1,14 @@
-"""Export of a sweep's winner to ``winner.yaml``, and ``load_gate(path)`` to use it.
+"""Export of a sweep's winner to ``winner.yaml``, and ``load_gate(spec)`` to use it.
 
 ``winner.yaml`` holds the gate (strategy, parameters, threshold(s) -- per blueprint where the
 strategy calibrates them -- window, EMA, min epochs, clamp) with its calibration state and a
 sha256 of it, the selection rule, the evidence (sweep run, trial run, key metrics with CIs,
 the p-value against the baseline, raw and Holm-adjusted) and the package versions.
 
-``load_gate(path)`` validates the file (schema, calibration hash) and returns a ready
-``esper_ab.gate.Gate``; a training loop feeds it the host's and each seed's ``GradStats``::
+``load_gate(spec)`` takes what ``--gate`` and ``EsperLiteG2`` take -- a preset name
+(``esper_lite_kasmina``), a plain gate file, or a winner file (schema and every integrity
+hash verified) -- and returns a ready ``esper_ab.gate.Gate``; a training loop feeds it the
+host's and each seed's ``GradStats``::
 
     gate = esper_ab.load_gate("winner.yaml")
     tracker = gate.tracker(blueprint="attention")
@@ -20,9 +22,9 @@ No mlflow here: ``esper-ab export`` reads the sweep through ``esper_ab.tracking`
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from esper_ab.errors import ConfigError, shown
@@ -34,9 +36,9 @@ from esper_ab.gate import (
     WinnerEvidence,
     WinnerFile,
     calibration_hash,
+    load_gate_config,
     load_winner,
     resign_winner,
-    warn_if_forced,
     write_winner,
 )
 
@@ -109,11 +111,13 @@ def _refuse_degenerate(verdict: Mapping[str, Any], label: str) -> None:
                           "the sweep's threshold range")
 
 
-def load_gate(path: str | Path) -> Gate:
-    """A validated, ready-to-call G2 gate from an exported ``winner.yaml``."""
-    doc = load_winner(path)
-    warn_if_forced(doc, path)
+def load_gate(spec: str | os.PathLike[str]) -> Gate:
+    """A validated, ready-to-call G2 gate from a preset name, a plain gate file or an
+    exported winner file (hash-checked; a ``--force`` export warns). The one loader behind
+    ``--gate``, ``esper_ab.load_gate`` and ``EsperLiteG2``."""
+    text = os.fspath(spec)
+    config = load_gate_config(text)
     try:
-        return Gate(doc.gate_config())
+        return Gate(config)
     except ConfigError as exc:
-        raise ConfigError(f"winner file {shown(str(path))}: {exc}") from None
+        raise ConfigError(f"gate {shown(text)}: {exc}") from None

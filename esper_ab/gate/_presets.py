@@ -5,9 +5,10 @@
   epoch, clamped at 10, no EMA, host norm < 1e-8 gives 0, a zero-parameter seed uses the raw
   ratio; ``requires_grad`` parameter counts taken at germination.
 - ``esper_lite_simic``: the Simic / PPO path, ``simic/telemetry/gradient_collector.py`` and
-  ``vectorized_trainer.py``: the same ratio on the last batch, no clamp, an EMA with decay 0.9
-  once per epoch that starts from 0.0 (a slot's first seed of an episode; the plug-in starts
-  later seeds in that slot from their first ratio). Simic's float64 norms and counts of the
+  ``vectorized_trainer.py``: the same ratio on the last measured batch, no clamp, an EMA
+  with decay 0.9 once per epoch that starts from 0.0 (set at an episode's reset). esper-lite
+  drops a slot's EMA when the slot holds no active seed at an epoch's end; the plug-in then
+  starts the next seed there from its first ratio, as esper-lite does. Simic's float64 norms and counts of the
   tensors that have a gradient are how the measurement is taken: the plug-in's ``simic``
   path (``esper_ab.integrations.esper_lite``) measures that way.
 - ``esper_lite_ema``: deprecated. A clamp at 10 with an EMA started at the first measured

@@ -82,17 +82,33 @@ class GateTracker:
 
         esper-lite checks G2 when the policy issues ADVANCE, on the value it holds at that
         moment: an epoch that passed earlier and has since fallen below the threshold does
-        not count. An EMA carried over an epoch without steps is judged as it stands.
+        not count. esper-lite measures only every ``gradient_telemetry_stride``-th epoch and
+        keeps the last measured value in between, so an epoch without steps is judged by the
+        last epoch that had steps (its value, state and reason); ``min_epochs`` counts every
+        epoch. An EMA carried over epochs without steps is judged as it stands.
         """
         e = len(self._epochs)
         if e == 0:
             return self.current()
         a = self._arrays()
+        last = e - 1
+        src = next((i for i in range(last, -1, -1) if len(self._epochs[i][0])), last)
+        if src != last:
+            a = replace(a, **{name: _carried(getattr(a, name), src, last) for name in
+                              ("epoch_value", "epoch_unclamped", "epoch_clamped",
+                               "epoch_state", "epoch_reason", "epoch_dead")})
         cfg = self.gate.config
         with np.errstate(invalid="ignore"):
-            ok = bool(e >= cfg.min_epochs and a.epoch_state[0, e - 1] == VALUE
-                      and not (cfg.fail_dead_seeds and a.epoch_dead[0, e - 1])
-                      and a.epoch_value[0, e - 1] >= a.threshold[0])
+            ok = bool(e >= cfg.min_epochs and a.epoch_state[0, last] == VALUE
+                      and not (cfg.fail_dead_seeds and a.epoch_dead[0, last])
+                      and a.epoch_value[0, last] >= a.threshold[0])
         at = replace(a, passed=np.array([ok]), pass_epoch=np.array([e if ok else 0]),
                      n_epochs=np.array([e]))
         return self.gate.decision_record(at, 0, self.blueprint)
+
+
+def _carried(values: np.ndarray, src: int, dst: int) -> np.ndarray:
+    """``values`` [1, E] with epoch ``dst`` holding what epoch ``src`` holds."""
+    out = values.copy()
+    out[:, dst] = values[:, src]
+    return out

@@ -188,7 +188,7 @@ def test_model_level_hooks_and_the_parameter_lists_of_both_paths():
     d = plugin.feeds["r0c0"].decision()
     assert d.epochs_observed == 10
     assert d.value == pytest.approx(get_strategy("baseline").statistic(ref["seed"], ref["host"]).value)
-    gates = plugin.quality_gates(FakeQualityGates())
+    gates = plugin.quality_gates(FakeQualityGates(), model)
     res = gates.check_gate(model.seed_slots["r0c0"].state, "BLENDING")
     assert res.passed and res.checks_failed == [] and res.checks_passed[0].startswith(
         "esper_ab_g2_pass_")          # others='drop': the esper-ab decision alone
@@ -253,20 +253,23 @@ def test_float64_collector_is_simics_measurement():
     assert ours == pytest.approx(simic, rel=2e-8 / (math.sqrt(h.sum_sq / h.numel)))
 
 
-def test_simic_ema_starts_from_zero_only_for_a_slots_first_seed_of_an_episode():
+def test_simic_ema_restarts_from_the_first_ratio_once_its_slot_was_empty_at_an_epoch_end():
     plugin = EsperLiteG2("esper_lite_simic", path="simic")
     lin = nn.Linear(2, 2)
-    feeds = []
-    for _ in range(2):   # a seed, pruned, then a second one in the same slot
-        feeds.append(plugin.start_seed("r0c0", f"s{len(feeds)}", "norm",
-                                       host_params=lin.parameters(), seed_params=[]))
-    plugin.start_episode()
-    feeds.append(plugin.start_seed("r0c0", "s2", "norm", host_params=[], seed_params=[]))
-    assert [f.tracker.gate.config.ema_start for f in feeds] == [0.0, None, 0.0]
+    feeds = [plugin.start_seed("r0c0", "s0", "norm", host_params=lin.parameters(),
+                               seed_params=[])]
+    plugin.slot_emptied("r0c0")        # s0 pruned: the slot was empty at an epoch's end
+    feeds.append(plugin.start_seed("r0c0", "s1", "norm", host_params=[], seed_params=[]))
+    feeds.append(plugin.start_seed("r0c1", "s2", "norm", host_params=[], seed_params=[]))
+    plugin.slot_emptied("r0c2")        # empty at epoch 1's end, germinated later
+    feeds.append(plugin.start_seed("r0c2", "s3", "norm", host_params=[], seed_params=[]))
+    plugin.start_episode()             # reset: 0.0 everywhere again
+    feeds.append(plugin.start_seed("r0c0", "s4", "norm", host_params=[], seed_params=[]))
+    assert [f.tracker.gate.config.ema_start for f in feeds] == [0.0, None, 0.0, None, 0.0]
     for f in feeds:
         f.tracker.observe_step(*ratio_stats(2.0))
         f.tracker.end_epoch()
-    assert [f.tracker.now().value for f in feeds] == pytest.approx([0.2, 2.0, 0.2])
+    assert [f.tracker.now().value for f in feeds] == pytest.approx([0.2, 2.0, 0.2, 2.0, 0.2])
 
 
 def test_a_gate_file_is_accepted_and_bad_arguments_are_refused(tmp_path):

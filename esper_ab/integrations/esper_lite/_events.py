@@ -2,6 +2,10 @@
 per run, one ``TelemetryEvent`` per line.
 
 Every problem is one :class:`DataError` line that names the file and the line number.
+Hostile input is bounded: only regular files are read (a FIFO or a device is refused before
+it is opened), a line may hold at most :data:`MAX_LINE` bytes (read in bounded pieces, so
+memory stays bounded whatever the file holds), JSON nesting at most :data:`MAX_DEPTH` deep,
+and a name (slot, seed, blueprint, check) at most :data:`MAX_NAME` characters.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +21,23 @@ from typing import Any
 from esper_ab.errors import DataError, shown
 
 EVENTS_FILE = "events.jsonl"
+MAX_LINE = 1 << 20      # bytes; esper-lite's events are a few KB
+MAX_DEPTH = 64          # JSON nesting; esper-lite's events nest 4 deep
+MAX_NAME = 256          # characters of a name
+
+
+def _regular(p: Path, label: str) -> None:
+    """Refuse anything but a regular file (following links) without opening it."""
+    try:
+        mode = os.stat(p).st_mode
+    except OSError as exc:
+        raise DataError(f"cannot read {label} {str(p)!r} ({exc.strerror}): check the path "
+                        "and its permissions") from None
+    if not stat.S_ISREG(mode):
+        kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode)
+                or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a file")
+        raise DataError(f"{label} {str(p)!r} is {kind}, not a regular file: pass the "
+                        f"{EVENTS_FILE} files esper-lite wrote")
 
 
 def find_event_files(path: str | os.PathLike[str]) -> list[tuple[str, Path]]:
@@ -25,7 +47,8 @@ def find_event_files(path: str | os.PathLike[str]) -> list[tuple[str, Path]]:
     passed directly, or one lying in ``path`` itself, is named by the folder that holds it.
     """
     p = Path(path)
-    if p.is_file():
+    if p.exists() and not p.is_dir():
+        _regular(p, "PATH")
         return [(p.resolve().parent.name or p.stem, p)]
     if not p.is_dir():
         raise DataError(f"PATH {str(path)!r} does not exist: pass an esper-lite events.jsonl "
@@ -36,6 +59,7 @@ def find_event_files(path: str | os.PathLike[str]) -> list[tuple[str, Path]]:
                         "folder esper-lite's DirectoryOutput wrote, or one such file")
     out = []
     for f in files:
+        _regular(f, "file")
         run = f.parent.relative_to(p).as_posix()
         out.append((p.resolve().name if run == "." else run, f))
     return out
@@ -53,7 +77,16 @@ def read_events(file: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         raise DataError(f"cannot read {str(file)!r} ({exc.strerror}): check the path and its "
                         "permissions") from None
     with fh:
-        for n, raw in enumerate(fh, 1):
+        n = 0
+        while True:
+            raw = fh.readline(MAX_LINE + 1)
+            if not raw:
+                break
+            n += 1
+            if len(raw) > MAX_LINE:
+                raise DataError(f"{_where(file, n)}: the line is longer than {MAX_LINE:,} "
+                                "bytes (esper-lite's events are a few KB): the file is damaged "
+                                "or not esper-lite telemetry; remove the line")
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError:
@@ -63,10 +96,18 @@ def read_events(file: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 continue
             try:
                 event = json.loads(text)
+                deep = (text.count("[") + text.count("{") > MAX_DEPTH
+                        and _depth(event) > MAX_DEPTH)
+            except RecursionError:
+                deep = True
             except json.JSONDecodeError as exc:
                 cut = "; the line is truncated" if not text.endswith("\n") else ""
                 raise DataError(f"{_where(file, n)}: not a JSON object ({exc.msg} at column "
                                 f"{exc.colno}{cut}): repair or remove the line") from None
+            if deep:
+                raise DataError(f"{_where(file, n)}: JSON nested deeper than {MAX_DEPTH} "
+                                "levels (esper-lite's events nest 4 deep): the file is damaged "
+                                "or not esper-lite telemetry; remove the line")
             if not isinstance(event, dict):
                 raise DataError(f"{_where(file, n)}: holds {type(event).__name__}, not a "
                                 "TelemetryEvent object: repair or remove the line")
@@ -75,6 +116,19 @@ def read_events(file: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 raise DataError(f"{_where(file, n)}: event_type={shown(kind)} is missing or "
                                 "not a name: every line needs esper-lite's event envelope")
             yield n, event
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of parsed JSON, without recursion (stops once over MAX_DEPTH)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, dict | list):
+            deepest = max(deepest, d)
+            if deepest > MAX_DEPTH:
+                return deepest
+            stack.extend((c, d + 1) for c in (v.values() if isinstance(v, dict) else v))
+    return deepest
 
 
 class EventView:
@@ -101,6 +155,9 @@ class EventView:
             value = self.data.get(fallback) if envelope else self.event.get(fallback)
         if not isinstance(value, str) or not value:
             raise self.error(f"has {key}={shown(value)}", f"a {self.type} event names its {key}")
+        if len(value) > MAX_NAME:
+            raise self.error(f"has a {key} of {len(value):,} characters ({shown(value)})",
+                             f"names are at most {MAX_NAME} characters; repair the line")
         return value
 
     def integer(self, key: str, *, optional: bool = False) -> int | None:
@@ -124,4 +181,8 @@ class EventView:
             return []
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise self.error(f"has {key}={shown(value)}", f"{key} must be a list of strings")
+        long = next((v for v in value if len(v) > MAX_NAME), None)
+        if long is not None:
+            raise self.error(f"has a {key} entry of {len(long):,} characters ({shown(long)})",
+                             f"check names are at most {MAX_NAME} characters; repair the line")
         return value

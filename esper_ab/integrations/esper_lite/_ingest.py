@@ -10,7 +10,11 @@ One row per seed, keyed by (run, slot, seed id): esper-lite reuses ``seed_N`` ac
   esper-lite writes); NaN when unmeasured (``gradient_stats_never_measured``, permissive mode,
   or no G2 check at all).
 - ``strategy``: ``esper_lite_strict`` or ``esper_lite_permissive``, detected per run from the
-  names of its G2 checks; ``esper_lite_undetected`` for a run without any G2 check.
+  names of its G2 checks; ``esper_lite_undetected`` for a run without any G2 check. A run in
+  which the esper-ab plug-in decided G2 (its checks name the gate, ``esper_ab_gate_<name>``)
+  is ``esper_ab:<name>``, and its ``statistic`` is the plug-in's own value
+  (``esper_ab_g2_pass_<v>`` / ``esper_ab_g2_<check>_failed_<v>``, 9 significant digits), so
+  native and plug-in runs ingested together are compared side by side.
 - ``g2_attempts``: G2 evaluations; ``last_failed_check``: the failed checks of the seed's
   last failing G2 evaluation, joined by ``;``.
 """
@@ -42,6 +46,11 @@ _STRICT_CHECK = re.compile(r"^(seed_gradient_(active|low)_|gradient_stats_never_
                            r"global_improvement|seed_ready$|seed_not_ready$)")
 _PERMISSIVE_CHECK = re.compile(r"^(trained_\d+_epochs$|insufficient_training_|gradient_health|"
                                r"no_exploding_gradients$|exploding_gradients$)")
+_GATE = re.compile(r"^esper_ab_gate_([A-Za-z0-9_.-]{1,64})$")
+_GATE_VALUE = re.compile(r"^esper_ab_g2_(?:pass|[a-z_]+_failed)_(unmeasured|[-+0-9.eE]+|nan|inf)$")
+PLUGIN_PREFIX = "esper_ab:"
+MAX_SEEDS = 1_000_000       # seeds in one ingest: memory stays bounded whatever the input
+MAX_CHECKS_KEPT = 16        # failed checks kept per seed (esper-lite writes at most 5)
 _ENDED = {"PRUNED", "FOSSILIZED", "EMBARGOED", "RESETTING", "DORMANT"}
 _AFTER_END = {"EMBARGOED", "RESETTING", "DORMANT"}
 
@@ -73,6 +82,8 @@ class _Run:
     germinations: Counter = field(default_factory=Counter)
     strict_at: int | None = None        # first line with a strict-mode G2 check
     permissive_at: int | None = None
+    gate: str | None = None             # the esper-ab plug-in's gate, when it decided G2
+    gate_at: int | None = None
 
 
 @dataclass(frozen=True)
@@ -114,6 +125,12 @@ class IngestResult:
 
 
 def _strategy(run: _Run, mode: str | None) -> str:
+    if run.gate is not None:
+        if run.permissive_at is not None:
+            raise DataError(f"{run.file}:{run.gate_at}: the esper-ab gate {run.gate!r} ran on "
+                            "permissive gates, where its decision has no effect: rerun with "
+                            "permissive_gates=False, or leave this run out")
+        return PLUGIN_PREFIX + run.gate
     if run.strict_at is not None and run.permissive_at is not None:
         first, second = sorted([(run.strict_at, "strict"), (run.permissive_at, "permissive")])
         raise DataError(f"{run.file}:{second[0]}: a {second[1]} G2 check after the {first[1]} "
@@ -153,17 +170,40 @@ def _gate(run: _Run, ev: EventView, seed: _Seed) -> int:
     ok, failed = ev.names("checks_passed"), ev.names("checks_failed")
     seed.g2_attempts += 1
     seed.statistic = math.nan
+    plugin_value: float | None = None
     for check in ok + failed:
         m = _RATIO.match(check)
         if m:
             seed.statistic = float(m.group(1))
+        g = _GATE.match(check)
+        if g:
+            if run.gate is not None and run.gate != g.group(1):
+                raise ev.error(f"names the esper-ab gate {g.group(1)!r} after {run.gate!r} "
+                               f"(line {run.gate_at})", "one run has one gate; split the file "
+                               "into one run per gate")
+            run.gate, run.gate_at = g.group(1), run.gate_at or ev.line
+            continue
+        v = _GATE_VALUE.match(check)
+        if v:
+            plugin_value = math.nan if v.group(1) == "unmeasured" else _number(v.group(1), ev)
+            continue
         if _STRICT_CHECK.match(check) and run.strict_at is None:
             run.strict_at = ev.line
         if _PERMISSIVE_CHECK.match(check) and run.permissive_at is None:
             run.permissive_at = ev.line
+    if plugin_value is not None:
+        seed.statistic = plugin_value
     if not passed:
-        seed.last_failed = ";".join(failed)
+        seed.last_failed = ";".join(failed[:MAX_CHECKS_KEPT])
     return 1
+
+
+def _number(text: str, ev: EventView) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ev.error(f"has an esper-ab check with value {text!r}", "the plug-in writes a "
+                       "number or 'unmeasured'; repair or remove the line") from None
 
 
 def _stage(ev: EventView, seed: _Seed) -> None:
@@ -193,6 +233,10 @@ def _read_file(run_name: str, file: Path, used: Counter, skipped: Counter) -> tu
         key = (ev.name("slot_id", envelope=True, fallback="slot_id"),
                ev.name("seed_id", envelope=True))
         if ev.type == "SEED_GERMINATED":
+            if used["SEED_GERMINATED"] > MAX_SEEDS:
+                raise ev.error(f"is seed number {used['SEED_GERMINATED']:,}, over the "
+                               f"{MAX_SEEDS:,}-seed limit of one ingest", "ingest the runs in "
+                               "smaller folders")
             _germinate(run, ev, key)
             continue
         seed = run.latest.get(key)
@@ -259,13 +303,28 @@ def ingest_esper_lite(path: str | os.PathLike[str], *, mode: str = "auto") -> In
     return IngestResult(table=table, summary=summary)
 
 
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralized(table: pd.DataFrame) -> pd.DataFrame:
+    """A copy whose text cells that a spreadsheet would run as a formula (starting with
+    ``= + - @``, a tab or a carriage return) start with ``'`` instead; numbers are kept."""
+    out = table.copy()
+    for col in out.columns:
+        if out[col].dtype == object or pd.api.types.is_string_dtype(out[col].dtype):
+            out[col] = out[col].map(lambda v: "'" + v if isinstance(v, str)
+                                    and v.startswith(_FORMULA) else v)
+    return out
+
+
 def write_table(table: pd.DataFrame, out: str | os.PathLike[str]) -> Path:
-    """Write the ingested table as CSV (NaN and missing values as empty cells)."""
+    """Write the ingested table as CSV (NaN and missing values as empty cells; text cells
+    neutralized against formula injection, see :func:`neutralized`)."""
     p = Path(out)
     try:
         if p.parent and not p.parent.exists():
             p.parent.mkdir(parents=True)
-        table.to_csv(p, index=False)
+        neutralized(table).to_csv(p, index=False)
     except OSError as exc:
         raise DataError(f"cannot write --out {str(out)!r} ({exc.strerror}): pass a path in a "
                         "writable folder") from None
