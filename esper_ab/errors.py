@@ -96,6 +96,35 @@ class NotFittedError(EsperABError, RuntimeError):
     """A calibrating strategy was used before ``fit`` was called."""
 
 
+class DiskFull(EsperABError, OSError):
+    """The disk filled up while a sweep ran (ENOSPC somewhere)."""
+
+
+_FULL_TEXT = ("no space left on device", "database or disk is full", "disk quota exceeded")
+
+
+def disk_full(exc: BaseException | None) -> str | None:
+    """When ``exc``, or an error it carries (cause, context, a wrapped error such as Ray's
+    ``RayTaskError``), is a full disk: the path it names, or "" when it names none; else
+    None."""
+    import errno
+
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return str(e.filename) if e.filename else ""
+        if any(t in str(e).lower() for t in _FULL_TEXT):
+            return ""
+        carried = getattr(e, "__dict__", {}).values()
+        todo += [e.__cause__, e.__context__, *(x for x in carried if isinstance(x, BaseException))]
+    return None
+
+
 def bad_value(name: str, value: object, fix: str) -> ConfigError:
     """Build a ConfigError whose message names the value and the fix."""
     return ConfigError(f"{name}={shown(value)} is invalid: {fix}")
