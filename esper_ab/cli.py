@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from esper_ab.commands import HelpFormatter
-from esper_ab.errors import EsperABError, InertStream, one_line
+from esper_ab.errors import DiskFull, EsperABError, InertStream, disk_full, one_line
 from esper_ab.progress import tee_output
 
 # One entry per subsystem; each module defines ``register(subparsers)``.
@@ -101,6 +101,12 @@ def _main(argv: Sequence[str] | None) -> int:
                 return _broken_pipe()
             except EsperABError as exc:
                 return _fail(exc)
+            except OSError as exc:          # a full disk outside a sweep: one line too
+                if disk_full(exc) is None:
+                    raise
+                return _fail(DiskFull(f"no space left on the device of "
+                                      f"{exc.filename or 'a file esper-ab wrote'}: free some "
+                                      "space there and run the command again"))
             except KeyboardInterrupt:
                 print("esper-ab: interrupted", file=sys.stderr)
                 return 130

@@ -88,9 +88,15 @@ def save_tensors(path: str | Path, blob: dict[str, Any]) -> None:
     tmp = p.with_name(f"{p.name}.tmp{os.getpid()}")
     import torch
 
+    buf = io.BytesIO()
+    torch.save(blob, buf)          # in memory: torch reports a full disk as a bare RuntimeError
+    data = buf.getvalue()
     try:
-        torch.save(blob, tmp)
-        digest = _sha256(tmp)
+        try:
+            tmp.write_bytes(data)
+        except OSError as exc:     # ENOSPC names the folder: the CLI says it in one line
+            raise OSError(exc.errno, exc.strerror, str(p.parent)) from exc
+        digest = hashlib.sha256(data).hexdigest()
         with _lock(p.parent):
             index = _read_index(p.parent)
             index[p.name] = digest

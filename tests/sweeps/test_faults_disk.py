@@ -71,3 +71,27 @@ def test_a_full_disk_ends_the_sweep_in_one_line_and_resume_finishes_it(tmp_path)
     assert again["children"] == N                         # exactly the sweep's trials
     assert again["statuses"] == {"FINISHED": N + 1}       # every run, the parent's too
     assert again["state"]["status"] == "finished" and again["state"]["reason"] is None
+
+
+def test_a_full_cache_disk_outside_a_sweep_is_one_line(tmp_path):
+    """``esper-ab episode`` whose --cache-dir is a 64 KB tmpfs: exit 2, one line naming the
+    device's file, no traceback, no temporary file left behind."""
+    unshare = shutil.which("unshare")
+    if unshare is None or subprocess.run([unshare, "-m", "true"]).returncode:
+        pytest.skip("mount namespaces are not allowed here")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    esper_ab = str(Path(sys.executable).with_name("esper-ab"))
+    script = (f"mount -t tmpfs -o size=64k tmpfs {cache} || exit 99; "
+              f"{esper_ab} episode --workload synthetic-cnn --replicate 0 --size tiny "
+              f"--cache-dir {cache} --out {tmp_path / 'out'} --no-progress; rc=$?; "
+              f"echo LEFT: $(find {cache} -name '*.tmp*' | wc -l); exit $rc")
+    proc = subprocess.run([unshare, "-m", "sh", "-c", script], capture_output=True,
+                          text=True, timeout=600)
+    if proc.returncode == 99:
+        pytest.skip(f"cannot mount a tmpfs: {proc.stderr.strip()}")
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no space left on the device" in lines[0], proc.stderr[-3000:]
+    assert str(cache) in lines[0]
+    assert "LEFT: 0" in proc.stdout
