@@ -83,11 +83,11 @@ def _damaged(path: Path, why: str, note: bool = True) -> None:
 
 def save_tensors(path: str | Path, blob: dict[str, Any]) -> None:
     """Write ``blob`` (a plain state dict) to ``path`` and record its sha256."""
+    import torch
+
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(f"{p.name}.tmp{os.getpid()}")
-    import torch
-
     buf = io.BytesIO()
     torch.save(blob, buf)          # in memory: torch reports a full disk as a bare RuntimeError
     data = buf.getvalue()

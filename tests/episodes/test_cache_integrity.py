@@ -105,6 +105,7 @@ def test_a_damaged_episode_is_recomputed_with_a_note(episode_cache, tmp_path, ca
     assert sorted(p.name for p in (cache / "episodes").iterdir()) == [folder.name]
 
 
+@pytest.mark.slow
 def test_the_cli_refuses_an_edited_episode_and_heals_a_truncated_one(episode_cache, tmp_path):
     root, _, _ = episode_cache
     cache = _copy(root, tmp_path / "cache")
