@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from esper_ab.commands import HelpFormatter
-from esper_ab.errors import EsperABError
+from esper_ab.errors import DiskFull, EsperABError, InertStream, disk_full, one_line
 from esper_ab.progress import tee_output
 
 # One entry per subsystem; each module defines ``register(subparsers)``.
@@ -87,6 +87,10 @@ def _main(argv: Sequence[str] | None) -> int:
     except EsperABError as exc:
         return _fail(exc)
     # --log-file (long-running commands): everything printed from here on, errors included.
+    # Everything printed goes through InertStream: no terminal control character from an
+    # input (a blueprint name, a telemetry field) reaches the terminal.
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = InertStream(sys.stdout), InertStream(sys.stderr)
     try:
         with tee_output(getattr(args, "log_file", None)):
             try:
@@ -97,11 +101,19 @@ def _main(argv: Sequence[str] | None) -> int:
                 return _broken_pipe()
             except EsperABError as exc:
                 return _fail(exc)
+            except OSError as exc:          # a full disk outside a sweep: one line too
+                if disk_full(exc) is None:
+                    raise
+                return _fail(DiskFull(f"no space left on the device of "
+                                      f"{exc.filename or 'a file esper-ab wrote'}: free some "
+                                      "space there and run the command again"))
             except KeyboardInterrupt:
                 print("esper-ab: interrupted", file=sys.stderr)
                 return 130
     except EsperABError as exc:    # the log file itself cannot be opened
         return _fail(exc)
+    finally:
+        sys.stdout, sys.stderr = streams
 
 
 def _broken_pipe() -> int:
@@ -118,7 +130,8 @@ def _broken_pipe() -> int:
 
 
 def _fail(exc: EsperABError) -> int:
-    print(f"esper-ab: error: {exc}", file=sys.stderr)
+    """One line, bounded, with no terminal control character, whatever the input was."""
+    print(f"esper-ab: error: {one_line(exc)}", file=sys.stderr)
     return 2
 
 

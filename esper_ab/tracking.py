@@ -35,7 +35,7 @@ import yaml
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 
-from esper_ab.errors import ConfigError
+from esper_ab.errors import ConfigError, disk_full
 from esper_ab.gate import GateConfig
 from esper_ab.sweeps.analysis import SweepAnalysis, SweepRecord, TrialRecord
 from esper_ab.sweeps.outcome import (
@@ -113,9 +113,10 @@ class BackgroundWriter:
         try:
             return getattr(self.tracker, method)(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - logging must never kill the sweep
-            self.failures += 1
-            print(f"esper-ab: warning: MLflow {method} failed: {type(exc).__name__}: "
-                  f"{' '.join(str(exc).split())[:300]}", file=sys.stderr)
+            self.failures += 1   # no warning for a run never created (said) or a full disk:
+            if args[:1] != (None,) and disk_full(exc) is None:   # the sweep ends in one line
+                print(f"esper-ab: warning: MLflow {method} failed: {type(exc).__name__}: "
+                      f"{' '.join(str(exc).split())[:300]}", file=sys.stderr)
             return None
 
     def drain(self) -> None:

@@ -28,7 +28,14 @@ from esper_ab.episodes.runner import (
     run_episode,
     summarize,
 )
-from esper_ab.episodes.tables import META_FILE, SEED_FILE, TRACE_FILE, has_tables
+from esper_ab.episodes.tables import (
+    META_FILE,
+    SEED_FILE,
+    TRACE_FILE,
+    has_tables,
+    install_cache_folder,
+    verified_cache_folder,
+)
 
 __all__ = [
     "DEFAULT_CACHE_DIR",
@@ -42,9 +49,11 @@ __all__ = [
     "episode_config",
     "gate_decisions",
     "has_tables",
+    "install_cache_folder",
     "record_episode",
     "resolve_device",
     "run_closed_loop",
     "run_episode",
     "summarize",
+    "verified_cache_folder",
 ]

@@ -241,10 +241,10 @@ def run_episode(config: EpisodeConfig, *, replicate: int,
     root = _cache_root(cache_dir)
     key = config_hash(config, replicate, dev.type, EPISODE_FORMAT)
     if root is not None:
-        from esper_ab.episodes.tables import has_tables, read_tables
+        from esper_ab.episodes.tables import cached_tables, read_tables
 
         folder = root / "episodes" / key
-        if has_tables(folder):
+        if cached_tables(folder):         # verified against its index (episodes._cache)
             seeds, trace, meta = read_tables(folder)
             t = meta.get("timings", {})
             timings = EpisodeTimings(float(t.get("pretrain_s", 0.0)),
@@ -255,15 +255,15 @@ def run_episode(config: EpisodeConfig, *, replicate: int,
     result = _compute_episode(config, replicate=replicate, device=dev, cache_root=root,
                               progress=progress)
     if root is not None:
-        from esper_ab.episodes.tables import write_tables
+        from esper_ab.episodes.tables import install_tables, write_tables
 
         folder = root / "episodes" / key
         tmp = folder.with_name(f"{key}.tmp{os.getpid()}")
-        write_tables(tmp, result.seeds, result.trace, _meta(result))
-        if folder.exists():  # another process wrote the same result first
+        try:
+            write_tables(tmp, result.seeds, result.trace, _meta(result))
+            install_tables(tmp, folder)   # sealed with its index, then renamed into place
+        finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            tmp.rename(folder)
     return result
 
 

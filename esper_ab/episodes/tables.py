@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from esper_ab.episodes._cache import install_folder, verified_folder
 from esper_ab.episodes._incubation import Incubated
 from esper_ab.episodes._value_forks import ForkOutcome
 from esper_ab.gradients import LAYER_TYPES, GradStats
@@ -118,6 +119,43 @@ def read_tables(directory: Path, *, prefix: str = "") -> tuple[pd.DataFrame, pd.
 def has_tables(directory: Path, *, prefix: str = "") -> bool:
     return all((directory / f"{prefix}{name}").is_file()
                for name in (SEED_FILE, TRACE_FILE, META_FILE))
+
+
+def _read_parquet(path: Path) -> object:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path)
+
+
+def _read_json(path: Path) -> object:
+    return json.loads(path.read_text())
+
+
+TABLE_READERS = {SEED_FILE: _read_parquet, TRACE_FILE: _read_parquet, META_FILE: _read_json}
+
+
+def verified_cache_folder(folder: Path, readers: Mapping[str, Callable[[Path], object]]
+                          ) -> bool:
+    """True when the cache folder holds the files of ``readers`` (name -> a reader of its
+    format) as its ``index.json`` recorded them. False: recompute it (a note says why when
+    something was there); ``DataError`` when a file was edited (``episodes._cache``)."""
+    return verified_folder(folder, dict(readers))
+
+
+def install_cache_folder(tmp: Path, folder: Path,
+                         readers: Mapping[str, Callable[[Path], object]]) -> None:
+    """Seal the files written to ``tmp`` with their index (written last) and move the
+    folder to ``folder``, replacing a damaged one."""
+    install_folder(tmp, folder, dict(readers))
+
+
+def cached_tables(folder: Path) -> bool:
+    """``verified_cache_folder`` for an episode's tables."""
+    return verified_folder(folder, TABLE_READERS)
+
+
+def install_tables(tmp: Path, folder: Path) -> None:
+    install_folder(tmp, folder, TABLE_READERS)
 
 
 def step_measurements(trace: pd.DataFrame, seed_id: str) -> list[list[object]]:

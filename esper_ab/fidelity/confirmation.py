@@ -72,10 +72,18 @@ def _key(job: ConfirmJob, device: str) -> str:
                        CLOSED_LOOP_FORMAT)
 
 
+def _readers() -> dict[str, Any]:
+    import pyarrow.parquet as pq
+
+    return {"table.parquet": pq.read_table, "run.json": lambda p: json.loads(p.read_text())}
+
+
 def _cached(job: ConfirmJob, cache_dir: Path) -> tuple[pd.DataFrame, dict] | None:
+    from esper_ab.episodes import verified_cache_folder
+
     for device in ("cpu", "cuda"):
         folder = cache_dir / "closed_loop" / _key(job, device)
-        if (folder / "table.parquet").is_file() and (folder / "run.json").is_file():
+        if verified_cache_folder(folder, _readers()):   # checked against its index.json
             return (pd.read_parquet(folder / "table.parquet"),
                     json.loads((folder / "run.json").read_text()))
     return None
@@ -98,14 +106,16 @@ def _closed_loop_task(job: ConfirmJob, cache_dir: str, threads: int) -> dict[str
     folder = Path(cache_dir) / "closed_loop" / _key(job, device)
     tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
     tmp.mkdir(parents=True, exist_ok=True)
-    result.table.to_parquet(tmp / "table.parquet", index=False)
-    (tmp / "run.json").write_text(json.dumps(meta))
-    if folder.exists():   # another task wrote the same result first
+    try:
+        result.table.to_parquet(tmp / "table.parquet", index=False)
+        (tmp / "run.json").write_text(json.dumps(meta))
+        from esper_ab.episodes import install_cache_folder
+
+        install_cache_folder(tmp, folder, _readers())   # sealed with index.json, then moved
+    finally:
         import shutil
 
         shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        tmp.rename(folder)
     return {"table": result.table, **meta}
 
 

@@ -24,7 +24,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from esper_ab.errors import DataError
+from esper_ab.errors import DataError, shown
 
 REQUIRED_COLUMNS: tuple[str, ...] = (
     "replicate",
@@ -45,15 +45,9 @@ def _bad(column: str, problem: str, fix: str) -> DataError:
     return DataError(f"column '{column}' {problem}: {fix}")
 
 
-def _plain(v: object) -> object:
-    """A numpy scalar as the Python number it holds, so messages print ``0``, not
-    ``np.int64(0)``."""
-    return v.item() if isinstance(v, np.generic) else v
-
-
 def _first_bad(series: pd.Series, mask: np.ndarray) -> str:
     idx = int(np.flatnonzero(mask)[0])
-    return f"row {idx} has {_plain(series.iloc[idx])!r}"
+    return f"row {idx} has {shown(series.iloc[idx])}"
 
 
 def _as_bool(series: pd.Series, column: str) -> np.ndarray:
@@ -202,17 +196,17 @@ def validate_decisions(df: pd.DataFrame) -> pd.DataFrame:
         dup = out.duplicated(keys + [SEED_COLUMN]).to_numpy()
         if dup.any():
             r = out.iloc[np.flatnonzero(dup)[0]]
-            raise DataError(f"column 'seed' repeats seed {r['seed']!r} for strategy "
-                            f"{r['strategy']!r}, replicate {_plain(r['replicate'])!r}, blueprint "
-                            f"{r['blueprint']!r}: each seed must appear once per strategy")
+            raise DataError(f"column 'seed' repeats seed {shown(r['seed'])} for strategy "
+                            f"{shown(r['strategy'])}, replicate {shown(r['replicate'])}, blueprint "
+                            f"{shown(r['blueprint'])}: each seed must appear once per strategy")
     else:
         dup = out.duplicated(keep=False).to_numpy()
         if dup.any():
             first = np.flatnonzero(dup)[:2]
             r = out.iloc[first[0]]
             raise DataError(f"rows {int(first[0])} and {int(first[1])} are identical (strategy "
-                            f"{r['strategy']!r}, replicate {_plain(r['replicate'])!r}, "
-                            f"blueprint {r['blueprint']!r}) and the table has no 'seed' column to tell "
+                            f"{shown(r['strategy'])}, replicate {shown(r['replicate'])}, blueprint "
+                            f"{shown(r['blueprint'])}) and the table has no 'seed' column to tell "
                             "them apart: add a 'seed' column, or drop the duplicate row")
         order = out.sort_values(keys + ["value", "valuable", "statistic", "passed", "pass_epoch"],
                                 kind="stable", na_position="last")
@@ -232,7 +226,7 @@ def _check_groups(out: pd.DataFrame) -> None:
         for j, b in enumerate(blueprints):
             if (i, j) not in present:
                 raise DataError(
-                    f"empty group: strategy {s!r} has no rows for blueprint {b!r}; every "
+                    f"empty group: strategy {shown(s)} has no rows for blueprint {shown(b)}; every "
                     "strategy must judge the same seeds (paired design): add the rows or "
                     "drop that blueprint from the table")
 

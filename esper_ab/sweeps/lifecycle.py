@@ -27,14 +27,27 @@
   ``interrupted`` or ``failed``, and the parent run id; a new sweep started over a
   ``running`` state (its driver was killed) closes that sweep's runs as abandoned;
 - an **embedded Ray** it was handed (:meth:`SweepLifecycle.connected`): its helpers'
-  PIDs are recorded in the folder while it runs, and it is shut down on the way out.
+  PIDs are recorded in the folder while it runs, and it is shut down on the way out;
+- a **tracking server that dies**: with an ``http(s)://`` URI, a watch thread asks the
+  server's ``/health`` every few seconds; when it has not answered for
+  ``$ESPER_AB_TRACKING_TIMEOUT_S`` (default 60 s) the sweep is stopped as by a SIGINT and
+  ends with one ``TrackingServerDown`` line; MLflow's own HTTP retries are bounded to about
+  that time per call, and a SIGINT stops the sweep while they run (runs are then ended only
+  if the server still answers; ``state.json`` says "failed" either way);
+- a **full disk**: ENOSPC anywhere (an ``OSError``, sqlite's "database or disk is full",
+  wrapped in whatever error carried it) ends the sweep with one ``DiskFull`` line naming the
+  path. A small reserve file kept in the sweep folder is deleted first, so that on the same
+  filesystem the runs can still be ended FAILED and ``state.json`` still says "failed";
+  ``--resume`` works once there is space again.
 """
 
 from __future__ import annotations
 
 import _thread
 import json
+import logging
 import os
+import shutil
 import signal
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -42,16 +55,94 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from esper_ab.errors import ConfigError
+from esper_ab.errors import ConfigError, DiskFull, EsperABError, disk_full
 from esper_ab.sweeps._reaper import forget_helpers, helper_processes, reap_recorded, record_helpers
+from esper_ab.sweeps._tracking_watch import (
+    ServerWatch,
+    bound_http_retries,
+    server_answers,
+    tracking_timeout_s,
+)
 from esper_ab.sweeps.preflight import check_tracking_uri, usable_dir
 from esper_ab.sweeps.studies import SweepFolderLock, sweep_dir_for
 from esper_ab.tracking import SweepTracker
 
-__all__ = ["SweepLifecycle", "failure_reason", "read_state", "sweep_lifecycle", "write_state"]
+__all__ = ["SweepLifecycle", "TrackingServerDown", "failure_reason", "read_state", "sweep_lifecycle", "write_state"]
 
 STATE_FILE = "state.json"
 FIT_GRACE_S = 1.0          # after a signal, how long Tune may take to stop by itself
+RESERVE_FILE = ".disk-reserve"
+RESERVE_BYTES = 256 * 1024  # freed on ENOSPC: room to end the runs and write the state
+
+
+class TrackingServerDown(EsperABError):
+    """The MLflow server stopped answering while the sweep ran."""
+
+
+class _DiskFullLogs(logging.Filter):
+    """Drops the log records (Tune's "Trial task failed" tracebacks, its snapshot warnings)
+    of a full disk and remembers it: the sweep then ends with one ``DiskFull`` line."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: str | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        where = disk_full(exc)
+        if where is None and any(t in record.getMessage().lower()
+                                 for t in ("no space left on device", "disk is full")):
+            where = ""
+        if where is None:
+            return True
+        self.seen = self.seen or where
+        return False
+
+    @contextmanager
+    def installed(self) -> Iterator[_DiskFullLogs]:
+        """On every handler of the root, ``ray`` and ``mlflow`` loggers while inside."""
+        names = [n for n in logging.root.manager.loggerDict
+                 if n.split(".")[0] in ("ray", "mlflow")]
+        handlers = {h for n in names for h in getattr(logging.getLogger(n), "handlers", [])}
+        handlers |= set(logging.root.handlers)
+        # and the loggers of Tune's trial errors themselves (a handler added later, too)
+        loggers = [logging.getLogger(n) for n in ("ray.tune.execution.tune_controller",
+                                                  "ray.tune.execution.experiment_state")]
+        for x in (*handlers, *loggers):
+            x.addFilter(self)
+        try:
+            yield self
+        finally:
+            for x in (*handlers, *loggers):
+                x.removeFilter(self)
+
+
+def _full_device(folder: Path, uri: str) -> str | None:
+    """The sweep folder or the sqlite store when its device has (almost) no space left: a
+    write there failed for that reason (MLflow's background writer says nothing of it)."""
+    store = Path(uri[len("sqlite:///"):]).parent if uri.startswith("sqlite:///") else None
+    for path in (folder, store):
+        try:
+            if path is not None and shutil.disk_usage(path).free < RESERVE_BYTES // 4:
+                return str(path)
+        except OSError:
+            continue
+    return None
+
+
+def _reserve(folder: Path) -> None:
+    try:
+        with (folder / RESERVE_FILE).open("wb") as fh:
+            fh.write(b"\0" * RESERVE_BYTES)
+    except OSError:
+        (folder / RESERVE_FILE).unlink(missing_ok=True)
+
+
+def _free_reserve(folder: Path) -> None:
+    try:
+        (folder / RESERVE_FILE).unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def read_state(folder: Path) -> dict[str, Any]:
@@ -129,6 +220,16 @@ class SweepLifecycle:
         self.finished = False
         self._on_exit: list[Callable[[], None]] = []
         self._signals = _Signals()
+        self.tracking_down: str | None = None     # why the MLflow server was given up on
+
+    def _server_down(self, reason: str) -> None:
+        """From the server watch's thread: stop the sweep as a SIGINT would."""
+        self.tracking_down = reason
+        _thread.interrupt_main(signal.SIGINT)
+
+    def _tracking_answers(self) -> bool:
+        http = self.tracker.uri.startswith(("http://", "https://"))
+        return self.tracking_down is None and (not http or server_answers(self.tracker.uri))
 
     @property
     def interrupted(self) -> bool:
@@ -147,7 +248,10 @@ class SweepLifecycle:
             yield
         finally:
             self._signals.fitting = False
-            self._signals.cancel_timer()
+            if self._signals.received is None:
+                self._signals.cancel_timer()
+            # else the timer still forces the stop: after Tune returns, the driver may wait
+            # on MLflow (a server that died), and the first Ctrl-C must end that wait too
             if threading.current_thread() is threading.main_thread():
                 signal.signal(signal.SIGUSR1, signal.SIG_DFL)   # Tune leaves its handler
             if before is None:
@@ -169,22 +273,23 @@ class SweepLifecycle:
         """Continue the parent run of an interrupted sweep (``--resume``)."""
         self.parent = parent
         self.tracker.reopen(parent)
-        write_state(self.folder, status="running")
+        write_state(self.folder, status="running", reason=None)
         return parent
 
     def finish(self, reason: str) -> None:
         """End the parent run FINISHED with ``reason`` (the sweep's verdict)."""
         self.tracker.end_run(self.parent, "FINISHED", reason)
         if self.resumable:
-            write_state(self.folder, status="finished")
+            write_state(self.folder, status="finished", reason=None)
         self.finished = True
 
     def _fail(self, reason: str, status: str) -> None:
-        if self.parent:
-            self.tracker.close_orphans(self.parent, reason)
-            self.tracker.end_run(self.parent, "FAILED", reason)
-        if self.resumable and self.parent:
-            write_state(self.folder, status=status)
+        if self.resumable and self.parent:      # first: the state must say so, whatever fails
+            _best_effort(lambda: write_state(self.folder, status=status, reason=reason[:500]))
+        if self.parent and self._tracking_answers():   # a dead server is not waited on
+            # each step alone: a dead server or a full disk must not skip one
+            _best_effort(lambda: self.tracker.close_orphans(self.parent, reason))
+            _best_effort(lambda: self.tracker.end_run(self.parent, "FAILED", reason))
 
     # -- Ray ------------------------------------------------------------------------------
     def connected(self, started: bool, shutdown: Callable[[], None]) -> None:
@@ -223,6 +328,15 @@ class SweepLifecycle:
             write_state(self.folder, status="failed")
 
 
+def _best_effort(fn: Callable[[], object]) -> None:
+    """Run ``fn``; on a full disk, what cannot be written is not written (the one error line
+    says why), so any error here is dropped."""
+    try:
+        fn()
+    except Exception:  # noqa: BLE001 - the sweep's own error is the one reported
+        pass
+
+
 @contextmanager
 def sweep_lifecycle(spec: Any, *, tracking_uri: str | None, storage_dir: str | None,
                     what: str = "sweep", resumable: bool = False,
@@ -231,26 +345,57 @@ def sweep_lifecycle(spec: Any, *, tracking_uri: str | None, storage_dir: str | N
     ``resume_hint`` is how the user resumes (said in the reason of an interrupted run)."""
     check_tracking_uri(tracking_uri)
     tracker = SweepTracker(tracking_uri)
+    timeout_s = tracking_timeout_s()
+    if tracker.uri.startswith(("http://", "https://")):
+        bound_http_retries(timeout_s)
     where = sweep_dir_for(spec, tracker.uri, storage_dir)
     option = "--storage-dir" if storage_dir else "the sweep folder"
     folder = usable_dir(where, option).resolve()
     life = SweepLifecycle(tracker, folder, what=what, resumable=resumable)
     with SweepFolderLock(folder, "driver", what=f"a sweep of {spec.name!r} in {folder}"):
         reap_recorded(folder)
+        _reserve(folder)
+        logs = _DiskFullLogs()
+        log_filter = logs.installed()
+        log_filter.__enter__()
         life._signals.install()
+        watch = None
+        if tracker.uri.startswith(("http://", "https://")):
+            watch = ServerWatch(tracker.uri, timeout_s, life._server_down).start()
         try:
             yield life
             if not life.finished:
                 raise ConfigError(f"{what} ended without a result (internal error): "
                                   "report it with the sweep's log")
         except KeyboardInterrupt:
+            life._signals.cancel_timer()
             hint = f": resume with {resume_hint}" if resume_hint else \
                 ": run the same command again (cached work is reused)"
+            if life.tracking_down is not None:
+                again = hint.removeprefix(": ") if resume_hint else "run it again"
+                down = TrackingServerDown(f"{what} stopped: {life.tracking_down}: restart "
+                                          f"it, then {again}")
+                life._fail(str(down), "failed")
+                raise down from None
             life._fail(f"interrupted{hint} ({folder})", "interrupted")
             raise
         except BaseException as exc:
-            life._fail(failure_reason(what, exc), "failed")
-            raise
+            where = disk_full(exc)
+            if where is None:
+                where = logs.seen if logs.seen is not None else _full_device(folder, tracker.uri)
+            if where is None:
+                life._fail(failure_reason(what, exc), "failed")
+                raise
+            _free_reserve(folder)             # room to end the runs and write the state
+            again = f"resume with {resume_hint}" if resume_hint else "run it again"
+            full = DiskFull(f"{what} stopped: no space left on the device of "
+                            f"{where or folder}: free some space there, then {again}")
+            life._fail(str(full), "failed")
+            raise full from None
         finally:
+            _free_reserve(folder)
             life._exit()
             life._signals.restore()
+            log_filter.__exit__(None, None, None)
+            if watch is not None:
+                watch.stop()

@@ -20,6 +20,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from esper_ab.errors import ConfigError
+from esper_ab.sweeps._journal import recover_torn_tail
 
 __all__ = ["REPLAY_JOURNAL", "SWEEP_JOURNAL", "BatchedJournalBackend", "SweepFolderLock",
            "optuna_directions", "optuna_sampler", "optuna_storage", "store_dir", "sweep_dir_for"]
@@ -69,6 +70,7 @@ def optuna_storage(spec: Any, folder: Path, *, study_name: str | None = None,
 
     name = study_name or spec.name
     folder.mkdir(parents=True, exist_ok=True)
+    recover_torn_tail(folder / journal)     # a crash's torn last record, moved aside
     storage = optuna.storages.JournalStorage(
         backend or JournalFileBackend(str(folder / journal)))
     want = optuna_directions(spec)
@@ -94,6 +96,7 @@ class BatchedJournalBackend:
         from optuna.storages.journal import BaseJournalBackend, JournalFileBackend
 
         BaseJournalBackend.register(BatchedJournalBackend)   # a virtual subclass
+        recover_torn_tail(path)                 # a crash's torn last record, moved aside
         self._inner = JournalFileBackend(str(path))
         self._n_written = sum(1 for _ in self._inner.read_logs(0))
         self._pending: list[dict[str, Any]] = []
