@@ -314,6 +314,9 @@ class SweepTracker:
     def run_tags(self, run_id: str) -> dict[str, str]:
         return dict(self.client.get_run(run_id).data.tags)
 
+    def run_name(self, run_id: str) -> str:
+        return self.client.get_run(run_id).info.run_name or ""
+
     def trial_by_number(self, parent_id: str, number: int) -> str | None:
         exp = self.client.get_run(parent_id).info.experiment_id
         runs = self.client.search_runs(

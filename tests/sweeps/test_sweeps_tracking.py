@@ -17,7 +17,7 @@ from sweep_helpers import space
 
 import esper_ab
 from esper_ab.cli import main
-from esper_ab.commands.export import NoWinner, export_winner
+from esper_ab.commands.export import VERDICT_WORDS, NoWinner, export_winner, refusal
 from esper_ab.errors import ConfigError
 from esper_ab.export import load_gate, load_winner
 from esper_ab.gate import Gate, StepMeasurement
@@ -257,6 +257,40 @@ def test_export_refuses_without_a_winner_unless_forced(tmp_path):
     uri = tracker.uri
     assert main(["export", "--experiment", "nowin", "--tracking-uri", uri,
                  "--out", str(tmp_path / "x.yaml")]) == 2
+
+
+def test_export_refusal_states_the_verdict_it_read_and_the_run(tmp_path, capsys):
+    """The refusal names the verdict kind it read (the tag the summary logged), the sweep run
+    by id and name, and comes in short lines; an undecided verdict is never told as 'no
+    strategy beats the baseline'."""
+    tracker, parent, ev, writer = _small_sweep(tmp_path, "refuse")
+    log_trial(writer, parent, "only", TrialParams("exponent", {"a": 0.5}, threshold=0.1), ev)
+    writer.drain()
+    summarize_sweep(tracker, "refuse", parent, n_boot=50, n_perm=50, log=True)
+    kind = tracker.run_tags(parent)["esper_ab.verdict_kind"]
+    capsys.readouterr()
+    assert main(["export", "--experiment", "refuse", "--tracking-uri", tracker.uri,
+                 "--out", str(tmp_path / "x.yaml")]) == 2
+    err = capsys.readouterr().err
+    lines = err.rstrip("\n").splitlines()
+    lines = lines[next(i for i, x in enumerate(lines) if x.startswith("esper-ab: error:")):]
+    assert all(len(line) <= 120 for line in lines), lines
+    assert lines[0].endswith(VERDICT_WORDS[kind])
+    assert parent in lines[1] and "refuse-1" in lines[1] and "'refuse'" in lines[1]
+    assert "--force" in lines[-1] and not (tmp_path / "x.yaml").exists()
+
+
+@pytest.mark.parametrize("kind", ["undecided", "not_better"])
+def test_export_refusal_words_follow_the_verdict_kind(kind):
+    verdict = {"winner": None, "kind": kind, "headline": "Verdict: " + "x " * 200,
+               "reason": "r" * 1650}
+    text = refusal(run="abc", run_name="smoke-1", experiment="smoke", verdict=verdict,
+                   confirmed=True)
+    first = text.splitlines()[0]
+    assert "the confirmed verdict is" in first and "sweep run abc (smoke-1" in text
+    assert ("no candidate beats the baseline" in text) == (kind == "not_better")
+    assert ("undecided" in first) == (kind == "undecided")
+    assert max(map(len, text.splitlines())) <= 120 and len(text) < 800
 
 
 def test_forced_export_never_takes_a_degenerate_gate(tmp_path):
