@@ -10,16 +10,18 @@ in ``--help``.
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 from typing import Any
 
-from esper_ab.errors import bad_value, shown
+from esper_ab.errors import ConfigError, bad_value, shown
 from esper_ab.progress import Progress
 
 __all__ = ["COUNT", "REPLICATE", "RESAMPLES", "bounded_int", "CACHE_DIR", "DEFAULT_SCHEDULE_TIMEOUT_S", "HelpFormatter", "MLFLOW_UI_HINT",
            "RAY_VERBOSE", "add_address", "add_cache_dir", "add_experiment", "add_num_samples", "add_output",
            "add_resampling", "add_schedule_timeout", "add_storage_dir", "add_tracking_uri",
-           "preflight_resources", "progress_for", "schedule_timeout", "ui_hint"]
+           "SPACE_FIX", "existing_dir", "existing_file", "preflight_resources", "progress_for", "schedule_timeout",
+           "ui_hint"]
 
 # The one episode/closed-loop cache default (= esper_ab.episodes.DEFAULT_CACHE_DIR), relative
 # to the working directory: `esper-ab record`, `sweep` and `episode` run from one folder share it.
@@ -39,6 +41,24 @@ class HelpFormatter(argparse.HelpFormatter):
                 or not action.option_strings:
             return text
         return f"{text} (default: %(default)s)"
+
+
+def existing_file(path: str, what: str, fix: str) -> None:
+    """A path argument checked before any heavy import (a mistyped path fails at once)."""
+    if not os.path.isfile(path):
+        state = "is a folder" if os.path.isdir(path) else "does not exist"
+        raise ConfigError(f"{what} {shown(path)} {state}: {fix}")
+    if not os.access(path, os.R_OK):
+        raise ConfigError(f"{what} {shown(path)} cannot be read: check its permissions")
+
+
+def existing_dir(path: str, what: str, fix: str) -> None:
+    if not os.path.isdir(path):
+        state = "is a file" if os.path.isfile(path) else "does not exist"
+        raise ConfigError(f"{what} {shown(path)} {state}: {fix}")
+
+
+SPACE_FIX = "give the path of a search space file (e.g. search_spaces/smoke.yaml)"
 
 
 def ui_hint(uri: str) -> str:

@@ -46,6 +46,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from esper_ab.commands._options import existing_file
+
+    existing_file(args.decisions, "decisions table", "give the path of a decisions CSV (or, "
+                  "with --observational, the table 'esper-ab ingest' wrote)")
     from esper_ab.commands._observational import run_observational, write_json
     from esper_ab.errors import DataError
     from esper_ab.stats import SelectionRule, analyze, load_decisions_csv
