@@ -84,5 +84,5 @@ def run(args: argparse.Namespace) -> int:
         print("\n" + format_confirmation(out.confirmation))
     print(f"\nMLflow: experiment {out.experiment!r}, sweep run {out.sweep_run_id} "
           "(fidelity=replay; replay/trials.parquet holds every config)")
-    print(ui_hint(resolve_tracking_uri(args.tracking_uri)))
+    print(ui_hint(resolve_tracking_uri(args.tracking_uri), out.sweep_run_id))
     return 0

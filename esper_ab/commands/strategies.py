@@ -31,15 +31,17 @@ PRESET_NOTES = {
 
 def preset_rows() -> list[dict]:
     """One row per gate preset (a deprecated preset is listed as such, without a lookup)."""
+    import warnings
+
     from esper_ab.gate import PRESETS
-    from esper_ab.gate._presets import DEPRECATED
 
     rows = []
     for name in dict.keys(PRESETS):
-        cfg = dict.__getitem__(PRESETS, name)
+        with warnings.catch_warnings(record=True) as caught:   # a deprecated one warns
+            warnings.simplefilter("always")
+            cfg = PRESETS[name]
         note = PRESET_NOTES.get(name, "deprecated: models neither esper-lite path (use "
-                                "esper_lite_simic or esper_lite_kasmina)"
-                                if name in DEPRECATED else "")
+                                "esper_lite_simic or esper_lite_kasmina)" if caught else "")
         start = "1st" if cfg.ema_start is None else cfg.ema_start
         rows.append({"name": name, "strategy": cfg.strategy, "threshold": f"{cfg.threshold:g}",
                      "window": cfg.window, "ema": "-" if cfg.ema_decay is None else

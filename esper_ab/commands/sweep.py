@@ -80,5 +80,5 @@ def run(args: argparse.Namespace) -> int:
     from esper_ab.tracking import resolve_tracking_uri
 
     print(f"\nMLflow: experiment {outcome.experiment!r}, sweep run {outcome.sweep_run_id}")
-    print(ui_hint(resolve_tracking_uri(args.tracking_uri)))
+    print(ui_hint(resolve_tracking_uri(args.tracking_uri), outcome.sweep_run_id))
     return 0

@@ -62,3 +62,15 @@ def test_the_episode_command_lists_every_registered_workload():
     from esper_ab.episodes.workloads import list_workloads
 
     assert WORKLOADS == tuple(list_workloads())
+
+
+def test_an_observational_table_without_the_flag_names_the_flag(tmp_path):
+    table = tmp_path / "obs.csv"
+    table.write_text("replicate,blueprint,strategy,passed,pass_epoch,statistic\n"
+                     "0,norm,esper_lite,True,10,0.2\n")
+    res = subprocess.run([sys.executable, "-c", PROBE, json.dumps([["analyze", str(table)]]),
+                          json.dumps(HEAVY)], capture_output=True, text=True, check=True)
+    (r,) = json.loads(res.stdout.strip().splitlines()[-1])
+    line = r["err"].strip()
+    assert r["rc"] == 2 and line.count("\n") == 0 and r["heavy"] == []
+    assert "--observational" in line and "issue" not in line.lower() and "obs.csv" in line
