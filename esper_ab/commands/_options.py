@@ -46,16 +46,16 @@ class HelpFormatter(argparse.HelpFormatter):
 def existing_file(path: str, what: str, fix: str) -> None:
     """A path argument checked before any heavy import (a mistyped path fails at once)."""
     if not os.path.isfile(path):
-        state = "is a folder" if os.path.isdir(path) else "does not exist"
-        raise ConfigError(f"{what} {shown(path)} {state}: {fix}")
+        state = "a folder" if os.path.isdir(path) else "it does not exist"
+        raise ConfigError(f"{what} {shown(path)} is not a file ({state}): {fix}")
     if not os.access(path, os.R_OK):
         raise ConfigError(f"{what} {shown(path)} cannot be read: check its permissions")
 
 
 def existing_dir(path: str, what: str, fix: str) -> None:
     if not os.path.isdir(path):
-        state = "is a file" if os.path.isfile(path) else "does not exist"
-        raise ConfigError(f"{what} {shown(path)} {state}: {fix}")
+        state = "a file" if os.path.isfile(path) else "it does not exist"
+        raise ConfigError(f"{what} {shown(path)} is not a folder ({state}): {fix}")
 
 
 SPACE_FIX = "give the path of a search space file (e.g. search_spaces/smoke.yaml)"
