@@ -58,7 +58,7 @@ def _space(p: dict) -> str:
 
 
 def format_table(rows: list[dict], presets: list[dict] | None = None) -> str:
-    from esper_ab.commands._tables import render_table
+    from esper_ab.console import render_table
 
     strategies = render_table(
         ["strategy", "statistic", "parameters: default, search space", "threshold"],

@@ -372,3 +372,31 @@ def test_the_note_labels_raw_and_debiased_gaps(store):
     if f"winner.{fair}_debiased" in metrics:
         assert f"{metrics[f'winner.{fair}_debiased']:.4g}" in debiased
     assert fair not in rows                                      # never unlabelled
+
+
+def test_the_console_summary_is_aligned_rounded_and_whole(store, tmp_path):
+    """The per-blueprint table: one aligned row per blueprint, numbers rounded to 3 places and
+    equal to the rates computed by hand from the decisions; every trial label whole on one
+    line, no line wider than 100 columns, nothing cut mid-word ('...')."""
+    tracker, parent, ids, result, _ = store
+    text = format_summary(result)
+    lines = text.splitlines()
+    assert max(map(len, lines)) <= 100 and "..." not in text
+    d = result.winner.decisions
+    head = next(i for i, x in enumerate(lines) if x.startswith("blueprint"))
+    rows = {}
+    for line in lines[head + 2:]:
+        if not line.strip():
+            break
+        rows[line.split()[0]] = line.split()
+    assert set(rows) == set(d["blueprint"])
+    starts = {line.index(line.split()[3]) + len(line.split()[3]) for line in
+              (ln for ln in lines[head + 2:head + 2 + len(rows)])}
+    assert len(starts) == 1                            # 'pass base' right-aligned
+    for bp, cells in rows.items():
+        base = _rates(d[(d["strategy"] == "baseline") & (d["blueprint"] == bp)])
+        win = _rates(d[(d["strategy"] == "candidate") & (d["blueprint"] == bp)])
+        assert cells[3] == f"{base['pass_rate']:.3f}" and cells[4] == f"{win['pass_rate']:.3f}"
+        assert cells[6] == ("-" if math.isnan(win["tpr"]) else f"{win['tpr']:.3f}")
+    for label in result.leaderboard["trial"]:
+        assert any(line.split() and line.split()[0] == label for line in lines), label
