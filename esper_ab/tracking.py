@@ -21,11 +21,9 @@ import math
 import os
 import posixpath
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -49,19 +47,38 @@ from esper_ab.sweeps.provenance import git_commit, package_versions
 from esper_ab.sweeps.report import png_bytes
 from esper_ab.sweeps.spec import SweepSpec, parse_sweep_spec
 from esper_ab.sweeps.studies import store_dir
+from esper_ab.sweeps.writer import BackgroundWriter
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
-__all__ = ["DEFAULT_TRACKING_URI", "BackgroundWriter", "SweepTracker", "git_commit", "package_versions",
-           "resolve_tracking_uri"]
+__all__ = ["DEFAULT_TRACKING_URI", "ML_VIEW", "BackgroundWriter", "SweepTracker", "git_commit",
+           "package_versions", "resolve_tracking_uri", "rounded", "ui_url"]
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 ROLE, TRIAL_ID, END_REASON = "esper_ab.role", "esper_ab.trial_id", "esper_ab.end_reason"
 PARENT = "mlflow.parentRunId"
-# MLflow 3.17's UI opens an experiment so tagged in its model-training view (not GenAI's)
+# The experiment's kind, for MLflow clients that read it. MLflow 3.17's own UI does not: its
+# view (GenAI or model training) is the URL's ``workflowType`` query parameter, else the
+# browser's last choice (localStorage ``mlflow.workflowType``, default ``genai``); read from
+# its bundled JS (server/js, the workflow-type context). Hence ``ui_url`` links carry
+# ``?workflowType=machine_learning``.
 EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+ML_VIEW = "workflowType=machine_learning"
+KIND_WORDS = {"winner": "winner", "not_better": "not better", "undecided": "undecided"}
 TRIAL_DIR = "trial"
 EndStatus = Literal["FINISHED", "FAILED"]
+
+
+def ui_url(base: str, experiment_id: str, run_id: str | None = None) -> str:
+    """The MLflow UI's address of an experiment (or one of its runs), in the model-training
+    view."""
+    page = f"{base.rstrip('/')}/#/experiments/{experiment_id}"
+    return f"{page}/runs/{run_id}?{ML_VIEW}" if run_id else f"{page}?{ML_VIEW}"
+
+
+def rounded(x: float, digits: int = 4) -> float:
+    """A summary number as it is shown: ``digits`` significant digits."""
+    return float(f"{x:.{digits}g}") if math.isfinite(x) else x
 
 
 def resolve_tracking_uri(uri: str | None, *, cwd: Path | None = None) -> str:
@@ -85,64 +102,6 @@ def _flat_metrics(metrics: Mapping[str, Any], step: int, ts: int) -> list[Metric
             continue
         out.append(Metric(k, float(v), ts, step))
     return out
-
-
-class BackgroundWriter:
-    """Runs tracker calls in order on one background thread (see the module doc).
-
-    ``submit`` returns a ``Future``; arguments that are futures are resolved first (they
-    come earlier in the queue, so they are done). Failed calls are reported on stderr and
-    counted; a run whose end failed to be written is closed by ``close_orphans`` later.
-    """
-
-    def __init__(self, tracker: SweepTracker) -> None:
-        self.tracker = tracker
-        self._pool: ThreadPoolExecutor | None = None
-        self.failures = 0
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"tracker": self.tracker, "_pool": None, "failures": 0}
-
-    def submit(self, method: str, *args: Any, **kwargs: Any) -> Future:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="esper-ab-mlflow")
-        return self._pool.submit(self._call, method, args, kwargs)
-
-    def _call(self, method: str, args: tuple, kwargs: dict) -> Any:
-        args = tuple(a.result() if isinstance(a, Future) else a for a in args)
-        try:
-            return getattr(self.tracker, method)(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - logging must never kill the sweep
-            self.failures += 1   # no warning for a run never created (said) or a full disk:
-            if args[:1] != (None,) and disk_full(exc) is None:   # the sweep ends in one line
-                print(f"esper-ab: warning: MLflow {method} failed: {type(exc).__name__}: "
-                      f"{' '.join(str(exc).split())[:300]}", file=sys.stderr)
-            return None
-
-    def drain(self) -> None:
-        """Wait until every queued call is written."""
-        if self._pool is not None:
-            self._pool.submit(lambda: None).result()
-
-    def submit_then(self, then: Any, method: str, *args: Any, **kwargs: Any) -> Future:
-        """``submit(method, ...)``; once that call is written without an error, ``then()``
-        runs on the writer thread (e.g. telling Optuna a trial ended only after MLflow has
-        its end)."""
-        def run() -> Any:
-            before = self.failures
-            out = self._call(method, args, kwargs)
-            if self.failures == before:
-                try:
-                    then()
-                except Exception as exc:  # noqa: BLE001 - reported, never kills the sweep
-                    self.failures += 1
-                    print(f"esper-ab: warning: after MLflow {method}: {type(exc).__name__}: "
-                          f"{' '.join(str(exc).split())[:300]}", file=sys.stderr)
-            return out
-
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="esper-ab-mlflow")
-        return self._pool.submit(run)
 
 
 class SweepTracker:
@@ -211,7 +170,8 @@ class SweepTracker:
         return runs[0].info.run_id if runs else None
 
     def trial_run(self, parent_id: str, *, trial_id: str, run_name: str,
-                  params: Mapping[str, Any], tags: Mapping[str, str] = {}) -> str:
+                  params: Mapping[str, Any], tags: Mapping[str, str] = {},
+                  number: int | None = None) -> str:
         """The child run of ``trial_id``: created once, reopened on a retry or resume; named
         ``run_name`` and the key parameters (``exponent a=0.25 thr=0.08 (t003)``)."""
         existing = self.find_trial_run(parent_id, trial_id)
@@ -222,10 +182,11 @@ class SweepTracker:
         siblings = self.client.search_runs([parent.info.experiment_id],
                                            f"tags.`{PARENT}` = '{parent_id}'",
                                            max_results=50_000)
-        number = len(siblings) + 1   # only the driver creates children: unique, in order
-        run = self.client.create_run(parent.info.experiment_id,
-                                     run_name=f"{child_run_name(run_name, params)} "
-                                              f"(t{number:03d})", tags={
+        if number is None:   # only the driver creates children: unique, in order
+            number = len(siblings) + 1
+        run = self.client.create_run(parent.info.experiment_id,   # t003 first: never cut
+                                     run_name=f"t{number:03d} "
+                                              f"{child_run_name(run_name, params)}", tags={
             PARENT: parent_id, ROLE: "trial", TRIAL_ID: trial_id,
             "esper_ab.trial_number": str(number),
             "esper_ab.sweep": parent.data.tags.get("esper_ab.sweep", ""),
@@ -241,6 +202,37 @@ class SweepTracker:
 
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        if tags.get("esper_ab.verdict_kind"):      # a sweep's verdict: its name says it
+            self._name_by_verdict(run_id, str(tags["esper_ab.verdict_kind"]))
+        if "esper_ab.winner_run_id" in tags:
+            self._mark_winner(run_id, str(tags["esper_ab.winner_run_id"]),
+                              str(tags.get("esper_ab.verdict_headline", "")))
+
+    def _name_by_verdict(self, run_id: str, kind: str) -> None:
+        """``smoke · undecided · 12-06 14:03``: the space, the verdict kind, the start time
+        (three sweeps of one space no longer share a truncated name)."""
+        run = self.client.get_run(run_id)
+        if run.data.tags.get(ROLE) != "sweep":
+            return
+        when = time.strftime("%m-%d %H:%M", time.localtime(run.info.start_time / 1000))
+        name = f"{run.data.tags.get('esper_ab.sweep', '?')} · {KIND_WORDS.get(kind, kind)} · {when}"
+        self.client.set_tag(run_id, "mlflow.runName", name)
+
+    def _mark_winner(self, parent_id: str, winner_run: str, headline: str) -> None:
+        """Tag and describe the winner's child run (``esper_ab.is_winner``), and untag a
+        child an earlier stage had marked (a search winner the confirmation did not keep)."""
+        exp = self.client.get_run(parent_id).info.experiment_id
+        for run in self.client.search_runs(
+                [exp], f"tags.`{PARENT}` = '{parent_id}' and tags.`esper_ab.is_winner` = 'true'"):
+            if run.info.run_id != winner_run:
+                self.client.set_tag(run.info.run_id, "esper_ab.is_winner", "false")
+                self.client.set_tag(run.info.run_id, "mlflow.note.content",
+                                    "An earlier stage's winner; the sweep's verdict did not "
+                                    "keep it (see the parent run).")
+        if winner_run:
+            self.client.set_tag(winner_run, "esper_ab.is_winner", "true")
+            self.client.set_tag(winner_run, "mlflow.note.content",
+                                f"**The sweep's winner.** {headline}".strip()[:7900])
 
     def ensure_running(self, run_id: str) -> None:
         if self.run_status(run_id) != "RUNNING":
@@ -314,6 +306,9 @@ class SweepTracker:
 
     def run_tags(self, run_id: str) -> dict[str, str]:
         return dict(self.client.get_run(run_id).data.tags)
+
+    def run_name(self, run_id: str) -> str:
+        return self.client.get_run(run_id).info.run_name or ""
 
     def trial_by_number(self, parent_id: str, number: int) -> str | None:
         exp = self.client.get_run(parent_id).info.experiment_id
@@ -408,13 +403,16 @@ class SweepTracker:
             c.log_dict(parent_id, result.analysis.to_dict(), "sweep/analysis.json")
             c.log_text(parent_id, result.analysis.format_table(), "sweep/analysis.txt")
             c.log_text(parent_id, result.decisions.to_csv(index=False), "sweep/decisions.csv")
-        self.log_result(parent_id, metrics=parent_metrics(result),
-                        tables=parent_tables(result), tags=parent_tags(result))
+        metrics = parent_metrics(result)
+        if result.record.spec.confirm_fidelity == "replay":   # the confirmation's come plain
+            metrics = {f"search.{k}": v for k, v in metrics.items()}
+        self.log_result(parent_id, metrics=metrics, tables=parent_tables(result),
+                        tags=parent_tags(result))
 
     def log_result(self, run_id: str, *, metrics: Mapping[str, float],
                    tables: Mapping[str, pd.DataFrame], tags: Mapping[str, str]) -> None:
         """A run's result: metrics (step 0), MLflow tables, tags (its note among them)."""
         for path, frame in tables.items():
             self.log_table(run_id, frame, path)
-        self.log_metrics(run_id, metrics, step=0)
+        self.log_metrics(run_id, {k: rounded(float(v)) for k, v in metrics.items()}, step=0)
         self.set_tags(run_id, tags)

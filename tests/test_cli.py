@@ -54,6 +54,42 @@ def test_help_journey_shows_defaults_and_plain_text():
         assert out.returncode == 0, out.stderr
         text = " ".join(out.stdout.split())
         assert "``" not in text and "`" not in text
-        assert "(default: .esper_ab_cache)" in text and "(default: 60.0)" in text
+        assert "(default: 60.0)" in text
+        assert ("(default: esper_ab_demo)" if argv[0] == "demo" else
+                "(default: .esper_ab_cache)") in text
         for opt in ("--no-progress", "--log-file", "--verbose", "--schedule-timeout"):
             assert opt in text, (argv, opt)
+
+
+def test_strategies_lists_every_strategy_and_every_gate_preset(capsys):
+    """The first look: every registered strategy and every gate preset, each name whole on
+    one line (never wrapped mid-word), in an aligned table no wider than 100 columns."""
+    from esper_ab.gate import PRESETS
+    from esper_ab.strategies import list_strategies
+
+    assert main(["strategies"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert max(len(line) for line in lines) <= 100
+    firsts = {line.split()[0] for line in lines if line.strip()}
+    for name in [*list_strategies(), *dict.keys(PRESETS)]:
+        assert name in firsts, name
+    assert "Gate presets" in out and "0.9 from 0.0" in out      # the Simic path's EMA
+    assert lines[-1].startswith(f"{len(list_strategies())} strategies")
+
+
+def test_the_strategy_docs_list_every_strategy_and_preset():
+    from pathlib import Path
+
+    from esper_ab.gate import PRESETS
+    from esper_ab.strategies import list_strategies
+
+    root = Path(__file__).resolve().parents[1]
+    doc = (root / "docs" / "STRATEGIES.md").read_text()
+    readme = (root / "README.md").read_text()
+    table = readme[readme.index("## Strategies"):readme.index("## Benchmarks")]
+    for name in list_strategies():
+        assert f"| `{name}`" in doc and f"| {name} |" in table, name
+    for name in dict.keys(PRESETS):
+        assert f"| `{name}`" in doc, name
+    assert "docs/STRATEGIES.md" in table

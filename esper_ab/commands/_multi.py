@@ -46,5 +46,5 @@ def run_multi(spec: Any, args: argparse.Namespace) -> int:
           f"{c['closed_loop_runs_cached']} cached)")
     print(f"\nMLflow: experiment {out.experiment!r}, sweep run {out.sweep_run_id} "
           "(fidelity/report.html, fidelity/agreement.csv)")
-    print(ui_hint(resolve_tracking_uri(args.tracking_uri)))
+    print(ui_hint(resolve_tracking_uri(args.tracking_uri), out.sweep_run_id))
     return 0

@@ -24,6 +24,25 @@ def write_json(result: object, path: str | None) -> None:
     print(f"\nwrote {os.path.abspath(path)}")
 
 
+def conclusion(result: object) -> str:
+    """One line: per strategy, the blueprints whose seeds never pass and those whose seeds
+    always pass (of the seeds judged), and the spread of pass rates between them."""
+    pb = result.per_blueprint  # type: ignore[attr-defined]
+    parts = []
+    for strategy, g in pb.groupby("strategy", sort=True):
+        g = g[g["n"] > 0]
+        never = [f"{r.blueprint} (0/{r.n})" for r in g.itertuples() if r.passes == 0]
+        always = [r.blueprint for r in g.itertuples() if r.passes == r.n]
+        text = f"{strategy}: " + (f"never pass: {', '.join(never)}" if never else
+                                  "every blueprint passes some seeds")
+        if always:
+            text += f"; always pass: {', '.join(always)}"
+        rates = g["passes"] / g["n"]
+        parts.append(f"{text}; pass rates {rates.min():.2f}-{rates.max():.2f} across "
+                     f"{len(g)} blueprints")
+    return "Conclusion: " + (" | ".join(parts) if parts else "no seed was judged at G2")
+
+
 def run_observational(args: argparse.Namespace) -> int:
     import os
 
@@ -38,4 +57,5 @@ def run_observational(args: argparse.Namespace) -> int:
     if args.plots:
         for path in write_observational_plots(table, result, args.plots):
             print(f"wrote {os.path.abspath(path)}")
+    print(f"\n{conclusion(result)}")        # the text ends with the one-line answer
     return 0

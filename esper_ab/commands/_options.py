@@ -10,23 +10,25 @@ in ``--help``.
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 from typing import Any
 
-from esper_ab.errors import bad_value, shown
+from esper_ab.errors import ConfigError, bad_value, shown
 from esper_ab.progress import Progress
 
 __all__ = ["COUNT", "REPLICATE", "RESAMPLES", "bounded_int", "CACHE_DIR", "DEFAULT_SCHEDULE_TIMEOUT_S", "HelpFormatter", "MLFLOW_UI_HINT",
            "RAY_VERBOSE", "add_address", "add_cache_dir", "add_experiment", "add_num_samples", "add_output",
            "add_resampling", "add_schedule_timeout", "add_storage_dir", "add_tracking_uri",
-           "preflight_resources", "progress_for", "schedule_timeout", "ui_hint"]
+           "SPACE_FIX", "existing_dir", "existing_file", "preflight_resources", "progress_for", "schedule_timeout",
+           "ui_hint"]
 
 # The one episode/closed-loop cache default (= esper_ab.episodes.DEFAULT_CACHE_DIR), relative
 # to the working directory: `esper-ab record`, `sweep` and `episode` run from one folder share it.
 CACHE_DIR = ".esper_ab_cache"
 DEFAULT_SCHEDULE_TIMEOUT_S = 60.0
-MLFLOW_UI_HINT = ("Open the MLflow UI:  mlflow ui --backend-store-uri {uri} --port 5000  "
-                  "(then http://127.0.0.1:5000; choose another --port if 5000 is taken)")
+MLFLOW_UI_HINT = ("Start the MLflow UI:  {mlflow} ui --backend-store-uri {uri} --port 5000  "
+                  "(another --port if 5000 is taken; the address below then changes with it)")
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -41,8 +43,51 @@ class HelpFormatter(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
-def ui_hint(uri: str) -> str:
-    return MLFLOW_UI_HINT.format(uri=uri)
+def existing_file(path: str, what: str, fix: str) -> None:
+    """A path argument checked before any heavy import (a mistyped path fails at once)."""
+    if not os.path.isfile(path):
+        state = "a folder" if os.path.isdir(path) else "it does not exist"
+        raise ConfigError(f"{what} {shown(path)} is not a file ({state}): {fix}")
+    if not os.access(path, os.R_OK):
+        raise ConfigError(f"{what} {shown(path)} cannot be read: check its permissions")
+
+
+def existing_dir(path: str, what: str, fix: str) -> None:
+    if not os.path.isdir(path):
+        state = "a file" if os.path.isfile(path) else "it does not exist"
+        raise ConfigError(f"{what} {shown(path)} is not a folder ({state}): {fix}")
+
+
+SPACE_FIX = "give the path of a search space file (e.g. search_spaces/smoke.yaml)"
+
+
+def ui_hint(uri: str, run_id: str | None = None) -> str:
+    """The last lines of a command that tracked a run: for an embedded store, the exact
+    command that starts the MLflow UI on it (the ``mlflow`` next to this interpreter, so it
+    runs outside the virtual environment too), then the run's address in the UI's
+    model-training view (``run_id``; the experiments page without one)."""
+    import shlex
+    import sys
+    from pathlib import Path
+
+    server = uri.startswith(("http://", "https://"))
+    lines = []
+    if not server:
+        exe = Path(sys.executable).with_name("mlflow")
+        mlflow = shlex.quote(str(exe)) if exe.is_file() else \
+            f"{shlex.quote(sys.executable)} -m mlflow"
+        lines.append(MLFLOW_UI_HINT.format(mlflow=mlflow, uri=shlex.quote(uri)))
+    base = uri if server else "http://127.0.0.1:5000"
+    if run_id:
+        from esper_ab.tracking import SweepTracker, ui_url
+
+        experiment = SweepTracker(uri).client.get_run(run_id).info.experiment_id
+        lines.append(f"The run in MLflow:    {ui_url(base, experiment, run_id)}")
+    else:
+        from esper_ab.tracking import ML_VIEW
+
+        lines.append(f"MLflow's experiments: {base.rstrip('/')}/#/experiments?{ML_VIEW}")
+    return "\n".join(lines)
 
 
 def add_tracking_uri(p: argparse.ArgumentParser) -> None:
@@ -104,11 +149,11 @@ def add_resampling(p: argparse.ArgumentParser) -> None:
                    help="permutations of the final analysis")
 
 
-def add_cache_dir(p: argparse.ArgumentParser) -> None:
+def add_cache_dir(p: argparse.ArgumentParser, *, note: str = "") -> None:
     p.add_argument("--cache-dir", default=CACHE_DIR, metavar="DIR",
                    help="cache of pretrained hosts, episodes and closed-loop runs, shared by "
                         "the commands run from the same folder; on a cluster, storage every "
-                        "node shares")
+                        f"node shares{note}")
 
 
 def add_schedule_timeout(p: argparse.ArgumentParser) -> None:

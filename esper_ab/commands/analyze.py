@@ -47,7 +47,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
+def _not_observational(path: str) -> None:
+    """A table without value columns is observational: say which flag reads it (before the
+    stats are imported)."""
+    import csv
+
+    from esper_ab.errors import ConfigError, shown
+
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        header = next(csv.reader(f), [])
+    if "passed" in header and not {"value", "valuable"} & set(header):
+        raise ConfigError(f"{shown(path)} has no 'value' or 'valuable' column: it is an "
+                          "observational table (e.g. from 'esper-ab ingest'); add "
+                          "--observational to analyze it")
+
+
 def run(args: argparse.Namespace) -> int:
+    from esper_ab.commands._options import existing_file
+
+    existing_file(args.decisions, "decisions table", "give the path of a decisions CSV (or, "
+                  "with --observational, the table 'esper-ab ingest' wrote)")
+    if not args.observational:
+        _not_observational(args.decisions)
     from esper_ab.commands._observational import run_observational, write_json
     from esper_ab.errors import DataError
     from esper_ab.stats import SelectionRule, analyze, load_decisions_csv

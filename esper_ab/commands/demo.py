@@ -20,14 +20,18 @@ from esper_ab.commands._options import (
 )
 
 SMOKE = Path(__file__).resolve().parents[2] / "search_spaces" / "smoke.yaml"
+DEMO_DIR = "esper_ab_demo"
 DESCRIPTION = ("Run the smoke-sized study on embedded defaults (what 'make demo' runs): local "
-               "embedded Ray, MLflow in sqlite:///mlflow.db in the working directory, the "
-               "space search_spaces/smoke.yaml (synthetic traces with a planted truth). The "
+               "embedded Ray, everything in its own folder (--dir: MLflow in DIR/mlflow.db, the "
+               "sweep state, the cache and DIR/winner.yaml; nothing else is written), the "
+               "space search_spaces/smoke.yaml (synthetic traces with a planted truth). Each "
+               "run is a new sweep with a new Optuna study, so the same space gives the same "
+               "answer. The "
                "search sees its replicates only; its top configs and the baseline are then "
                "confirmed on held-out replicates. Prints the confirmed three-way verdict "
                "(winner / not better / undecided) with the baseline's bias per blueprint "
-               "beside the winner's, writes winner.yaml when there is a winner (or says why "
-               "not), and tells how to open the MLflow UI.")
+               "beside the winner's, writes DIR/winner.yaml when there is a winner (or says "
+               "why not), and tells how to open the MLflow UI.")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,15 +39,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=DESCRIPTION)
     p.add_argument("--space", default=str(SMOKE), metavar="SPACE.yaml",
                    help="the space to run (default: search_spaces/smoke.yaml)")
-    p.add_argument("--out", default="winner.yaml", metavar="PATH",
-                   help="where the winner goes (default: %(default)s)")
-    add_cache_dir(p)
+    p.add_argument("--dir", default=DEMO_DIR, metavar="DIR",
+                   help="the demo's own folder: MLflow store, sweep state, cache, winner.yaml")
+    add_cache_dir(p, note="; a relative path is inside --dir")
     add_schedule_timeout(p)
     add_output(p, verbose=RAY_VERBOSE)
     p.set_defaults(handler=run)
 
 
-def _intro(spec: object) -> str:
+def _intro(spec: object, folder: str) -> str:
     """What the demo is: a smoke-sized study, and on what."""
     traces = ("synthetic traces with a planted truth: the numbers are illustrative, not "
               "findings" if spec.traces.source == "synthetic" else
@@ -52,28 +56,49 @@ def _intro(spec: object) -> str:
              "replicates" if spec.confirm_replicates else "no held-out confirmation")
     return (f"esper-ab demo: a smoke-sized study, not a finding -- sweep {spec.name!r}: "
             f"{spec.num_samples} trials searched on {len(spec.replicates)} replicates, "
-            f"{split}; {traces}. Local Ray, MLflow in ./mlflow.db")
+            f"{split}; {traces}. Local Ray; MLflow, state and winner in {folder}/")
+
+
+def demo_folder(path: str) -> Path:
+    """The demo's folder, checked before anything heavy is imported (ConfigError: a file is
+    in the way, or its parent is missing)."""
+    from esper_ab.errors import ConfigError
+
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"--dir={path!r} is a file: give a folder for the demo's store, "
+                          f"state and winner.yaml (default: {DEMO_DIR})")
+    if not folder.resolve().parent.is_dir():
+        raise ConfigError(f"--dir={path!r}: its parent folder does not exist: create it, or "
+                          f"give another --dir (default: {DEMO_DIR})")
+    return folder
 
 
 def run(args: argparse.Namespace) -> int:
-    from esper_ab.commands.export import NoWinner, export_winner
     from esper_ab.errors import ConfigError
+
+    # every argument checked before Ray, MLflow and the stats are imported (seconds)
+    if not Path(args.space).is_file():
+        raise ConfigError(f"--space={args.space!r} does not exist: run the demo from an "
+                          "esper-ab checkout (make demo) or pass --space SPACE.yaml")
+    folder = demo_folder(args.dir)
+    uri = f"sqlite:///{(folder / 'mlflow.db').resolve()}"
+    timeout = schedule_timeout(args)
     from esper_ab.sweeps.spec import load_sweep_spec
+
+    spec = load_sweep_spec(args.space)
+    from esper_ab.commands.export import NoWinner, export_winner
     from esper_ab.sweeps.summary import format_summary
     from esper_ab.sweeps.tune_runner import SweepOptions, run_sweep
     from esper_ab.tracking import SweepTracker
 
-    if not Path(args.space).is_file():
-        raise ConfigError(f"--space={args.space!r} does not exist: run the demo from an "
-                          "esper-ab checkout (make demo) or pass --space SPACE.yaml")
-    timeout = schedule_timeout(args)
-    spec = load_sweep_spec(args.space)
     preflight_resources(spec, None)
-    print(_intro(spec), flush=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    print(_intro(spec, str(folder)), flush=True)
     with progress_for(args) as progress:
         outcome = run_sweep(spec, options=SweepOptions(
-            verbose=args.verbose, cache_dir=args.cache_dir, schedule_timeout_s=timeout,
-            progress=progress))
+            tracking_uri=uri, verbose=args.verbose, cache_dir=str(folder / args.cache_dir),
+            schedule_timeout_s=timeout, progress=progress))
     if outcome.confirmation is None:
         print(format_summary(outcome.analysis))
     else:   # the search stage briefly, then the held-out verdict, which is the sweep's
@@ -82,16 +107,17 @@ def run(args: argparse.Namespace) -> int:
         search = outcome.analysis
         print(f"Search stage ({len(search.record.trials)} trials on replicates "
               f"{spec.replicates}; optimistic: chosen and tested on the same replicates): "
-              f"{search.reason.splitlines()[0][:300]}")
+              f"{search.headline.removeprefix('Verdict: ')}")
         print("\n" + format_confirmation(outcome.confirmation))
-    tracker = SweepTracker(None)
+    tracker = SweepTracker(uri)
     try:
-        path, doc = export_winner(tracker, outcome.experiment, outcome.sweep_run_id, args.out)
+        path, doc = export_winner(tracker, outcome.experiment, outcome.sweep_run_id,
+                                  str(folder / "winner.yaml"))
         print(f"\nwinner.yaml: {path.resolve()} ({doc.evidence.trial}); load it with "
               f"esper_ab.load_gate({str(path)!r})")
     except NoWinner as exc:
         print(f"\nNo winner.yaml written -- {exc}")
     print(f"\nReview it in MLflow: experiment {outcome.experiment!r}, sweep run "
           f"{outcome.sweep_run_id} (report.html under its artifacts).")
-    print(ui_hint(tracker.uri))
+    print(ui_hint(tracker.uri, outcome.sweep_run_id))
     return 0

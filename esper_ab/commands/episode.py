@@ -13,6 +13,10 @@ from esper_ab.commands._options import (
     progress_for,
 )
 
+# The registered workloads (esper_ab.episodes.workloads.list_workloads(), checked by a test):
+# named here so that a mistyped --workload fails before torch is imported.
+WORKLOADS = ("synthetic-cnn", "synthetic-seq", "digits", "cifar10")
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -20,8 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Pretrain (cached), incubate every blueprint at once, measure each seed's "
                     "value against a placebo fork, write the seeds/trace tables (parquet) and "
                     "print a per-blueprint summary with the G2 decision of a gate.")
-    p.add_argument("--workload", required=True,
-                   help="synthetic-cnn, synthetic-seq, digits or cifar10")
+    p.add_argument("--workload", required=True, choices=WORKLOADS, metavar="NAME",
+                   help=", ".join(WORKLOADS))
     p.add_argument("--replicate", required=True, type=REPLICATE, help="replicate index (fixes every RNG)")
     p.add_argument("--slot", action="append", default=[],
                    help="slot name (repeatable; default: the workload's default slot)")
@@ -74,6 +78,13 @@ def format_summary(summary, *, gate_name: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
+
+    from esper_ab.errors import ConfigError, shown
+
+    if args.gate.endswith((".yaml", ".yml")) and not os.path.isfile(args.gate):
+        raise ConfigError(f"--gate {shown(args.gate)} does not exist: give a gate file, or a "
+                          "preset name (esper-ab strategies lists them)")
     import torch
 
     from esper_ab.episodes.runner import episode_config, record_episode, run_closed_loop, summarize

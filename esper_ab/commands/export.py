@@ -10,14 +10,39 @@ from esper_ab.errors import EsperABError
 
 
 class NoWinner(EsperABError):
-    """The sweep found no strategy that beats the baseline (export refuses)."""
+    """The sweep's verdict names no winner (not better, or undecided): export refuses."""
+
+
+VERDICT_WORDS = {"not_better": "not better: no candidate beats the baseline",
+                 "undecided": "undecided: the evidence cannot tell yet",
+                 "winner": "a winner"}
+
+
+def refusal(*, run: str, run_name: str, experiment: str, verdict: dict[str, Any],
+            confirmed: bool) -> str:
+    """Why export writes nothing, in short lines: the verdict it read (its kind and
+    headline), the sweep run it read it from, and what to do."""
+    import textwrap
+
+    kind = str(verdict.get("kind") or ("winner" if verdict.get("winner") else "not_better"))
+    stage = "confirmed verdict" if confirmed else "verdict"
+    head = str(verdict.get("headline") or verdict.get("reason") or "").strip()
+    lines = [f"no winner to export: the {stage} is {VERDICT_WORDS.get(kind, kind)}",
+             f"  read from sweep run {run} ({run_name or 'unnamed'}, experiment {experiment!r})"]
+    if head:
+        lines += textwrap.wrap(head.splitlines()[0], width=96, initial_indent="  ",
+                               subsequent_indent="  ", max_lines=4, placeholder=" ...")
+    lines.append("  export the best trial anyway with --force, or another sweep run with "
+                 "--sweep-run ID")
+    return "\n".join(lines)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export the sweep winner to winner.yaml",
                        description="Write the winning gate of a sweep (strategy, parameters, "
-                                   "thresholds, calibration, evidence, versions). When no "
-                                   "strategy beats the baseline it says so and exits 2, "
+                                   "thresholds, calibration, evidence, versions). When the "
+                                   "verdict names no winner (not better, or undecided) it says "
+                                   "which verdict of which sweep run it read and exits 2, "
                                    "unless --force exports the best trial anyway.")
     add_experiment(p, required=False)
     add_tracking_uri(p)
@@ -54,8 +79,9 @@ def export_winner(tracker: Any, experiment: str, sweep_run: str | None, out: str
     label = verdict.get("winner")
     if label is None:
         if not force:
-            raise NoWinner(f"no winner to export: {verdict.get('reason', 'no verdict')}; "
-                           "pass --force to export the best trial anyway")
+            raise NoWinner(refusal(run=parent, run_name=tracker.run_name(parent),
+                                   experiment=experiment, verdict=verdict,
+                                   confirmed="confirmation" in analysis))
         complete = [c for c in verdict.get("candidates", [])
                     if c.get("objective_value") is not None]
         # --force exports the best trial that can be shipped: a degenerate gate (admits no

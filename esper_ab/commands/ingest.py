@@ -35,6 +35,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_esper_lite(args: argparse.Namespace) -> int:
     import os
 
+    from esper_ab.errors import ConfigError, shown
+
+    if not os.path.exists(args.path):     # before the heavy imports
+        raise ConfigError(f"{shown(args.path)} does not exist: give an events.jsonl, or the "
+                          "folder esper-lite's DirectoryOutput wrote")
     from esper_ab.integrations.esper_lite import ingest_esper_lite, write_table
     from esper_ab.sweeps.preflight import writable_file
 

@@ -35,6 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from esper_ab.commands._options import SPACE_FIX, existing_file
+
+    existing_file(args.space, "sweep space", SPACE_FIX)   # before the heavy imports
     from esper_ab.fidelity.recording import record_space
     from esper_ab.sweeps.spec import load_sweep_spec
 

@@ -40,6 +40,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from esper_ab.commands._options import SPACE_FIX, existing_dir, existing_file
+
+    existing_file(args.space, "sweep space", SPACE_FIX)   # before the heavy imports
+    existing_dir(args.traces, "--traces", "give the folder that 'esper-ab record SPACE.yaml' "
+                 "wrote (default: traces/<sweep name>)")
     from esper_ab.fidelity.recording import load_spec_traces
     from esper_ab.fidelity.replay_sweep import ReplaySweepOptions, run_replay_sweep
     from esper_ab.fidelity.search import rank_trials
@@ -79,5 +84,5 @@ def run(args: argparse.Namespace) -> int:
         print("\n" + format_confirmation(out.confirmation))
     print(f"\nMLflow: experiment {out.experiment!r}, sweep run {out.sweep_run_id} "
           "(fidelity=replay; replay/trials.parquet holds every config)")
-    print(ui_hint(resolve_tracking_uri(args.tracking_uri)))
+    print(ui_hint(resolve_tracking_uri(args.tracking_uri), out.sweep_run_id))
     return 0

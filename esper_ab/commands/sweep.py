@@ -6,6 +6,7 @@ import argparse
 
 from esper_ab.commands._options import (
     RAY_VERBOSE,
+    SPACE_FIX,
     add_address,
     add_cache_dir,
     add_num_samples,
@@ -14,6 +15,7 @@ from esper_ab.commands._options import (
     add_schedule_timeout,
     add_storage_dir,
     add_tracking_uri,
+    existing_file,
     preflight_resources,
     progress_for,
     schedule_timeout,
@@ -46,11 +48,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    existing_file(args.space, "sweep space", SPACE_FIX)   # before the heavy imports
+    timeout = schedule_timeout(args)
     from esper_ab.sweeps.spec import load_sweep_spec
     from esper_ab.sweeps.summary import format_summary
     from esper_ab.sweeps.tune_runner import SweepOptions, run_sweep
 
-    timeout = schedule_timeout(args)
     spec = load_sweep_spec(args.space).with_overrides(num_samples=args.num_samples,
                                                       smoke_test=args.smoke_test)
     preflight_resources(spec, args.address)
@@ -77,5 +80,5 @@ def run(args: argparse.Namespace) -> int:
     from esper_ab.tracking import resolve_tracking_uri
 
     print(f"\nMLflow: experiment {outcome.experiment!r}, sweep run {outcome.sweep_run_id}")
-    print(ui_hint(resolve_tracking_uri(args.tracking_uri)))
+    print(ui_hint(resolve_tracking_uri(args.tracking_uri), outcome.sweep_run_id))
     return 0

@@ -39,6 +39,9 @@ def cluster_plan(spec: object, address: str | None) -> object:
 
 
 def run(args: argparse.Namespace) -> int:
+    from esper_ab.commands._options import SPACE_FIX, existing_file
+
+    existing_file(args.space, "sweep space", SPACE_FIX)   # before the heavy imports
     import json
     from pathlib import Path
 

@@ -206,11 +206,12 @@ def log_confirmation(tracker: Any, parent: str, conf: Any, *, search_summary: An
             conf.analysis, search_summary.record.spec, stage="confirm",
             earlier=[f"search stage: {search_summary.headline}"])
         tracker.log_result(parent, metrics=stage_metrics, tables=tables, tags=tags)
-    _report_with_confirmation(tracker, parent, search_summary, text, getattr(v, "kind", ""))
+    _report_with_confirmation(tracker, parent, search_summary, text, getattr(v, "kind", ""),
+                              conf)
 
 
 def _report_with_confirmation(tracker: Any, parent: str, search_summary: Any, text: str,
-                              kind: str) -> None:
+                              kind: str, conf: Any = None) -> None:
     """``report.html`` again, the confirmed verdict first (the search stage logged it before
     the confirmation ran)."""
     from dataclasses import replace
@@ -219,4 +220,4 @@ def _report_with_confirmation(tracker: Any, parent: str, search_summary: Any, te
 
     sa = replace(search_summary, record=replace(search_summary.record, confirmed=text,
                                                 confirmed_kind=kind))
-    tracker.log_report(parent, render_html(sa, sweep_figures(sa)))
+    tracker.log_report(parent, render_html(sa, sweep_figures(sa), confirmation=conf))

@@ -44,6 +44,7 @@ from esper_ab.sweeps.studies import (
     optuna_directions,
     optuna_sampler,
     optuna_storage,
+    sweep_study_name,
 )
 from esper_ab.trial import Evidence, TrialParams, metric_key
 
@@ -100,8 +101,8 @@ class BatchPlanner:
         seeded = spec.model_copy(update={"sampler": spec.sampler.model_copy(
             update={"seed": seed})})
         self.study = optuna.create_study(
-            study_name=spec.name, storage=optuna_storage(spec, self.folder,
-                                                          backend=self.backend),
+            study_name=sweep_study_name(spec.name, sweep_run),
+            storage=optuna_storage(spec, self.folder, backend=self.backend),
             sampler=optuna_sampler(seeded), directions=optuna_directions(spec),
             load_if_exists=True)
         self.space = define_by_run(spec)
@@ -226,7 +227,7 @@ def log_batched_search(life: Any, spec: SweepSpec, evidence: Evidence, study: An
     """A batched sweep in MLflow, as the in-process replay sweep logs its search: every
     config in the parent's ``replay/trials.parquet``, the finalists as full child runs."""
     table, params = trials_table(spec, read_rows(life.folder, study, life.parent))
-    search = ReplaySearch(spec=spec, study_name=spec.name,
+    search = ReplaySearch(spec=spec, study_name=sweep_study_name(spec.name, life.parent),
                           journal=life.folder / "optuna.journal", trials=table, params=params,
                           n_replicates=len(evidence.replicates), wall_s=wall_s,
                           cpu_s=compute_s)

@@ -227,8 +227,11 @@ def _note(*, title: str, kind: str, lines: list[str], spec: Any, metrics: Mappin
                                spec.selection.fairness_metric, "pass_rate", "tpr", "fpr"])
         out += ["", f"| | baseline (`{spec.baseline}`) | {prefix} (`{focus}`) |",
                 "| --- | --- | --- |"]
-        out += [f"| {m} | {_num(metrics.get(f'baseline.{m}'))} | "
-                f"{_num(metrics.get(f'{prefix}.{m}'))} |" for m in shown]
+        fair = spec.selection.fairness_metric       # raw and debiased gaps, each labelled
+        shown = {**{m: m for m in shown}, fair: f"{fair} (raw)",
+                 f"{fair}_debiased": f"{fair} (debiased: what the rule checks)"}
+        out += [f"| {title} | {_num(metrics.get(f'baseline.{m}'))} | "
+                f"{_num(metrics.get(f'{prefix}.{m}'))} |" for m, title in shown.items()]
     return "\n".join([*out, "", tail])[:7900]
 
 
@@ -258,7 +261,8 @@ def parent_tags(sa: SweepAnalysis) -> dict[str, str]:
 def stage_result(analysis: Any, spec: Any, *, stage: str, earlier: list[str]
                  ) -> tuple[dict[str, float], dict[str, pd.DataFrame], dict[str, str]]:
     """A later stage's verdict (``closed_loop``, ``confirm``) for the parent run: metrics
-    ``<stage>.baseline.*`` / ``<stage>.winner.*`` (``best`` without a winner), the table
+    ``<stage>.baseline.*`` / ``<stage>.winner.*`` (``best`` without a winner; ``confirm``'s
+    are the sweep's headline metrics, unprefixed, the search stage's being ``search.*``), the table
     ``tables/<stage>_per_blueprint.json``, and the note with this verdict first, then
     ``earlier`` (e.g. the replay stage's verdict)."""
     v = analysis.verdict
@@ -275,7 +279,7 @@ def stage_result(analysis: Any, spec: Any, *, stage: str, earlier: list[str]
                  spec=spec, metrics=plain, prefix=prefix, focus=focus,
                  extra=[""] + [f"**Earlier:** {e}" for e in earlier],
                  tail=f"Per blueprint: the table `{table}`.")
-    return ({f"{stage}.{k}": x for k, x in plain.items()},
+    return ({(k if stage == "confirm" else f"{stage}.{k}"): x for k, x in plain.items()},
             {table: blueprint_table(analysis, arms, getattr(analysis, "decisions", None))},
             {NOTE_TAG: note, "esper_ab.verdict_kind": kind,
              "esper_ab.verdict_headline": lines_of(v)[0][:4000]})

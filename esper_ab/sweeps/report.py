@@ -21,6 +21,7 @@ import html
 import io
 import math
 import weakref
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -90,8 +91,9 @@ def _empty(title: str, text: str) -> Figure:
     return fig
 
 
-def _pass_rate_figure(sa: SweepAnalysis) -> Figure:
-    arms = _arms(sa)
+def _pass_rate_figure(sa: SweepAnalysis, arms: list | None = None,
+                      title: str = "Pass rate per blueprint") -> Figure:
+    arms = _arms(sa) if arms is None else arms
     if not arms:
         return _empty("Pass rate per blueprint", "no complete trial")
     tables = [(name, pass_rate_ci(d)) for name, d in arms]
@@ -110,7 +112,7 @@ def _pass_rate_figure(sa: SweepAnalysis) -> Figure:
     ax.set_xticks(x, bps, rotation=30, ha="right")
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("G2 pass rate (95% cluster-bootstrap CI)")
-    ax.set_title("Pass rate per blueprint")
+    ax.set_title(title)
     ax.legend(fontsize=8)
     return fig
 
@@ -237,10 +239,14 @@ def _pareto_figure(sa: SweepAnalysis) -> Figure:
 
 
 def sweep_figures(sa: SweepAnalysis) -> dict[str, Figure]:
-    return {"pass_rate_by_blueprint": _pass_rate_figure(sa),
+    """The plots that mean something: a Pareto front only for several objectives (one
+    objective against a fairness gap is a ranking, drawn as two points and a line)."""
+    figs = {"pass_rate_by_blueprint": _pass_rate_figure(sa),
             "statistic_by_blueprint": _violin_figure(sa),
-            "statistic_vs_value": _value_figure(sa),
-            "pareto_front": _pareto_figure(sa)}
+            "statistic_vs_value": _value_figure(sa)}
+    if len(sa.record.spec.objectives) > 1:
+        figs["pareto_front"] = _pareto_figure(sa)
+    return figs
 
 
 _PNGS: weakref.WeakKeyDictionary[Figure, bytes] = weakref.WeakKeyDictionary()
@@ -280,7 +286,12 @@ STYLE = (
     ".verdict.winner{background:#e8f5e9;border-color:#2e7d32}"
     ".verdict.not_better{background:#eceff1;border-color:#546e7a}"
     ".verdict.undecided{background:#fff8e1;border-color:#ff8f00}"
-    ".muted{color:#666;font-size:12px}")
+    ".muted{color:#666;font-size:12px}"
+    "#search-stage{color:#555;font-size:13px;border-top:3px solid #ccc;margin-top:2.5em}"
+    "#search-stage .verdict{background:#fafafa;border-color:#bbb;padding:.5em .8em}"
+    "#search-stage .verdict .headline{font-size:1em}#search-stage h2{font-size:1.1em}"
+    "#search-stage h1{font-size:1.2em}#search-stage img{max-width:70%}"
+    ".answer{font-size:1.35em;font-weight:bold;margin:.3em 0 .6em}")
 
 
 def _verdict_box(sa: SweepAnalysis) -> str:
@@ -298,19 +309,50 @@ def _verdict_box(sa: SweepAnalysis) -> str:
             "</details></div>")
 
 
-def _confirmed_box(sa: SweepAnalysis) -> str:
-    """The held-out confirmation's verdict, first: the sweep's answer ('' without one)."""
-    r = sa.record
+def _confirmed_focus(conf: Any, spec: Any) -> str | None:
+    v, objective = conf.verdict, spec.selection.objective
+    overall = conf.analysis.metrics.overall.drop(index=BASELINE_LABEL, errors="ignore")
+    return v.winner or (str(overall[objective].astype(float).idxmax())
+                        if len(overall) and overall[objective].notna().any() else None)
+
+
+def _confirmed_box(sa: SweepAnalysis, conf: Any | None = None) -> list[str]:
+    """The held-out confirmation, first: the sweep's answer as a headline sentence, the
+    baseline vs the winner (or best finalist) per blueprint on the confirmation replicates,
+    and its pass-rate plot ([] without a confirmation; the text alone when only the text
+    was read back from MLflow)."""
+    r, esc = sa.record, html.escape
     if not r.confirmed:
-        return ""
+        return []
     kind = r.confirmed_kind if r.confirmed_kind in KIND_TITLES else "undecided"
-    return (f"<div class='verdict {kind}' id='confirmed-verdict' data-kind='{kind}'>"
-            f"<div class='kind'>{html.escape(KIND_TITLES[kind])}: confirmed on held-out "
-            "replicates (the sweep's answer)</div>"
-            f"<pre>{html.escape(r.confirmed.strip())}</pre></div>"
-            "<h2>Search stage</h2><p class='muted'>Below: the trials on the search replicates, "
-            "where the finalists were chosen. Their p-values are optimistic; the answer is the "
-            "confirmation above.</p>")
+    text = r.confirmed.strip()
+    head = conf.verdict.headline if conf is not None else text.splitlines()[0]
+    out = [f"<div class='verdict {kind}' id='confirmed-verdict' data-kind='{kind}'>"
+           f"<div class='kind'>{esc(KIND_TITLES[kind])}: confirmed on held-out replicates "
+           "(the sweep's answer)</div>",
+           f"<p class='answer'>{esc(head.removeprefix('Verdict: '))}</p>"]
+    focus = _confirmed_focus(conf, r.spec) if conf is not None else None
+    if focus is not None:
+        arm = "winner" if conf.verdict.winner else "best"
+        long = blueprint_table(conf.analysis, {"baseline": BASELINE_LABEL, arm: focus},
+                               conf.decisions)
+        wide = blueprint_wide(long, ["baseline", arm])
+        keep = [c for c in wide.columns if c[0] in ("", "pass rate", "TPR", "FPR",
+                                                    "realized value")]
+        d = conf.decisions
+        fig = _pass_rate_figure(sa, [(f"baseline ({r.spec.baseline})",
+                                      d[d["strategy"] == BASELINE_LABEL]),
+                                     (focus, d[d["strategy"] == focus])],
+                                title="Pass rate per blueprint, confirmation replicates")
+        out += [f"<p>Per blueprint on the {len(conf.replicates)} confirmation replicates "
+                f"{esc(str(list(conf.replicates)))}: the baseline vs the {arm} "
+                f"<code>{esc(focus)}</code> (TPR: pass rate of the valuable seeds; FPR: of "
+                "the others; realized value: the summed value of the seeds that passed).</p>",
+                _table(wide[keep], "confirmed-per-blueprint"),
+                f"<img alt='confirmed pass rate' src='data:image/png;base64,{_png(fig)}'>"]
+    out += [f"<details><summary>The confirmation in full</summary><pre>{esc(text)}</pre>"
+            "</details></div>"]
+    return out
 
 
 def _blueprint_section(sa: SweepAnalysis) -> list[str]:
@@ -329,9 +371,12 @@ def _blueprint_section(sa: SweepAnalysis) -> list[str]:
             _table(blueprint_wide(long, ["baseline", prefix]), "per-blueprint")]
 
 
-def render_html(sa: SweepAnalysis, figures: dict[str, Figure]) -> str:
+def render_html(sa: SweepAnalysis, figures: dict[str, Figure], *,
+                confirmation: Any | None = None) -> str:
     """One self-contained page (images as data URIs, no script): the verdict, the baseline
-    vs the winner per blueprint, the plots, then the trials sorted by the objective."""
+    vs the winner per blueprint, the plots, then the trials sorted by the objective. With a
+    held-out confirmation (``sa.record.confirmed``; ``confirmation``: its object), its
+    answer comes first and the search stage follows in a muted section."""
     r = sa.record
     spec = r.spec
     esc = html.escape
@@ -341,7 +386,10 @@ def render_html(sa: SweepAnalysis, figures: dict[str, Figure]) -> str:
         f"<title>esper-ab sweep {esc(spec.name)}</title><style>{STYLE}</style></head><body>",
         f"<h1>Sweep <code>{esc(spec.name)}</code></h1>",
         f"<p>{esc(spec.description)}</p>" if spec.description else "",
-        _confirmed_box(sa),
+        *_confirmed_box(sa, confirmation),
+        "<section id='search-stage'><h2>Search stage</h2><p class='muted'>The trials on the "
+        "search replicates, where the finalists were chosen: their p-values are optimistic, "
+        "the answer is the confirmation above.</p>" if r.confirmed else "",
         _verdict_box(sa),
         f"<p class='muted'>Experiment <code>{esc(r.experiment)}</code>, sweep run "
         f"<code>{esc(r.sweep_run_id)}</code>, fidelity <b>{esc(spec.fidelity)}</b>, "
@@ -364,5 +412,6 @@ def render_html(sa: SweepAnalysis, figures: dict[str, Figure]) -> str:
               f"<details id='trials'><summary>{len(board)} trial(s), best {esc(first.metric)} "
               f"({esc(first.direction)}) first</summary>", _table(board), "</details>"]
     versions = ", ".join(f"{k} {v}" for k, v in r.versions.items())
-    parts += [f"<p class='muted'>Packages: {esc(versions)}</p>", "</body></html>"]
+    parts += ["</section>" if r.confirmed else "",
+              f"<p class='muted'>Packages: {esc(versions)}</p>", "</body></html>"]
     return "\n".join(p for p in parts if p)

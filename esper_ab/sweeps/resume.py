@@ -73,14 +73,16 @@ class ResumePlan:
         return max(0, total - self.done)
 
 
-def open_study(spec: Any, storage: Any) -> Any:
-    """The sweep's Optuna study (created empty when the driver died before Tune made it)."""
+def open_study(spec: Any, storage: Any, sweep_run: str) -> Any:
+    """The Optuna study of sweep run ``sweep_run`` (created empty when the driver died before
+    Tune made it)."""
     import optuna
 
-    from esper_ab.sweeps.studies import optuna_directions
+    from esper_ab.sweeps.studies import optuna_directions, sweep_study_name
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.create_study(study_name=spec.name, storage=storage, load_if_exists=True,
+    return optuna.create_study(study_name=sweep_study_name(spec.name, sweep_run),
+                               storage=storage, load_if_exists=True,
                                directions=optuna_directions(spec))
 
 
@@ -93,7 +95,8 @@ def _superseded(study: Any) -> set[int]:
 
 
 def _mine(t: Any, sweep_run: str) -> bool:
-    """A trial of this sweep (a new sweep of the same name continues the same study)."""
+    """A trial of this sweep (a journal written before studies were per sweep run holds the
+    trials of several sweeps in one study)."""
     return t.user_attrs.get(SWEEP_RUN) == sweep_run
 
 
@@ -171,18 +174,31 @@ class DurableSearch:
     :meth:`commit` from its writer thread after ``end_run`` -- and every trial carries its
     Tune trial id and sweep run as user attributes (see the module doc)."""
 
-    def __init__(self, *args: Any, sweep_run: str, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, sweep_run: str, lockstep: Any | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._sweep_run = sweep_run
         self._ends: dict[str, tuple[Any, bool]] = {}
+        self._lockstep = lockstep         # studies.Lockstep: draws independent of end order
 
     def suggest(self, trial_id: str) -> dict | None:
+        if self._lockstep is not None and not self._lockstep.may_ask():
+            return None                   # Tune asks again at its next step
         config = super().suggest(trial_id)
         ot = self._ot_trials.get(trial_id)
         if config is not None and ot is not None:
             ot.set_user_attr(TUNE_TRIAL_ID, trial_id)
             ot.set_user_attr(SWEEP_RUN, self._sweep_run)
+        if config is not None and self._lockstep is not None:
+            for tid in self._lockstep.asked(trial_id):
+                self._tell(tid)
         return config
+
+    def number(self, trial_id: str) -> int | None:
+        """The trial's number in MLflow (``t003``): its Optuna number + 1, so that a trial's
+        name does not depend on which of a round's trials Tune started first."""
+        ot = self._ot_trials.get(trial_id)
+        return ot.number + 1 if ot is not None else None
 
     def reuse_run(self, trial_id: str) -> str | None:
         """The MLflow run an interrupted attempt of this config left (a resumed re-run)."""
@@ -194,9 +210,17 @@ class DurableSearch:
         self._ends[trial_id] = (result, error)    # told by commit(), after MLflow
 
     def commit(self, trial_id: str) -> None:
-        if trial_id in self._ends:
-            result, error = self._ends.pop(trial_id)
-            super().on_trial_complete(trial_id, result=result, error=error)
+        if trial_id not in self._ends:
+            return
+        for tid in (self._lockstep.ended(trial_id) if self._lockstep is not None
+                    else [trial_id]):
+            self._tell(tid)
+
+    def _tell(self, trial_id: str) -> None:
+        result, error = self._ends.pop(trial_id)
+        super().on_trial_complete(trial_id, result=result, error=error)
+        if self._lockstep is not None:
+            self._lockstep.told(trial_id)
 
 
 class SweepIncomplete(EsperABError):

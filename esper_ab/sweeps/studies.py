@@ -3,8 +3,16 @@
 Both ways of searching a space share this module: the Ray Tune sweep (``esper_ab.sweeps.tune_runner``,
 through ``OptunaSearch``) and the in-process replay search (``esper_ab.fidelity.search``).
 Studies persist in a journal file in the sweep's folder, next to the MLflow store
-(``<store dir>/esper_ab_sweeps/<sweep name>/``); the study name is the sweep's name (the
-replay search uses ``<name>-replay``, so that the two fidelities never share a history).
+(``<store dir>/esper_ab_sweeps/<sweep name>/``). Each sweep run has a study of its own,
+``<sweep name>-<parent run id>`` (:func:`sweep_study_name`): a new sweep starts from an empty
+history and its seeded sampler, so the same space and seed give the same trials; only
+``--resume`` continues a study (the replay search uses ``<name>-replay``, so that the two
+fidelities never share a history).
+
+``Lockstep`` makes a seeded sampler's draws independent of the order in which concurrent
+trials end: configs are asked in rounds of ``max_concurrent``, a round starts only once the
+study knows every trial of the previous one, and an end within a round that is still being
+asked is told once the round is full.
 
 ``BatchedJournalBackend`` buffers journal writes and appends them with one ``fsync`` per
 ``flush()``: the plain file backend pays one ``fsync`` per operation (about 5 ms per trial,
@@ -13,7 +21,8 @@ measured), which would dominate a search that evaluates a config in a few millis
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import threading
+from collections.abc import Hashable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +31,9 @@ from filelock import FileLock, Timeout
 from esper_ab.errors import ConfigError
 from esper_ab.sweeps._journal import recover_torn_tail
 
-__all__ = ["REPLAY_JOURNAL", "SWEEP_JOURNAL", "BatchedJournalBackend", "SweepFolderLock",
-           "optuna_directions", "optuna_sampler", "optuna_storage", "store_dir", "sweep_dir_for"]
+__all__ = ["REPLAY_JOURNAL", "SWEEP_JOURNAL", "BatchedJournalBackend", "Lockstep", "SweepFolderLock",
+           "optuna_directions", "optuna_sampler", "optuna_storage", "store_dir", "sweep_dir_for",
+           "sweep_study_name"]
 
 SWEEP_JOURNAL = "optuna.journal"
 REPLAY_JOURNAL = "optuna-replay.journal"
@@ -39,6 +49,70 @@ def sweep_dir_for(spec: Any, tracking_uri: str, storage_dir: str | None) -> Path
     ``<dir of the sqlite store (else cwd)>/esper_ab_sweeps/<name>``."""
     root = Path(storage_dir) if storage_dir else (store_dir(tracking_uri) or Path.cwd())
     return (root if storage_dir else root / "esper_ab_sweeps") / spec.name
+
+
+def sweep_study_name(name: str, sweep_run: str) -> str:
+    """The Optuna study of one sweep run: a new sweep never inherits an earlier sweep's
+    trials (``--resume`` reopens the run, hence the same study)."""
+    return f"{name}-{sweep_run}"
+
+
+class Lockstep:
+    """Rounds of asks, so that a seeded sampler draws the same configs however trials end.
+
+    ``total`` configs are asked in rounds of ``width``. :meth:`may_ask` is False while the
+    previous round has a trial the study has not been told of; :meth:`ended` holds the end
+    of a trial whose round is still being asked (the next ask of that round would see it)
+    and returns the ends that may be told now; :meth:`asked` returns the held ends once its
+    round is full. Thread-safe: ends arrive from a writer thread, asks from the driver.
+    """
+
+    def __init__(self, width: int, total: int) -> None:
+        self.width, self.left = max(1, int(width)), max(0, int(total))
+        self._round: list[Hashable] = []
+        self._size = min(self.width, self.left)
+        self._told: set[Hashable] = set()
+        self._held: list[Hashable] = []
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:    # Tune pickles its searcher
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def _full(self) -> bool:
+        return len(self._round) >= self._size
+
+    def may_ask(self) -> bool:
+        with self._lock:
+            if not self._full():
+                return True
+            if any(k not in self._told for k in self._round) or self.left <= 0:
+                return False
+            self._round, self._size = [], min(self.width, self.left)
+            return self._size > 0
+
+    def asked(self, key: Hashable) -> list[Hashable]:
+        with self._lock:
+            self._round.append(key)
+            self.left -= 1
+            if not self._full():
+                return []
+            held, self._held = self._held, []
+            return held
+
+    def ended(self, key: Hashable) -> list[Hashable]:
+        with self._lock:
+            if key in self._round and not self._full():
+                self._held.append(key)
+                return []
+            return [key]
+
+    def told(self, key: Hashable) -> None:
+        with self._lock:
+            self._told.add(key)
 
 
 def optuna_sampler(spec: Any) -> Any:

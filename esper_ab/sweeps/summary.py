@@ -9,6 +9,7 @@ the tracking store.
 from __future__ import annotations
 
 import json
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
@@ -52,21 +53,40 @@ def summarize_sweep(tracker: SweepTracker, experiment: str, sweep_run_id: str | 
 
 def format_summary(result: SweepAnalysis) -> str:
     """What the CLI prints: the per-blueprint table of the winner (or best trial) next to the
-    baseline, the leaderboard and the verdict."""
+    baseline, the trials best first, and the verdict (tables: ``esper_ab.console``, aligned,
+    rounded, wrapped between words)."""
+    from esper_ab.console import render_table
+    from esper_ab.sweeps.outcome import ranked_leaderboard
+
     lines = [f"sweep {result.record.spec.name!r}: run {result.record.sweep_run_id} in "
              f"experiment {result.record.experiment!r}, {len(result.record.trials)} trial(s)"]
     if result.analysis is not None:
         g = result.analysis.metrics.by_group
         focus = result.winner or result.selected[0]
-        keep = [s for s in g.index.get_level_values("strategy").unique()
-                if s in ("baseline", focus.label)]
-        table = g.loc[keep, ["n", "n_unmeasured", "pass_rate", "tpr", "fpr"]]
-        lines += ["", f"Per blueprint ({focus.label} vs the baseline):",
-                  table.to_string(float_format=lambda v: f"{v:.3f}")]
-    board = result.leaderboard.drop(columns=["run_id", "trial_id"])
-    lines += ["", "Trials:", board.to_string(index=False, float_format=lambda v: f"{v:.4f}",
-                                              max_colwidth=60)]
-    lines += ["", *result.summary_lines()]   # the headline, one line per candidate, the note
+        base, cand = g.loc["baseline"], g.loc[focus.label]
+        arm = "win" if result.winner else "best"
+        cols = ["blueprint", "seeds", "unmeas.", "pass base", f"pass {arm}", "TPR base",
+                f"TPR {arm}", "FPR base", f"FPR {arm}"]
+        rows = [[bp, int(b["n"]), int(b["n_unmeasured"]), b["pass_rate"],
+                 cand.loc[bp, "pass_rate"], b["tpr"], cand.loc[bp, "tpr"], b["fpr"],
+                 cand.loc[bp, "fpr"]] for bp, b in base.iterrows()]
+        lines += ["", render_table(cols, rows, numeric=cols[1:], keep=["blueprint"],
+                                   title=f"Per blueprint: the baseline vs {focus.label} "
+                                         f"({arm})")]
+    board = ranked_leaderboard(result)
+    metrics = [o.metric for o in result.record.spec.objectives]
+    lines += ["", render_table(
+        ["trial", "status", "replicates", *metrics, "parameters"],
+        [[r["trial"], r["status"] + (" (stopped early)" if r["stopped_early"] else ""),
+          int(r["replicates"]) if r["replicates"] == r["replicates"] else None,
+          *[r[m] for m in metrics], r["params"]]
+         for _, r in board.iterrows()],
+        title=f"Trials, best {metrics[0]} first", numeric=["replicates", *metrics],
+        keep=["trial"])]
+    lines += [""] + [wrapped for line in result.summary_lines()   # headline, candidates, note
+                     for wrapped in textwrap.wrap(line, width=100, break_long_words=False,
+                                                  break_on_hyphens=False,
+                                                  subsequent_indent="    ")]
     if result.record.confirmed:   # read back from MLflow: the sweep's answer comes last
         lines += ["", "Search stage above; the sweep's answer:", result.record.confirmed.strip()]
     return "\n".join(lines)

@@ -58,7 +58,7 @@ from esper_ab.sweeps.runtime import (
 )
 from esper_ab.sweeps.space import define_by_run, grid_points, params_from_flat, space_summary
 from esper_ab.sweeps.spec import SweepSpec
-from esper_ab.sweeps.studies import optuna_sampler, optuna_storage
+from esper_ab.sweeps.studies import Lockstep, optuna_sampler, optuna_storage, sweep_study_name
 from esper_ab.sweeps.trainables import TuneHooks, batch_trial, config_trial
 from esper_ab.tracking import TRIAL_ID, BackgroundWriter, SweepTracker
 from esper_ab.trial import Evidence
@@ -169,7 +169,8 @@ class _TrackingCallback(Callback):
             else:
                 fut = self.writer.submit(
                     "trial_run", self.parent_id, trial_id=trial.trial_id,
-                    run_name=params.strategy,
+                    run_name=params.strategy, number=self.searcher.number(trial.trial_id)
+                    if self.searcher else None,
                     params={**params.as_params(), "trial_id": trial.trial_id},
                     tags={"esper_ab.label": params.label()})
             self.runs[trial.trial_id] = fut
@@ -240,7 +241,7 @@ class _DurableOptunaSearch(DurableSearch, OptunaSearch):
 
 
 def _searcher(spec: SweepSpec, storage: Any, *, sweep_run: str, seed: int,
-              fresh: bool) -> _DurableOptunaSearch:
+              fresh: bool, n: int) -> _DurableOptunaSearch:
     metric = [f"g2.{o.metric}" for o in spec.objectives]
     mode = [o.direction for o in spec.objectives]
     points = grid_points(spec) if spec.sampler.kind == "grid" and fresh else None
@@ -248,7 +249,8 @@ def _searcher(spec: SweepSpec, storage: Any, *, sweep_run: str, seed: int,
     return _DurableOptunaSearch(
         space=define_by_run(spec), metric=metric if spec.multi_objective else metric[0],
         mode=mode if spec.multi_objective else mode[0], sampler=optuna_sampler(seeded),
-        study_name=spec.name, storage=storage, points_to_evaluate=points, sweep_run=sweep_run)
+        study_name=sweep_study_name(spec.name, sweep_run), storage=storage,
+        points_to_evaluate=points, sweep_run=sweep_run, lockstep=Lockstep(spec.max_concurrent, n))
 
 
 def _scheduler(spec: SweepSpec) -> Any:
@@ -301,7 +303,7 @@ def _tuner(spec: SweepSpec, life: Any, trainable: Any, watch: ScheduleWatch, n: 
         remaining = watch.total = math.ceil(remaining / batch)
     else:
         searcher = _searcher(spec, storage, sweep_run=life.parent, seed=seed,
-                             fresh=not options.resume)
+                             fresh=not options.resume, n=remaining)
         callback = _TrackingCallback(life.tracker, life.parent, spec, watch, searcher)
     run_name = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     write_state(life.folder, tune_path=str(life.folder / "tune" / run_name))
@@ -355,7 +357,7 @@ def run_sweep(spec: SweepSpec, *, evidence: Evidence | None = None,
                        state={"spec_hash": spec.spec_hash(), "n_trials": n,
                               "experiment": spec.experiment_name})
         storage = optuna_storage(spec, life.folder)
-        study = open_study(spec, storage)
+        study = open_study(spec, storage, life.parent)
         if evidence is None:
             evidence = sweep_evidence(spec, cache_dir=cache, progress=options.progress,
                                       schedule_timeout_s=watch.timeout_s,

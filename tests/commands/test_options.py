@@ -74,9 +74,23 @@ def test_verbose_is_a_flag_with_an_optional_level():
 
 
 def test_the_mlflow_ui_hint_names_a_port():
+    """The exact command (this interpreter's mlflow, usable outside the venv), then the
+    experiments page in the model-training view."""
+    import shlex
+    import sys
+    from pathlib import Path
+
     hint = ui_hint("sqlite:////tmp/mlflow.db")
-    assert "mlflow ui --backend-store-uri sqlite:////tmp/mlflow.db --port 5000" in hint
-    assert "another --port" in hint
+    cmd = hint.splitlines()[0].split(":  ", 1)[1].split("  (")[0]
+    argv = shlex.split(cmd)
+    assert Path(argv[0]).is_absolute() and Path(argv[0]).parent == Path(sys.executable).parent
+    assert argv[-5:] == ["ui", "--backend-store-uri", "sqlite:////tmp/mlflow.db", "--port",
+                         "5000"] or argv[-4:] == ["--backend-store-uri",
+                                                  "sqlite:////tmp/mlflow.db", "--port", "5000"]
+    assert hint.splitlines()[-1].endswith(
+        "http://127.0.0.1:5000/#/experiments?workflowType=machine_learning")
+    served = ui_hint("http://127.0.0.1:5999")
+    assert "mlflow ui" not in served and "http://127.0.0.1:5999/#/experiments?" in served
 
 
 @pytest.mark.parametrize("argv,needle", [

@@ -35,9 +35,11 @@ def test_demo_ends_with_a_confirmed_three_way_verdict(tmp_path, monkeypatch, cap
         assert column in table
     for bp in ("attention", "bottleneck", "conv_light", "depthwise", "norm"):
         assert bp in table
-    assert (tmp_path / "winner.yaml").is_file() == (kind == "winner")
+    winner = tmp_path / "esper_ab_demo" / "winner.yaml"          # the demo's own folder
+    assert winner.is_file() == (kind == "winner")
+    assert not (tmp_path / "winner.yaml").exists()
     if kind == "winner":
-        doc = yaml.safe_load((tmp_path / "winner.yaml").read_text())
+        doc = yaml.safe_load(winner.read_text())
         assert doc["evidence"]["replicates"] == list(range(4, 12))   # confirmed there
     else:
         assert "No winner.yaml written" in out

@@ -57,7 +57,7 @@ def test_replay_prints_the_speed_the_table_and_the_verdict(recorded, tmp_path, c
     assert rc == 0
     assert "replay search: 80 configs on 3 replicates" in out
     assert "Best configs (replay):" in out and "Verdict:" in out
-    assert "mlflow ui --backend-store-uri" in out
+    assert "mlflow ui --backend-store-uri" in out and "workflowType=machine_learning" in out
 
 
 @pytest.mark.slow

@@ -217,7 +217,11 @@ def test_the_replay_sweep_logs_the_confirmed_verdict_as_the_sweeps(tmp_path, cap
     assert note.startswith("**Verdict (confirm)") and "**Earlier:** search stage" in note
     assert tags["esper_ab.verdict_kind"] == conf.verdict.kind
     metrics = client.get_run(out.sweep_run_id).data.metrics
-    assert "confirm.baseline.balanced_accuracy" in metrics
+    # the headline metrics are the confirmation's; the search stage's are prefixed search.
+    assert metrics["baseline.balanced_accuracy"] == pytest.approx(float(
+        conf.analysis.metrics.overall.loc["baseline", "balanced_accuracy"]), rel=5e-4)
+    assert "search.baseline.balanced_accuracy" in metrics
+    assert not any(k.startswith("confirm.baseline") for k in metrics)
     assert "tables/confirm_per_blueprint.json" in {
         a.path for a in client.list_artifacts(out.sweep_run_id, "tables")}
     # report.html, logged by the search stage, is logged again with the confirmed verdict

@@ -61,3 +61,25 @@ def with_verdict(sa: SweepAnalysis, kind: str) -> SweepAnalysis:
     winner = sa.winner if kind == "winner" else None
     return dataclasses.replace(sa, analysis=dataclasses.replace(sa.analysis, verdict=fake),
                                winner=winner)
+
+
+def confirmed(sa: SweepAnalysis, replicates=range(8, 14)):
+    """A held-out confirmation of ``sa``'s selected trials by replay on other replicates (as
+    a sweep confirms them), and ``sa`` carrying its text: (sa, confirmation, table)."""
+    from dataclasses import replace
+
+    from esper_ab.fidelity.confirmation import judge
+
+    spec = sa.record.spec
+    ev = ReplayEvidence(synthetic_traces(replicates=replicates, epochs=12, steps_per_epoch=2,
+                                         seeds_per_blueprint=2))
+    reps = list(ev.replicates)
+    table = pd.concat([ev.decisions(PRESETS[spec.baseline], label=BASELINE_LABEL,
+                                    replicates=reps)]
+                      + [ev.decisions(t.gate_config, label=t.label, replicates=reps)
+                         for t in sa.selected], ignore_index=True)
+    conf = judge(spec, table, fidelity="replay", candidates=[t.label for t in sa.selected],
+                 n_boot=50, n_perm=50)
+    sa = replace(sa, record=replace(sa.record, confirmed=f"{conf.verdict.headline}\nmore",
+                                    confirmed_kind=conf.verdict.kind))
+    return sa, conf, table

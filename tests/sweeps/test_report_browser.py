@@ -137,7 +137,7 @@ def test_report_renders_in_chromium(chromium, report):
     assert t["header"].count("baseline") == 5 and t["header"].count("winner") == 5
     # every image decoded and shown (embedded, nothing to fetch)
     imgs = probe["images"]
-    assert len(imgs) == 4 and all(i["data"] for i in imgs)
+    assert len(imgs) == 3 and all(i["data"] for i in imgs)      # no Pareto: one objective
     for i in imgs:
         assert i["complete"] and min(i["natural"]) > 0 and min(i["shown"]) > 0, i
     # reading order on screen: verdict, table, plots, then the collapsed trials
@@ -157,3 +157,57 @@ def test_a_broken_image_is_caught(chromium, tmp_path):
     assert any(e.startswith("resource failed") for e in probe["errors"])
     assert any(e.startswith("uncaught") for e in probe["errors"])
     assert "Uncaught" in log
+
+
+CONFIRMED_PROBE = """<script>window.addEventListener('load',function(){
+function top(id){var e=document.getElementById(id);return e?e.getBoundingClientRect().top
+ +window.scrollY:null}
+function px(sel){var e=document.querySelector(sel);return e?parseFloat(getComputedStyle(e)
+ .fontSize):null}
+var t=document.getElementById('confirmed-per-blueprint');
+var out={errors:window.__errors,top:{answer:top('confirmed-verdict'),
+ table:top('confirmed-per-blueprint'),search:top('search-stage'),verdict:top('verdict')},
+ answer:document.querySelector('.answer').innerText,answer_px:px('.answer'),
+ search_headline_px:px('#search-stage .headline'),
+ rows:t?t.tBodies[0].rows.length:0,
+ images:[].map.call(document.images,function(i){return [i.alt,i.naturalWidth,
+  i.naturalHeight]})};
+var p=document.createElement('pre');p.id='esper-probe';p.textContent=JSON.stringify(out);
+document.body.appendChild(p)});</script>"""
+
+
+def test_a_confirmed_report_puts_the_answer_first_in_chromium(chromium, report, tmp_path):
+    """The confirmation's answer as a large headline, its per-blueprint table and plot above
+    the search stage, which renders smaller; a screenshot is kept for a person to look at
+    (``ESPER_AB_SCREENSHOTS=DIR`` copies it there)."""
+    from report_helpers import confirmed
+
+    from esper_ab.sweeps.report import render_html, sweep_figures
+
+    sa, conf, table = confirmed(report[0])
+    page = tmp_path / "confirmed.html"
+    text = render_html(sa, sweep_figures(sa), confirmation=conf)
+    page.write_text(text.replace("<head>", "<head>" + HEAD_PROBE, 1)
+                    .replace("</body>", CONFIRMED_PROBE + "</body>", 1), encoding="utf-8")
+    shot = tmp_path / "confirmed.png"
+    with tempfile.TemporaryDirectory(prefix="esper_ab_chromium_") as profile:
+        flags = [f for f in FLAGS if f != "--dump-dom"]
+        done = subprocess.run([chromium, *flags, f"--user-data-dir={profile}",
+                               f"--screenshot={shot}", page.as_uri()],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 and shot.stat().st_size > 10_000, done.stderr[-1000:]
+        dumped = subprocess.run([chromium, *FLAGS, f"--user-data-dir={profile}",
+                                 page.as_uri()], capture_output=True, text=True, timeout=120)
+    found = re.search(r'<pre id="esper-probe">(.*?)</pre>', dumped.stdout, flags=re.S)
+    assert found, dumped.stderr[-2000:]
+    probe = json.loads(html.unescape(found.group(1)))
+    assert probe["errors"] == []
+    top = probe["top"]
+    assert top["answer"] < top["table"] < top["search"] < top["verdict"]
+    assert probe["answer"] == conf.verdict.headline.removeprefix("Verdict: ")
+    assert probe["answer_px"] > 1.5 * probe["search_headline_px"]     # visibly secondary
+    assert probe["rows"] == table["blueprint"].nunique()
+    assert all(w > 0 and h > 0 for _, w, h in probe["images"])
+    assert "confirmed pass rate" in [alt for alt, _, _ in probe["images"]]
+    if os.environ.get("ESPER_AB_SCREENSHOTS"):
+        shutil.copy(shot, Path(os.environ["ESPER_AB_SCREENSHOTS"]) / "report_confirmed.png")

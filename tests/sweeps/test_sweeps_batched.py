@@ -25,6 +25,7 @@ from esper_ab.sweeps.batches import (
 from esper_ab.sweeps.resume import SUPERSEDED, SWEEP_RUN, TUNE_TRIAL_ID
 from esper_ab.sweeps.space import params_from_flat
 from esper_ab.sweeps.spec import parse_sweep_spec
+from esper_ab.sweeps.studies import sweep_study_name
 from esper_ab.sweeps.trainables import score_configs
 from esper_ab.trial import iter_trial
 
@@ -104,7 +105,7 @@ def test_planner_writes_rows_before_it_tells(tmp_path, evidence):
     assert all(states[it["number"]] == optuna.trial.TrialState.RUNNING
                for it in configs[2]["batch"])                  # never completed: no row
     # A re-read of the journal (another process) sees every tell: one fsync per batch.
-    again = optuna.load_study(study_name=spec.name, storage=optuna.storages.JournalStorage(
+    again = optuna.load_study(study_name=sweep_study_name(spec.name, "R"), storage=optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(tmp_path / "optuna.journal"))))
     assert {t.number: t.state for t in again.trials} == states
     # Rows that count: final, of this sweep, not superseded.
@@ -143,7 +144,8 @@ def test_a_batched_sweep_on_local_ray(ray_local, tmp_path):
                                                     str(tmp_path))
     trials = pd.read_parquet(path)
     assert len(trials) == MIN_BATCHED and trials["number"].is_unique
-    study = optuna.load_study(study_name=spec.name, storage=optuna.storages.JournalStorage(
+    study = optuna.load_study(study_name=sweep_study_name(spec.name, out.sweep_run_id),
+                              storage=optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(out.sweep_dir / "optuna.journal"))))
     mine = [t for t in study.trials if t.user_attrs.get(SWEEP_RUN) == out.sweep_run_id]
     assert len(mine) == MIN_BATCHED and all(t.state.is_finished() for t in mine)

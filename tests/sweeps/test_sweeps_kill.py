@@ -29,6 +29,7 @@ import pytest
 from sweep_helpers import write_space
 
 from esper_ab.sweeps.resume import SWEEP_RUN, count_final
+from esper_ab.sweeps.studies import sweep_study_name
 
 pytestmark = pytest.mark.slow
 ESPER_AB = str(Path(sys.executable).with_name("esper-ab"))
@@ -201,8 +202,8 @@ def _check_done(tmp: Path, name: str, n: int, *, finalists: int = 0) -> None:
     assert not configs.duplicated().any(), configs                 # each config once
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
         str(_folder(tmp, name) / "optuna.journal")))
-    study = optuna.load_study(study_name=name, storage=storage)
     parent = parents["run_id"].iloc[0]
+    study = optuna.load_study(study_name=sweep_study_name(name, parent), storage=storage)
     assert count_final(study, parent) == n
     done = [t for t in study.trials if t.user_attrs.get(SWEEP_RUN) == parent
             and t.state == optuna.trial.TrialState.COMPLETE]
@@ -274,8 +275,8 @@ def _optuna_states(tmp: Path, name: str) -> list[str]:
     try:
         storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
             str(_folder(tmp, name) / "optuna.journal")))
-        return [t.state.name for t in optuna.load_study(study_name=name,
-                                                        storage=storage).trials]
+        return [t.state.name for s in storage.get_all_studies()     # one study per run
+                for t in storage.get_all_trials(s._study_id)]
     except Exception:  # noqa: BLE001 - no study yet
         return []
 

@@ -20,6 +20,7 @@ from sweep_helpers import CrashingEvidence, free_port, space
 
 from esper_ab.replay import synthetic_traces
 from esper_ab.sweeps.spec import parse_sweep_spec
+from esper_ab.sweeps.studies import sweep_study_name
 from esper_ab.sweeps.tune_runner import SweepOptions, run_sweep
 
 pytestmark = pytest.mark.slow
@@ -58,10 +59,10 @@ def test_local_smoke_sweep(ray_local, tmp_path):
     client = mlflow.MlflowClient()
     with tempfile.TemporaryDirectory() as tmp:
         page = Path(client.download_artifacts(out.sweep_run_id, "report.html", tmp)).read_text()
-    assert page.count("data:image/png;base64,") == 4   # incl. statistic vs value
+    assert page.count("data:image/png;base64,") == 3   # incl. statistic vs value; no Pareto
     journal = optuna.storages.journal.JournalFileBackend(
         str(out.sweep_dir / "optuna.journal"))
-    study = optuna.load_study(study_name="local_smoke",
+    study = optuna.load_study(study_name=sweep_study_name("local_smoke", out.sweep_run_id),
                               storage=optuna.storages.JournalStorage(journal))
     assert len(study.trials) == 4
     assert out.fit_wall_s > 0 and out.trial_compute_s > 0
@@ -78,13 +79,21 @@ def test_demo_prints_the_table_the_verdict_and_the_ui(ray_local, tmp_path, monke
                                          strategies=[{"name": "first_order_value",
                                                       "threshold": 0.0}])))
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "winner.yaml").write_text("the user's own gate\n")
     assert main(["demo", "--space", str(path)]) == 0
     out = capsys.readouterr().out
+    demo = tmp_path / "esper_ab_demo"
     assert "Per blueprint" in out and "Verdict:" in out
-    assert "mlflow ui --backend-store-uri sqlite:///" in out
-    assert ("winner.yaml: " in out) == (tmp_path / "winner.yaml").is_file()
-    assert (tmp_path / "winner.yaml").is_file() or "No winner.yaml written" in out
-    assert (tmp_path / "mlflow.db").is_file()
+    assert f"mlflow ui --backend-store-uri sqlite:///{demo / 'mlflow.db'}" in out
+    last = out.rstrip().splitlines()[-1]      # the console ends with the run's address
+    assert last.endswith("?workflowType=machine_learning") and "/#/experiments/" in last
+    assert ("winner.yaml: " in out) == (demo / "winner.yaml").is_file()
+    assert (demo / "winner.yaml").is_file() or "No winner.yaml written" in out
+    assert (demo / "mlflow.db").is_file() and (demo / "esper_ab_sweeps").is_dir()
+    # the demo writes into its own folder only: the user's winner.yaml is untouched
+    assert (tmp_path / "winner.yaml").read_text() == "the user's own gate\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["demo_space.yaml", "esper_ab_demo", "winner.yaml"])
 
 
 def test_crashing_and_nan_trials_are_recorded(ray_local, tmp_path):
@@ -185,7 +194,7 @@ def test_sweep_against_a_real_mlflow_server(ray_local, mlflow_server, tmp_path):
     assert "report.html" in {a.path for a in client.list_artifacts(out.sweep_run_id)}
     assert "plots/pareto_front.png" in {a.path for a in
                                         client.list_artifacts(out.sweep_run_id, "plots")}
-    study = optuna.load_study(study_name="served", storage=optuna.storages.JournalStorage(
+    study = optuna.load_study(study_name=sweep_study_name("served", out.sweep_run_id), storage=optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(out.sweep_dir / "optuna.journal"))))
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
     assert len(study.trials) == 3 and len(study.best_trials) >= 1   # the Pareto front

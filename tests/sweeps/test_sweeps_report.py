@@ -92,7 +92,8 @@ def test_the_page_reads_verdict_table_plots_then_trials(analysis, page):
                                      "<details id='trials'>")}
     assert at["id='verdict'"] < at["id='per-blueprint'"] < at["<img "] \
         < at["<details id='trials'>"]
-    assert page.count("data:image/png;base64,") == 4 and "<script" not in page
+    assert page.count("data:image/png;base64,") == 3 and "<script" not in page   # no Pareto
+    assert "pareto" not in page.lower()            # one objective: no 2-point front
     assert "class='verdict winner'" in page and "t002-first_order_value" in page
     assert html.escape(DESCRIPTION) in page and DESCRIPTION not in page   # escaped
     # the trials last, collapsible, best balanced accuracy first (NaN last)
@@ -182,3 +183,36 @@ def test_the_fidelity_page_colours_its_verdict_by_kind(kind):
                                 replay_verdict="r", compute={}, objective="mcc", kind=kind)
     assert f'class="verdict {kind}"' in page and "v&lt;1&gt;" in page
     assert f".verdict.{kind}{{background:#" in page          # a colour rule for each kind
+
+
+def test_a_confirmed_report_leads_with_the_confirmations_answer_and_table(analysis):
+    """The confirmation first: its headline as a sentence, its per-blueprint table computed
+    from the confirmation replicates' decisions (checked by hand against them), its plot;
+    the search stage after it, in the muted section."""
+    from report_helpers import confirmed
+
+    from esper_ab.sweeps.report import render_html, sweep_figures
+    from esper_ab.trial import BASELINE_LABEL
+
+    spec = analysis.record.spec
+    sa, conf, table = confirmed(analysis)
+    v = conf.verdict
+    page = render_html(sa, sweep_figures(sa), confirmation=conf)
+    at = {k: page.index(k) for k in ("id='confirmed-verdict'", "class='answer'",
+                                     "id='confirmed-per-blueprint'", "alt='confirmed pass rate'",
+                                     "id='search-stage'", "id='verdict'")}
+    assert list(at.values()) == sorted(at.values())        # the answer, then the search
+    answer = page[at["class='answer'"]:].split("</p>", 1)[0]
+    assert html.escape(v.headline.removeprefix("Verdict: ")) in answer
+    focus = v.winner or str(conf.analysis.metrics.overall.drop(index=BASELINE_LABEL)[
+        spec.selection.objective].astype(float).idxmax())
+    segment = page[at["id='confirmed-per-blueprint'"]:at["alt='confirmed pass rate'"]]
+    rows = {r[0]: r for r in _rows(segment)}
+    assert set(rows) == set(table["blueprint"])
+    for bp, r in rows.items():       # blueprint, seeds, valuable, mean value, pass rate x2
+        base = table[(table["strategy"] == BASELINE_LABEL) & (table["blueprint"] == bp)]
+        cand = table[(table["strategy"] == focus) & (table["blueprint"] == bp)]
+        assert int(r[1]) == len(base)
+        assert float(r[4]) == pytest.approx(base["passed"].mean(), rel=1e-3, abs=1e-9)
+        assert float(r[5]) == pytest.approx(cand["passed"].mean(), rel=1e-3, abs=1e-9)
+    assert "#search-stage{color:#555;font-size:13px" in page   # visibly secondary

@@ -1,0 +1,99 @@
+"""MLflow 3.17's UI in headless Chromium, against a real ``mlflow server``: the address
+esper-ab prints (``tracking.ui_url``) opens the experiment in the model-training view (its
+runs table, the parent run named by space and verdict), while the bare experiment address
+opens the GenAI overview whatever the experiment's ``mlflow.experimentKind`` tag says (the
+3.17 UI reads the view from the URL's ``workflowType``, else the browser's last choice).
+
+Skipped, saying why, when Chromium cannot be installed (``test_report_browser.chromium``).
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from sweep_helpers import free_port, space
+from test_report_browser import chromium  # noqa: F401  (the fixture: installs or skips)
+
+from esper_ab.sweeps.space import space_summary
+from esper_ab.sweeps.spec import parse_sweep_spec
+from esper_ab.tracking import SweepTracker, ui_url
+
+pytestmark = pytest.mark.slow        # an mlflow server and a browser start
+
+
+@pytest.fixture
+def server(tmp_path):
+    port = free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1",
+         "--port", str(port), "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
+         "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"mlflow server did not come up on {url}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)            # our own server, by its PID
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _page_text(browser: str, url: str) -> str:
+    """The text Chromium renders at ``url`` (scripts run, a fresh profile: no stored view)."""
+    with tempfile.TemporaryDirectory(prefix="esper_ab_chromium_") as profile:
+        done = subprocess.run(
+            [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--disable-extensions", "--window-size=1280,1200", "--virtual-time-budget=20000",
+             f"--user-data-dir={profile}", "--dump-dom", url],
+            capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    body = re.sub(r"<script.*?</script>|<style.*?</style>", "", done.stdout, flags=re.S)
+    return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", body)))
+
+
+def test_the_printed_address_opens_the_model_training_view(chromium, server):  # noqa: F811
+    tracker = SweepTracker(server)
+    spec = parse_sweep_spec(space(name="uiview"))
+    parent = tracker.start_sweep(spec, space=space_summary(spec), run_name="uiview-start")
+    tracker.set_tags(parent, {"esper_ab.verdict_kind": "undecided"})
+    name = tracker.run_name(parent)
+    assert name.startswith("uiview · undecided · ")
+    exp = tracker.client.get_run(parent).info.experiment_id
+    assert tracker.client.get_experiment(exp).tags["mlflow.experimentKind"] == \
+        "custom_model_development"
+
+    training = _page_text(chromium, ui_url(server, exp))
+    assert "Run Name" in training and name in training        # the runs table, our run
+    assert "Total Cost" not in training and "Token Usage" not in training
+
+    bare = _page_text(chromium, f"{server}/#/experiments/{exp}")   # the control
+    assert "Token Usage" in bare and name not in bare              # the GenAI overview
+
+    run_page = _page_text(chromium, ui_url(server, exp, parent))
+    assert name in run_page and "Token Usage" not in run_page
