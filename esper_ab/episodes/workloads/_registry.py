@@ -28,7 +28,8 @@ _BUILTIN = {
     "cifar10": "esper_ab.episodes.workloads.cifar10:WORKLOAD",
     "esper-lite-cnn": "esper_ab.integrations.esper_lite.workload:WORKLOAD",  # needs esper-lite
 }
-_RESOLVED: dict[str, WorkloadPlugin] = {}   # reference or plug-in name -> plug-in
+_RESOLVED: dict[str, WorkloadPlugin] = {}   # reference as given -> plug-in
+_BY_NAME: dict[str, WorkloadPlugin] = {}    # plug-in name -> the last one resolved
 _FIX = "see docs/PLUGINS.md"
 
 
@@ -84,6 +85,8 @@ def resolve_workload(name: str) -> WorkloadPlugin:
         plugin = _load(name, name)
     else:
         target = _entry_points().get(name) or _BUILTIN.get(name)
+        if target is None and name in _BY_NAME:   # a module:attribute plug-in, by its name
+            return _BY_NAME[name]
         if target is None:
             raise ConfigError(f"unknown workload {name!r}: use one of "
                               f"{', '.join(list_workloads())}, or module:attribute of a "
@@ -94,7 +97,7 @@ def resolve_workload(name: str) -> WorkloadPlugin:
     else:
         register_catalog(plugin.catalog)
     _RESOLVED[name] = plugin
-    _RESOLVED.setdefault(plugin.name, plugin)
+    _BY_NAME[plugin.name] = plugin
     return plugin
 
 
