@@ -18,7 +18,7 @@ from esper_ab.episodes.blueprints import register_catalog
 from esper_ab.episodes.workloads import _base
 from esper_ab.episodes.workloads._base import Workload, WorkloadConfig
 from esper_ab.episodes.workloads._plugin import WorkloadPlugin
-from esper_ab.errors import ConfigError, bad_value
+from esper_ab.errors import ConfigError, EsperABError, bad_value
 
 ENTRY_POINT_GROUP = "esper_ab.workloads"
 _BUILTIN = {
@@ -64,6 +64,8 @@ def _load(reference: str, shown_as: str) -> WorkloadPlugin:
     if not isinstance(obj, WorkloadPlugin) and callable(obj) and not isinstance(obj, type):
         try:
             obj = obj()
+        except EsperABError:
+            raise
         except Exception as exc:  # noqa: BLE001 - a user's factory: any failure is one line
             raise ConfigError(f"workload {shown_as!r}: its factory {attr}() raised "
                               f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}: "
