@@ -21,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "value against a placebo fork, write the seeds/trace tables (parquet) and "
                     "print a per-blueprint summary with the G2 decision of a gate.")
     p.add_argument("--workload", required=True,
-                   help="synthetic-cnn, synthetic-seq, digits or cifar10")
+                   help="a registered workload (synthetic-cnn, synthetic-seq, digits, cifar10, "
+                        "esper-lite-cnn or an installed plug-in's) or module:attribute")
     p.add_argument("--replicate", required=True, type=REPLICATE, help="replicate index (fixes every RNG)")
     p.add_argument("--slot", action="append", default=[],
                    help="slot name (repeatable; default: the workload's default slot)")
@@ -30,7 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gate", default="esper_lite_baseline",
                    help="gate preset name or YAML file for the G2 column")
     p.add_argument("--data-dir", default=None,
-                   help="cifar10 only: the extracted cifar-10-batches-py folder")
+                   help="for workloads that read a folder (cifar10, esper-lite-cnn): the "
+                        "extracted cifar-10-batches-py folder")
     p.add_argument("--size", default="default", choices=("default", "tiny"),
                    help="tiny: a seconds-long smoke episode")
     add_cache_dir(p)

@@ -130,3 +130,33 @@ def test_a_plugin_episode_runs_on_cuda_as_the_builtins_do(shapes_installed, tmp_
     result = run_episode(config, replicate=0, cache_dir=None, device="cuda")
     assert result.device == "cuda"
     assert (result.seeds.loc[result.seeds["blueprint"] == "placebo", "value_acc_pp"] == 0).all()
+
+
+def test_training_steps_use_the_workloads_own_loss(shapes_installed):
+    import dataclasses
+
+    import shapes_workload
+
+    from esper_ab.episodes._training import pretrain_host
+    from esper_ab.episodes.workloads import build_workload
+
+    calls = []
+
+    def zero_loss(logits, y):
+        calls.append(tuple(logits.shape))
+        return 0.0 * logits.sum()
+
+    frozen = dataclasses.replace(shapes_workload.WORKLOAD, name="shapes-zero-loss",
+                                 loss=zero_loss,
+                                 pretrain=dataclasses.replace(shapes_workload.WORKLOAD.pretrain,
+                                                              steps=3, weight_decay=0.0))
+    shapes_workload.ZERO_LOSS = frozen
+    config = workload_config("shapes_workload:ZERO_LOSS", n_train=16, n_test=16)
+    workload = build_workload(config, seed=0)
+    state, _ = pretrain_host(workload, replicate=0, device=torch.device("cpu"), cache_dir=None)
+    assert len(calls) == 3 and calls[0][1] == 4                 # (batch, 4 classes)
+    from esper_ab.episodes._training import generator, phase_seed
+
+    fresh = workload.build_host(generator=generator(phase_seed(0, "host")))
+    conv = "module.stem.0.weight"
+    assert torch.equal(state.host[conv], fresh.state_dict()[conv])  # zero loss: no learning
