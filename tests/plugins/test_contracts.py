@@ -37,7 +37,7 @@ BROKEN = [
     # a required method or attribute is missing
     ("broken_shapes:NO_SLOTS", {}, "its host ShapesNet has no slot_names"),
     # a slot name is unknown
-    ("shapes", {"slots": ["neck"]}, "has no slot 'neck': use one of ['stem', 'body']"),
+    ("shapes", {"slots": ["neck"]}, "has no slot 'neck'; use one of ['stem', 'body']"),
     # a blueprint cannot be built at (does not fit) a slot
     ("broken_shapes:THIRDS", {"blueprints": ["grouped"]},
      "blueprint grouped does not fit slot body (width 16): it needs a multiple of 3"),

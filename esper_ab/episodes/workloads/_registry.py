@@ -90,9 +90,9 @@ def resolve_workload(name: str) -> WorkloadPlugin:
         if target is None and name in _BY_NAME:   # a module:attribute plug-in, by its name
             return _BY_NAME[name]
         if target is None:
-            raise ConfigError(f"unknown workload {name!r}: use one of "
-                              f"{', '.join(list_workloads())}, or module:attribute of a "
-                              "WorkloadPlugin (pip install the package that registers it)")
+            raise ConfigError(f"workload={name!r} is invalid: unknown workload {name!r}; use "
+                              f"one of {', '.join(list_workloads())}, or module:attribute of "
+                              "a WorkloadPlugin (pip install the package that registers it)")
         plugin = _load(target, name)
     if isinstance(plugin.catalog, str):
         register_catalog(plugin.blueprint_catalog)

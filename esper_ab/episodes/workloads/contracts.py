@@ -94,7 +94,8 @@ def _host(config: WorkloadConfig) -> nn.Module:
 
 def _width(config: WorkloadConfig, host: nn.Module, slot: str) -> int:
     if slot not in host.slot_names:
-        raise ContractError(f"workload {config.name} has no slot {slot!r}: use one of "
+        raise ContractError(f"slot={slot!r} is invalid: workload {config.name} has no slot "
+                            f"{slot!r}; use one of "
                             f"{list(host.slot_names)}")
     width = _call(f"its host's slot_width({slot!r})", config.name, "fix slot_width",
                   host.slot_width, slot)
