@@ -17,7 +17,7 @@ from esper_ab.episodes.workloads._base import (
     accuracy_counts,
     task_loss,
 )
-from esper_ab.errors import ConfigError, bad_value
+from esper_ab.errors import ConfigError, EsperABError, bad_value
 
 __all__ = ["Options", "WorkloadData", "WorkloadPlugin"]
 
@@ -129,7 +129,7 @@ class WorkloadPlugin:
                 data = Options.of(options) if self.options is None else self.options(**options)
                 config = WorkloadConfig(name=self.name, host=None, data=data,
                                         pretrain=self.pretrain, default_slot=self.default_slot)
-        except ConfigError:
+        except EsperABError:
             raise
         except TypeError as exc:
             raise ConfigError(f"workload {self.name} does not take these options "
