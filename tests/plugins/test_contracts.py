@@ -93,3 +93,19 @@ def test_the_same_checks_pass_for_every_builtin_workload():
         report = check_workload(workload_config(name), slots=slots)
         assert report.slots == tuple(slots)
         assert "placebo" in report.blueprints
+
+
+@pytest.mark.parametrize("command", ["record", "sweep"])
+def test_record_and_sweep_check_the_contract_before_anything_runs(
+        shapes_installed, tmp_path, monkeypatch, capsys, command):
+    # UNSEEDED passes the spec's structural checks: only the full contract catches it
+    monkeypatch.chdir(tmp_path)
+    path = write_space(tmp_path, "broken_shapes:UNSEEDED")
+    before = _listing(tmp_path)
+    argv = [command, str(path), "--tracking-uri", f"sqlite:///{tmp_path}/m.db"] \
+        if command == "sweep" else [command, str(path), "--out", str(tmp_path / "traces")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("esper-ab: error: ") and "\n" not in err
+    assert "data is not deterministic per replicate" in err
+    assert _listing(tmp_path) == before        # no traces, no cache, no tracking store
