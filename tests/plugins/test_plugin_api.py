@@ -160,3 +160,45 @@ def test_training_steps_use_the_workloads_own_loss(shapes_installed):
     fresh = workload.build_host(generator=generator(phase_seed(0, "host")))
     conv = "module.stem.0.weight"
     assert torch.equal(state.host[conv], fresh.state_dict()[conv])  # zero loss: no learning
+
+
+class _TinyNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Linear(6, 5)
+        self.head = nn.Linear(5, 3)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.body(x)))
+
+
+_GEN = torch.Generator().manual_seed(0)
+MINIMAL_DATA = (torch.randn(40, 6, generator=_GEN), torch.randint(0, 3, (40,), generator=_GEN),
+                torch.randn(20, 6, generator=_GEN), torch.randint(0, 3, (20,), generator=_GEN))
+
+
+def _minimal():
+    from esper_ab.plugins import WorkloadData, WorkloadPlugin
+
+    return WorkloadPlugin(
+        name="minimal", default_slot="body",
+        host=lambda config: ModuleHost(_TinyNet(), ["body"], widths={"body": 5}),
+        data=WorkloadData(*MINIMAL_DATA),                  # fixed tensors
+        catalog=BlueprintCatalog.from_factories("minimal-cat", {"lin": lambda w: nn.Linear(w, w)}))
+
+
+MINIMAL = _minimal   # a function returning the plug-in is a valid module:attribute target
+
+
+def test_a_minimal_plugin_keeps_its_options_as_a_frozen_mapping_and_fixed_tensors():
+    from esper_ab.episodes.workloads import build_workload, config_hash
+    from esper_ab.plugins import check_workload
+
+    config = workload_config("test_plugin_api:MINIMAL", lr_hint=0.5, layers=[1, 2])
+    assert config.data["lr_hint"] == 0.5 and config.data["layers"] == (1, 2)
+    assert config_hash(config) != config_hash(workload_config("test_plugin_api:MINIMAL"))
+    assert config.catalog.names() == ("lin", PLACEBO)
+    workload = build_workload(config, seed=5)
+    assert torch.equal(workload.train_x, MINIMAL_DATA[0])
+    report = check_workload(config)
+    assert report.slot_widths == {"body": 5} and report.blueprints == ("lin", PLACEBO)
