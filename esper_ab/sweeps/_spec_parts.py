@@ -15,6 +15,7 @@ from pydantic import (
     StrictInt,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -150,6 +151,14 @@ class WorkloadEntry(_Model):
                 raise ValueError(str(exc)) from None
             values = {**values, "source": values["name"], "name": plugin.name}
         return values
+
+    @model_serializer(mode="wrap")
+    def _without_empty_source(self, handler: Any) -> Any:
+        # a space that names a registered workload dumps (and hashes) as it always did
+        data = handler(self)
+        if isinstance(data, dict) and not data.get("source"):
+            data.pop("source", None)
+        return data
 
     @property
     def reference(self) -> str:

@@ -3,6 +3,8 @@ options as the cache-keying config, open catalogs, ModuleHost, and an episode of
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
@@ -44,6 +46,13 @@ def test_a_pip_installed_package_is_found_by_its_entry_point_and_by_module_attri
     assert by_name.name == by_ref.name == "shapes"
     assert (by_name.source, by_ref.source) == ("shapes", "shapes_workload:WORKLOAD")
     assert by_name.topology == "shapes-cnn"
+    from esper_ab.episodes.workloads import config_hash
+
+    # the reference keys the caches only where it differs from the name
+    assert config_hash(by_name) != config_hash(by_ref)
+    builtin = workload_config("synthetic-cnn")
+    assert builtin.source == "synthetic-cnn"
+    assert config_hash(builtin) == config_hash(dataclasses.replace(builtin, source=""))
 
 
 def test_options_are_the_config_and_their_content_hash_keys_the_caches(shapes_installed):
@@ -133,8 +142,6 @@ def test_a_plugin_episode_runs_on_cuda_as_the_builtins_do(shapes_installed, tmp_
 
 
 def test_training_steps_use_the_workloads_own_loss(shapes_installed):
-    import dataclasses
-
     import shapes_workload
 
     from esper_ab.episodes._training import pretrain_host

@@ -72,7 +72,8 @@ class WorkloadConfig:
     data: object
     pretrain: PretrainConfig
     default_slot: str
-    source: str = ""
+    # hashed only when it differs from ``name`` (a registered name hashes as it always did)
+    source: str = dataclasses.field(default="", metadata={"hash_unless_name": True})
 
     @property
     def plugin(self) -> Any:
@@ -95,7 +96,9 @@ class WorkloadConfig:
 
 def _jsonable(value: object) -> object:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        fields = {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        fields = {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)
+                  if not (f.metadata.get("hash_unless_name")
+                          and getattr(value, f.name) in ("", getattr(value, "name", "")))}
         return {"__type__": type(value).__name__, **fields}
     if isinstance(value, tuple | list):
         return [_jsonable(v) for v in value]
