@@ -33,7 +33,7 @@ import yaml
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 
-from esper_ab.errors import ConfigError, disk_full
+from esper_ab.errors import ConfigError
 from esper_ab.gate import GateConfig
 from esper_ab.sweeps.analysis import SweepAnalysis, SweepRecord, TrialRecord
 from esper_ab.sweeps.outcome import (

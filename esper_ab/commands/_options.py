@@ -181,6 +181,18 @@ def preflight_resources(spec: Any, address: str | None) -> None:
         local_plan(spec.resources, spec.max_concurrent, address)
 
 
+def preflight_workloads(spec: Any) -> None:
+    """The plug-in contract of every workload a run will train (traces ``record``), on one
+    batch before Ray starts (``ContractError``, exit 2); docs/PLUGINS.md."""
+    if spec.traces.source != "record":
+        return
+    from esper_ab.episodes.workloads.contracts import check_workload
+
+    for entry in spec.workloads:
+        check_workload(entry.workload_config(), slots=entry.slot_list,
+                       blueprints=tuple(entry.blueprints))
+
+
 def add_output(p: argparse.ArgumentParser, *, verbose: str | None = None) -> None:
     """``--no-progress``, ``--log-file`` and (with a ``verbose`` help text) ``--verbose``."""
     p.add_argument("--no-progress", action="store_true",

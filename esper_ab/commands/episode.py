@@ -13,9 +13,28 @@ from esper_ab.commands._options import (
     progress_for,
 )
 
-# The registered workloads (esper_ab.episodes.workloads.list_workloads(), checked by a test):
-# named here so that a mistyped --workload fails before torch is imported.
-WORKLOADS = ("synthetic-cnn", "synthetic-seq", "digits", "cifar10")
+# esper-ab's own workloads (the built-ins of esper_ab.episodes.workloads, checked by a test),
+# named here so that a mistyped --workload fails before torch is imported; a plug-in is an
+# installed entry point (group esper_ab.workloads) or module:attribute.
+WORKLOADS = ("synthetic-cnn", "synthetic-seq", "digits", "cifar10", "esper-lite-cnn")
+ENTRY_POINT_GROUP = "esper_ab.workloads"
+
+
+def check_workload_name(name: str) -> None:
+    """A mistyped workload name fails here, in one line, before any heavy import: the name
+    must be esper-ab's own, an installed plug-in's entry point, or ``module:attribute``."""
+    if ":" in name or name in WORKLOADS:
+        return
+    from importlib.metadata import entry_points
+
+    installed = sorted({ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})
+    if name in installed:
+        return
+    from esper_ab.errors import ConfigError, shown
+
+    known = ", ".join(dict.fromkeys([*WORKLOADS, *installed]))
+    raise ConfigError(f"--workload {shown(name)} is unknown: use one of {known}, an installed "
+                      "plug-in's name, or module:attribute (docs/PLUGINS.md)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,8 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Pretrain (cached), incubate every blueprint at once, measure each seed's "
                     "value against a placebo fork, write the seeds/trace tables (parquet) and "
                     "print a per-blueprint summary with the G2 decision of a gate.")
-    p.add_argument("--workload", required=True, choices=WORKLOADS, metavar="NAME",
-                   help=", ".join(WORKLOADS))
+    p.add_argument("--workload", required=True,
+                   help="a registered workload (synthetic-cnn, synthetic-seq, digits, cifar10, "
+                        "esper-lite-cnn or an installed plug-in's) or module:attribute")
     p.add_argument("--replicate", required=True, type=REPLICATE, help="replicate index (fixes every RNG)")
     p.add_argument("--slot", action="append", default=[],
                    help="slot name (repeatable; default: the workload's default slot)")
@@ -34,7 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gate", default="esper_lite_baseline",
                    help="gate preset name or YAML file for the G2 column")
     p.add_argument("--data-dir", default=None,
-                   help="cifar10 only: the extracted cifar-10-batches-py folder")
+                   help="for workloads that read a folder (cifar10, esper-lite-cnn): the "
+                        "extracted cifar-10-batches-py folder")
     p.add_argument("--size", default="default", choices=("default", "tiny"),
                    help="tiny: a seconds-long smoke episode")
     add_cache_dir(p)
@@ -82,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
 
     from esper_ab.errors import ConfigError, shown
 
+    check_workload_name(args.workload)
     if args.gate.endswith((".yaml", ".yml")) and not os.path.isfile(args.gate):
         raise ConfigError(f"--gate {shown(args.gate)} does not exist: give a gate file, or a "
                           "preset name (esper-ab strategies lists them)")

@@ -11,6 +11,7 @@ from esper_ab.commands._options import (
     add_output,
     add_schedule_timeout,
     preflight_resources,
+    preflight_workloads,
     progress_for,
     schedule_timeout,
 )
@@ -54,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from esper_ab.sweeps.preflight import check_ray_address, usable_dir
 
     check_ray_address(args.address)                # before Ray starts: seconds, one line
+    preflight_workloads(spec)                      # before any folder is made
     usable_dir(args.cache_dir, "--cache-dir")
     usable_dir(out, "--out")
     preflight_resources(spec, args.address)

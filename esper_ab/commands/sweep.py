@@ -17,6 +17,7 @@ from esper_ab.commands._options import (
     add_tracking_uri,
     existing_file,
     preflight_resources,
+    preflight_workloads,
     progress_for,
     schedule_timeout,
     ui_hint,
@@ -57,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     spec = load_sweep_spec(args.space).with_overrides(num_samples=args.num_samples,
                                                       smoke_test=args.smoke_test)
     preflight_resources(spec, args.address)
+    preflight_workloads(spec)
     print(f"esper-ab sweep: {spec.name!r} ({spec.fidelity}, {spec.num_samples} trial(s) on "
           f"{len(spec.replicates)} replicate(s), {spec.max_concurrent} at a time); starting "
           "Ray", flush=True)

@@ -8,9 +8,12 @@ import argparse
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("validate", help="validate a search space YAML (exit 2 on a problem)",
                        description="Parse SPACE.yaml against the sweep schema, build its "
-                                   "search space, check its resources against the cluster a "
-                                   "sweep would join and print a summary; any problem is one "
-                                   "line on stderr and exit code 2.")
+                                   "search space, check every workload's plug-in contract "
+                                   "(host, slots, blueprints, bit-identity at alpha 0, data "
+                                   "determinism; docs/PLUGINS.md) on one batch, check its "
+                                   "resources against the cluster a sweep would join and "
+                                   "print a summary; any problem is one line on stderr and "
+                                   "exit code 2.")
     p.add_argument("space", metavar="SPACE.yaml", help="a search_spaces/*.yaml file")
     p.add_argument("--address", default=None, metavar="A",
                    help="check the resources against the Ray cluster at A (auto, "
@@ -38,6 +41,14 @@ def cluster_plan(spec: object, address: str | None) -> object:
             ray.shutdown()
 
 
+def check_contract(entry: object) -> object:
+    """The plug-in contract of one workload entry (``ContractError``: one line)."""
+    from esper_ab.episodes.workloads.contracts import check_workload
+
+    return check_workload(entry.workload_config(), slots=entry.slot_list,
+                          blueprints=tuple(entry.blueprints))
+
+
 def run(args: argparse.Namespace) -> int:
     from esper_ab.commands._options import SPACE_FIX, existing_file
 
@@ -54,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
 
         raise ConfigError(f"{args.space}: traces.path={spec.traces.path!r:.200} is not a folder "
                           "here: record the traces there first (esper-ab record), or fix it")
+    contracts = [check_contract(w) for w in spec.workloads]  # before "ok", like the plan
     plan = cluster_plan(spec, args.address)   # before "ok": a request no node holds fails
     n = len(grid_points(spec)) if spec.sampler.kind == "grid" else spec.num_samples
     objectives = ", ".join(f"{o.metric} ({o.direction})" for o in spec.objectives)
@@ -61,6 +73,11 @@ def run(args: argparse.Namespace) -> int:
           f"fidelity {spec.fidelity}, traces {spec.traces.source}")
     print(f"  {len(spec.workloads)} workload(s): "
           + ", ".join(f"{w.name} slots {w.slot_list}" for w in spec.workloads))
+    for c in contracts:
+        print(f"  contract of {c.workload}: ok -- slots "
+              + ", ".join(f"{s} (width {c.slot_widths[s]})" for s in c.slots)
+              + f"; {len(c.blueprints)} blueprints build and keep the host bit-identical; "
+              f"data deterministic ({c.n_train} train / {c.n_test} test)")
     print(f"  {len(spec.replicates)} replicates {spec.replicates}, baseline {spec.baseline}")
     print(f"  replicates: {spec.split_text()}")
     print(f"  sampler {spec.sampler.kind}: {n} trials, {spec.max_concurrent} at a time, "

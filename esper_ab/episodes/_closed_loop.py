@@ -102,8 +102,7 @@ def closed_loop(config, *, replicate: int, gate, device: torch.device,
     workload = build_workload(config.workload, seed=replicate).to(device)
     start, _ = pretrain_host(workload, replicate=replicate, device=device,
                              cache_dir=None if cache_root is None else cache_root / "hosts")
-    keys = [SeedKey(slot, bp) for slot in config.resolved_slots
-            for bp in config.resolved_blueprints if bp != PLACEBO]
+    keys = [SeedKey(slot, bp) for slot, bp in config.seed_keys() if bp != PLACEBO]
     control = _run(workload, start, None, config, gate=gate, replicate=replicate, device=device)
     rows = []
     for i, key in enumerate(keys):

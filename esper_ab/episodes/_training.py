@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from esper_ab.episodes._cache import load_tensors, save_tensors
-from esper_ab.episodes.workloads import IGNORE_INDEX, Workload, config_hash, task_loss
+from esper_ab.episodes.workloads import IGNORE_INDEX, Workload, config_hash
 
 PHASE_SALT = {"host": 1, "pretrain": 2, "incubate": 3, "value": 4, "seed": 5, "closed": 6}
 
@@ -179,7 +179,7 @@ def train_step(host: nn.Module, workload: Workload, idx: Tensor, *, hook, device
     """Forward and backward on one batch (the workload's tensors live on ``device``)."""
     idx = idx.to(workload.train_x.device)
     x, y = workload.train_x[idx], workload.train_y[idx]
-    loss = task_loss(host(x, hook), y)
+    loss = workload.loss(host(x, hook), y)   # the workload's loss (default: task_loss)
     loss.backward()
     return loss.detach()
 

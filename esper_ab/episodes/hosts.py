@@ -13,12 +13,15 @@ Slot names:
   (after its 2x2 max-pool), ``i`` from 1. A block whose input is already 1x1 does not pool
   and has only ``block{i}.pre_pool``.
 - Transformer: ``layer{i}`` after transformer layer ``i`` (from 1), before the final norm.
+
+Any other network is a host too: satisfy :class:`Host`, or wrap an ``nn.Module`` in
+:class:`ModuleHost` by naming the submodules whose outputs are slots.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -32,6 +35,7 @@ __all__ = [
     "CNNHost",
     "CNNHostConfig",
     "Host",
+    "ModuleHost",
     "SlotHook",
     "Topology",
     "TransformerHost",
@@ -44,9 +48,13 @@ SlotHook = Callable[[str, Tensor], Tensor]
 
 
 class Host(Protocol):
-    """What the episode needs from a host network."""
+    """What the episode needs from a host network (an ``nn.Module``).
 
-    topology: Topology
+    ``forward(x, slot_hook=None)`` calls ``slot_hook(slot, h)`` at every slot and continues
+    with what it returns; with no hook it is the plain network. ``parameters()`` is the host's
+    gradient group. Initialization draws from torch's global RNG (esper-ab seeds it).
+    """
+
     slot_names: tuple[str, ...]
 
     def slot_width(self, slot: str) -> int: ...
@@ -237,3 +245,86 @@ def build_host(
         if isinstance(config, CNNHostConfig):
             return CNNHost(config)
         return TransformerHost(config)
+
+
+class ModuleHost(nn.Module):
+    """Any ``nn.Module`` as a host: the outputs of the named submodules are the slots.
+
+    ``slots`` names submodules as ``module.named_modules()`` does (``"layer2.1"``); the
+    slot's name is the submodule's. Widths come from ``widths`` or, failing that, from one
+    forward of ``example_input``: the size of dimension ``channel_dim`` of each slot's output
+    (1 for images ``(B, C, H, W)``, -1 for sequences ``(B, T, D)``). ``forward(x, slot_hook)``
+    routes each slot's output through the hook with forward hooks that live only for that
+    call, so the wrapped module is left as it was.
+    """
+
+    def __init__(self, module: nn.Module, slots: Sequence[str], *,
+                 widths: Mapping[str, int] | None = None, example_input: Tensor | None = None,
+                 channel_dim: int = 1) -> None:
+        super().__init__()
+        if not isinstance(module, nn.Module):
+            raise bad_value("ModuleHost module", module, "wrap an nn.Module")
+        names = tuple(slots)
+        submodules = dict(module.named_modules())
+        if not names:
+            raise bad_value("ModuleHost slots", names, "name at least one submodule")
+        for name in names:
+            if not name or name not in submodules:
+                listed = [n for n in submodules if n][:12]
+                raise bad_value("slot", name, f"it is not a submodule of "
+                                              f"{type(module).__name__}: use one of {listed}")
+        self.module = module
+        self.slot_names: tuple[str, ...] = names
+        self._channel_dim = channel_dim
+        if widths is not None:
+            missing = [n for n in names if n not in widths]
+            if missing:
+                raise bad_value("ModuleHost widths", dict(widths),
+                                f"give a width for every slot (missing {missing})")
+            self._widths = {n: int(widths[n]) for n in names}
+        elif example_input is not None:
+            self._widths = self._probe(example_input)
+        else:
+            raise bad_value("ModuleHost widths", None,
+                            "give widths={slot: width} or an example_input to measure them")
+
+    def _probe(self, example_input: Tensor) -> dict[str, int]:
+        shapes: dict[str, tuple[int, ...]] = {}
+
+        def record(slot: str, h: Tensor) -> Tensor:
+            shapes[slot] = tuple(h.shape)
+            return h
+
+        was_training = self.training
+        self.eval()
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            self.forward(example_input, record)
+        self.train(was_training)
+        missing = [n for n in self.slot_names if n not in shapes]
+        if missing:
+            raise bad_value("slot", missing[0], "the module never called it on example_input: "
+                                                "name submodules the forward pass runs")
+        return {n: int(shapes[n][self._channel_dim]) for n in self.slot_names}
+
+    def slot_width(self, slot: str) -> int:
+        if slot not in self._widths:
+            raise _unknown_slot(slot, self.slot_names)
+        return self._widths[slot]
+
+    def forward(self, x: Tensor, slot_hook: SlotHook | None = None) -> Tensor:
+        if slot_hook is None:
+            return self.module(x)
+        submodules = dict(self.module.named_modules())
+        handles = []
+        for name in self.slot_names:
+            def hook(_mod: nn.Module, _inp: object, out: object, _name: str = name) -> Tensor:
+                if not isinstance(out, Tensor):
+                    raise bad_value("slot", _name, f"its output is a {type(out).__name__}, not a "
+                                                   "tensor: name a submodule that returns one")
+                return slot_hook(_name, out)
+            handles.append(submodules[name].register_forward_hook(hook))
+        try:
+            return self.module(x)
+        finally:
+            for handle in handles:
+                handle.remove()

@@ -32,8 +32,13 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from esper_ab.episodes.blueprints import PLACEBO, list_blueprints
-from esper_ab.episodes.workloads import WorkloadConfig, config_hash, workload_config
+from esper_ab.episodes.blueprints import PLACEBO
+from esper_ab.episodes.workloads import (
+    WorkloadConfig,
+    config_hash,
+    resolve_workload,
+    workload_config,
+)
 from esper_ab.errors import bad_value
 
 __all__ = [
@@ -103,52 +108,41 @@ class EpisodeConfig:
 
     @property
     def resolved_blueprints(self) -> tuple[str, ...]:
-        names = self.blueprints or list_blueprints(self.workload.topology)
+        names = self.blueprints or self.workload.catalog.names()
         return tuple(dict.fromkeys([*names, PLACEBO]))
 
-    def validate(self) -> None:
-        """Check slots and blueprints against the host (raises ConfigError)."""
-        from esper_ab.episodes.blueprints import blueprint_spec
-        from esper_ab.episodes.hosts import build_host
+    def seed_keys(self) -> tuple[tuple[str, str], ...]:
+        """(slot, blueprint) of every seed an episode grows: each resolved blueprint at each
+        slot it fits (a blueprint named in ``blueprints`` must fit every slot)."""
+        from esper_ab.episodes.workloads.contracts import fitting_keys
 
-        host = build_host(self.workload.host)
-        for slot in self.resolved_slots:
-            width = host.slot_width(slot)  # raises for an unknown slot
-            for bp in self.resolved_blueprints:
-                blueprint_spec(bp, self.workload.topology)
-                if self.workload.topology == "transformer" and bp == "attention" and width % 4:
-                    raise bad_value("slot", slot, "the attention seed needs a width divisible by 4")
+        return fitting_keys(self.workload, self.resolved_slots, self.resolved_blueprints)
+
+    def validate(self) -> None:
+        """Check slots and blueprints against the host and the catalog (raises ConfigError):
+        every slot is the host's and every named blueprint fits every slot."""
+        from esper_ab.episodes.workloads.contracts import check_slots_and_blueprints
+
+        check_slots_and_blueprints(self.workload, self.resolved_slots, self.blueprints)
 
     def replace(self, **changes: Any) -> EpisodeConfig:
         return dataclasses.replace(self, **changes)
-
-
-_TINY_DATA: dict[str, dict[str, Any]] = {
-    "synthetic-cnn": {"n_train": 256, "n_test": 256},
-    "synthetic-seq": {"n_train": 512, "n_test": 256},
-    "digits": {},
-    "cifar10": {"n_train": 256, "n_test": 256},
-}
-
-
-# Episode settings that differ per workload (to keep a default episode near 15 s on a core).
-_WORKLOAD_EPISODE: dict[str, dict[str, Any]] = {
-    "synthetic-seq": {"batch_size": 16},
-    "cifar10": {"steps_per_epoch": 5, "horizon_epochs": 6},  # 32x32 steps cost 4x
-}
 
 
 def episode_config(workload: str, *, size: Size = "default", data_dir: str | None = None,
                    slots: Sequence[str] = (), blueprints: Sequence[str] = (),
                    data: dict[str, Any] | None = None, **overrides: Any) -> EpisodeConfig:
     """The episode config of a named workload. ``size="tiny"`` is a seconds-long episode for
-    tests and smoke runs (small data, short pretraining, 10 epochs of 2 steps)."""
+    tests and smoke runs (small data, short pretraining, 10 epochs of 2 steps).
+    ``workload`` is a registered name or ``module:attribute``; its plug-in supplies the
+    tiny data options and its own episode defaults."""
     if size not in ("default", "tiny"):
         raise bad_value("size", size, "use 'default' or 'tiny'")
-    data_overrides = dict(_TINY_DATA.get(workload, {}) if size == "tiny" else {})
+    plugin = resolve_workload(workload)
+    data_overrides = dict(plugin.tiny if size == "tiny" else {})
     data_overrides.update(data or {})
     wl = workload_config(workload, data_dir=data_dir, **data_overrides)
-    base: dict[str, Any] = dict(_WORKLOAD_EPISODE.get(workload, {}))
+    base: dict[str, Any] = dict(plugin.episode)
     if size == "tiny":
         wl = wl.replace(pretrain=dataclasses.replace(wl.pretrain, steps=40))
         base.update({"steps_per_epoch": 2, "incubation_epochs": 10, "blend_epochs": 1,
@@ -282,8 +276,7 @@ def _compute_episode(config: EpisodeConfig, *, replicate: int, device, cache_roo
     from esper_ab.episodes.workloads import build_workload
 
     workload = build_workload(config.workload, seed=replicate).to(device)
-    keys = [SeedKey(slot, bp) for slot in config.resolved_slots
-            for bp in config.resolved_blueprints]
+    keys = [SeedKey(slot, bp) for slot, bp in config.seed_keys()]
     settings = IncubationSettings(
         steps_per_epoch=config.steps_per_epoch, epochs=config.incubation_epochs,
         batch_size=config.batch_size, host_lr=config.host_lr, seed_lr=config.seed_lr,

@@ -251,7 +251,7 @@ def _workload_traces(entry: Any, replicates: Sequence[int], *, cache_dir: Path,
 
     data = dict(entry.data)
     data_dir = data.pop("data_dir", None)
-    config = episode_config(entry.name, data_dir=data_dir, data=data,
+    config = episode_config(getattr(entry, "reference", entry.name), data_dir=data_dir, data=data,
                             slots=tuple(entry.slots), blueprints=tuple(entry.blueprints),
                             **dict(entry.episode))
     return TraceSet.concat([TraceSet.from_episode(run_episode(config, replicate=int(r),

@@ -15,6 +15,7 @@ from pydantic import (
     StrictInt,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -122,32 +123,62 @@ def _check_searchable(spec: Any, value: Any, where: str) -> None:
 
 
 class WorkloadEntry(_Model):
-    """A workload, the slot(s) to grow seeds in and the blueprints to compare."""
+    """A workload, the slot(s) to grow seeds in and the blueprints to compare.
+
+    ``name`` is a registered workload (entry point of group ``esper_ab.workloads``) or
+    ``module:attribute`` of a ``WorkloadPlugin``; for the latter ``source`` keeps the
+    reference and ``name`` becomes the plug-in's own name (it names the trace files).
+    ``data`` holds the workload's options (its config).
+    """
 
     name: str
+    source: str = ""                                       # module:attribute, when given
     slots: list[str] = Field(default_factory=list)        # empty: the workload's default
     blueprints: list[str] = Field(default_factory=list)   # empty: every blueprint
-    data: dict[str, Any] = Field(default_factory=dict)     # overrides of the data config
+    data: dict[str, Any] = Field(default_factory=dict)     # the workload's options
     episode: dict[str, Any] = Field(default_factory=dict)  # overrides of the episode config
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reference(cls, values: Any) -> Any:
+        if isinstance(values, dict) and ":" in str(values.get("name", "")) \
+                and not values.get("source"):
+            from esper_ab.episodes.workloads import resolve_workload
+
+            try:
+                plugin = resolve_workload(str(values["name"]))
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+            values = {**values, "source": values["name"], "name": plugin.name}
+        return values
+
+    @model_serializer(mode="wrap")
+    def _without_empty_source(self, handler: Any) -> Any:
+        # a space that names a registered workload dumps (and hashes) as it always did
+        data = handler(self)
+        if isinstance(data, dict) and not data.get("source"):
+            data.pop("source", None)
+        return data
+
+    @property
+    def reference(self) -> str:
+        """What finds the workload's plug-in in any process."""
+        return self.source or self.name
 
     @model_validator(mode="after")
     def _check(self) -> WorkloadEntry:
-        from esper_ab.episodes.blueprints import list_blueprints
-        from esper_ab.episodes.workloads import list_workloads
+        from esper_ab.episodes.workloads import resolve_workload
+        from esper_ab.episodes.workloads.contracts import check_slots_and_blueprints
 
-        if self.name not in list_workloads():
-            raise ValueError(f"unknown workload {self.name!r}: use one of {list(list_workloads())}")
+        try:
+            resolve_workload(self.reference)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
         config = self.workload_config()
-        slots = _slot_names(config)
-        for slot in self.slots:
-            if slot not in slots:
-                raise ValueError(f"workload {self.name} has no slot {slot!r}: use one of "
-                                 f"{list(slots)}")
-        known = list_blueprints(config.topology)
-        for bp in self.blueprints:
-            if bp not in known:
-                raise ValueError(f"unknown {config.topology} blueprint {bp!r}: use one of "
-                                 f"{list(known)}")
+        try:
+            check_slots_and_blueprints(config, self.slots, self.blueprints)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
         self.episode_config()
         return self
 
@@ -158,7 +189,7 @@ class WorkloadEntry(_Model):
         data = dict(self.data)
         data_dir = data.pop("data_dir", None)
         try:
-            return episode_config(self.name, data_dir=data_dir, data=data,
+            return episode_config(self.reference, data_dir=data_dir, data=data,
                                   slots=tuple(self.slots), blueprints=tuple(self.blueprints),
                                   **dict(self.episode))
         except ConfigError as exc:
@@ -171,7 +202,7 @@ class WorkloadEntry(_Model):
         from esper_ab.episodes.workloads import workload_config
 
         try:
-            return workload_config(self.name, **self.data)
+            return workload_config(self.reference, **self.data)
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
         except TypeError as exc:   # an unknown data option
@@ -183,12 +214,6 @@ class WorkloadEntry(_Model):
     @property
     def slot_list(self) -> list[str]:
         return list(self.slots) or [self.workload_config().default_slot]
-
-
-def _slot_names(config: Any) -> tuple[str, ...]:
-    from esper_ab.episodes.hosts import build_host
-
-    return tuple(build_host(config.host).slot_names)
 
 
 SYNTHETIC_OPTIONS = ("epochs", "steps_per_epoch", "seeds_per_blueprint", "host_params",

@@ -58,10 +58,10 @@ def test_bad_options_and_paths_fail_before_the_heavy_imports():
         assert r["heavy"] == [], (argv, r["heavy"])
         assert "issue" not in lines[0].lower(), lines
 
-def test_the_episode_command_lists_every_registered_workload():
+def test_the_episode_command_knows_every_builtin_workload():
     from esper_ab.episodes.workloads import list_workloads
 
-    assert WORKLOADS == tuple(list_workloads())
+    assert WORKLOADS == tuple(list_workloads())[:len(WORKLOADS)]
 
 
 def test_an_observational_table_without_the_flag_names_the_flag(tmp_path):

@@ -21,6 +21,8 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.mark.parametrize("path", sorted((REPO / "search_spaces").glob("*.yaml")),
                          ids=lambda p: p.name)
 def test_shipped_spaces_validate(path):
+    if path.stem == "esper_lite_cnn":   # its workload is esper-lite's own network
+        pytest.importorskip("esper.kasmina.host", reason="needs esper-lite on the path")
     spec = load_sweep_spec(path)
     assert spec.name == path.stem
     if spec.name == "multiobjective":

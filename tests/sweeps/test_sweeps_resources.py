@@ -96,6 +96,8 @@ def test_schema_accepts_auto_and_names_the_fix_otherwise():
 
 @pytest.mark.parametrize("path", SPACES, ids=lambda p: p.name)
 def test_shipped_spaces_ask_gpu_auto(path):
+    if path.stem == "esper_lite_cnn":   # its workload is esper-lite's own network
+        pytest.importorskip("esper.kasmina.host", reason="needs esper-lite on the path")
     assert load_sweep_spec(path).resources.gpu == "auto"
 
 

@@ -5,20 +5,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from esper_ab.episodes.hosts import (
-    CNNHost,
-    CNNHostConfig,
-    TransformerHost,
-    TransformerHostConfig,
-    build_host,
-)
 from esper_ab.errors import bad_value
 
 __all__ = [
@@ -31,7 +25,6 @@ __all__ = [
     "task_loss",
 ]
 
-Topology = Literal["cnn", "transformer"]
 IGNORE_INDEX = -100  # sequence targets that carry no loss
 
 
@@ -54,23 +47,48 @@ class PretrainConfig:
             raise bad_value("PretrainConfig.lr", self.lr, "use a positive learning rate")
 
 
+# Set by ``_registry`` when the package loads: source or name -> WorkloadPlugin.
+_resolve: Callable[[str], Any] | None = None
+
+
+def _plugin_of(config: WorkloadConfig) -> Any:
+    assert _resolve is not None, "import esper_ab.episodes.workloads, not its _base"
+    return _resolve(config.source or config.name)
+
+
 @dataclass(frozen=True)
 class WorkloadConfig:
     """Everything that fixes a workload's data, host and host pretraining.
 
-    ``data`` is the workload's own frozen options (generator knobs, a data path); the
-    content hash of the whole config keys the pretrained-host cache.
+    ``data`` is the workload's own frozen options (generator knobs, a data path) and
+    ``host`` its host settings (``None`` when the options carry them); ``source`` is how
+    the space named the workload (a registered name or ``module:attribute``), from which
+    any process finds its plug-in again. The content hash of the whole config keys the
+    pretrained-host and episode caches.
     """
 
     name: str
-    host: CNNHostConfig | TransformerHostConfig
+    host: object
     data: object
     pretrain: PretrainConfig
     default_slot: str
+    # hashed only when it differs from ``name`` (a registered name hashes as it always did)
+    source: str = dataclasses.field(default="", metadata={"hash_unless_name": True})
 
     @property
-    def topology(self) -> Topology:
-        return "cnn" if isinstance(self.host, CNNHostConfig) else "transformer"
+    def plugin(self) -> Any:
+        """The ``WorkloadPlugin`` this config belongs to."""
+        return _plugin_of(self)
+
+    @property
+    def catalog(self) -> Any:
+        """The workload's ``BlueprintCatalog``."""
+        return self.plugin.blueprint_catalog
+
+    @property
+    def topology(self) -> str:
+        """The name of the workload's blueprint catalog (``cnn``, ``transformer``, ...)."""
+        return self.catalog.name
 
     def replace(self, **changes: object) -> WorkloadConfig:
         return dataclasses.replace(self, **changes)
@@ -78,7 +96,9 @@ class WorkloadConfig:
 
 def _jsonable(value: object) -> object:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        fields = {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        fields = {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)
+                  if not (f.metadata.get("hash_unless_name")
+                          and getattr(value, f.name) in ("", getattr(value, "name", "")))}
         return {"__type__": type(value).__name__, **fields}
     if isinstance(value, tuple | list):
         return [_jsonable(v) for v in value]
@@ -107,14 +127,26 @@ class Workload:
     train_y: Tensor
     test_x: Tensor
     test_y: Tensor
+    plugin: Any = None   # the WorkloadPlugin (resolved from the config when None)
+
+    def __post_init__(self) -> None:
+        if self.plugin is None:
+            object.__setattr__(self, "plugin", _plugin_of(self.config))
 
     @property
     def name(self) -> str:
         return self.config.name
 
     @property
-    def topology(self) -> Topology:
-        return self.config.topology
+    def topology(self) -> Any:
+        """The workload's ``BlueprintCatalog`` (what ``build_seed(topology=...)`` takes)."""
+        return self.plugin.blueprint_catalog
+
+    def loss(self, logits: Tensor, y: Tensor) -> Tensor:
+        return self.plugin.loss(logits, y)
+
+    def accuracy(self, logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        return self.plugin.accuracy(logits, y)
 
     @property
     def n_train(self) -> int:
@@ -129,8 +161,8 @@ class Workload:
             self, train_x=self.train_x.to(device), train_y=self.train_y.to(device),
             test_x=self.test_x.to(device), test_y=self.test_y.to(device))
 
-    def build_host(self, *, generator: torch.Generator | None = None) -> CNNHost | TransformerHost:
-        return build_host(self.config.host, generator=generator)
+    def build_host(self, *, generator: torch.Generator | None = None) -> Any:
+        return self.plugin.build_host(self.config, generator=generator)
 
     def slot_names(self) -> tuple[str, ...]:
         return self.build_host().slot_names

@@ -17,10 +17,11 @@ import numpy as np
 import torch
 
 from esper_ab.episodes.hosts import CNNHostConfig
-from esper_ab.episodes.workloads._base import PretrainConfig, Workload, WorkloadConfig
+from esper_ab.episodes.workloads._base import PretrainConfig, WorkloadConfig
+from esper_ab.episodes.workloads._plugin import WorkloadData, WorkloadPlugin, builtin_host
 from esper_ab.errors import DataError, bad_value
 
-__all__ = ["Cifar10Data", "build", "default_config", "load_cifar10_folder"]
+__all__ = ["WORKLOAD", "Cifar10Data", "build", "default_config", "load_cifar10_folder"]
 
 NAME = "cifar10"
 _FIX = ("point --data-dir at the extracted 'cifar-10-batches-py' folder (data_batch_1..5 "
@@ -127,11 +128,18 @@ def _normalize(x: torch.Tensor) -> torch.Tensor:
     return (x.float() / 255.0 - mean) / std
 
 
-def build(config: WorkloadConfig, *, seed: int) -> Workload:
+def build(config: WorkloadConfig, seed: int) -> WorkloadData:
     data: Cifar10Data = config.data  # type: ignore[assignment]
     train_x, train_y, test_x, test_y = load_cifar10_folder(data.data_dir)
     gen = torch.Generator().manual_seed(104729 * seed + 5)
     tr = torch.randperm(train_x.shape[0], generator=gen)[:data.n_train]
     te = torch.randperm(test_x.shape[0], generator=gen)[:data.n_test]
-    return Workload(config, seed, _normalize(train_x[tr]), train_y[tr],
-                    _normalize(test_x[te]), test_y[te])
+    return WorkloadData(_normalize(train_x[tr]), train_y[tr],
+                        _normalize(test_x[te]), test_y[te])
+
+
+# The plug-in esper-ab resolves this workload by (entry point in pyproject.toml).
+WORKLOAD = WorkloadPlugin(
+    name=NAME, host=builtin_host, data=build, catalog="cnn", configure=default_config,
+    tiny={"n_train": 256, "n_test": 256}, episode={"steps_per_epoch": 5, "horizon_epochs": 6},
+    description="a local CIFAR-10 python-pickle folder (no download)")

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 import torch
 
 from esper_ab.episodes.hosts import CNNHostConfig
-from esper_ab.episodes.workloads._base import PretrainConfig, Workload, WorkloadConfig
+from esper_ab.episodes.workloads._base import PretrainConfig, WorkloadConfig
+from esper_ab.episodes.workloads._plugin import WorkloadData, WorkloadPlugin, builtin_host
 from esper_ab.errors import bad_value
 
-__all__ = ["DigitsData", "build", "default_config"]
+__all__ = ["WORKLOAD", "DigitsData", "build", "default_config"]
 
 NAME = "digits"
 N_IMAGES = 1797
@@ -39,7 +40,7 @@ def default_config(**data_overrides: object) -> WorkloadConfig:
     )
 
 
-def build(config: WorkloadConfig, *, seed: int) -> Workload:
+def build(config: WorkloadConfig, seed: int) -> WorkloadData:
     from sklearn.datasets import load_digits
 
     data: DigitsData = config.data  # type: ignore[assignment]
@@ -50,4 +51,11 @@ def build(config: WorkloadConfig, *, seed: int) -> Workload:
     test, train = order[:data.n_test], order[data.n_test:]
     mean, std = x[train].mean(), x[train].std()
     x = (x - mean) / std
-    return Workload(config, seed, x[train], y[train], x[test], y[test])
+    return WorkloadData(x[train], y[train], x[test], y[test])
+
+
+# The plug-in esper-ab resolves this workload by (entry point in pyproject.toml).
+WORKLOAD = WorkloadPlugin(
+    name=NAME, host=builtin_host, data=build, catalog="cnn", configure=default_config,
+    tiny={}, episode={},
+    description="scikit-learn's bundled 8x8 digits (no download)")

@@ -55,10 +55,11 @@ from dataclasses import dataclass
 import torch
 
 from esper_ab.episodes.hosts import CNNHostConfig
-from esper_ab.episodes.workloads._base import PretrainConfig, Workload, WorkloadConfig
+from esper_ab.episodes.workloads._base import PretrainConfig, WorkloadConfig
+from esper_ab.episodes.workloads._plugin import WorkloadData, WorkloadPlugin, builtin_host
 from esper_ab.errors import bad_value
 
-__all__ = ["SyntheticCNNData", "build", "default_config"]
+__all__ = ["WORKLOAD", "SyntheticCNNData", "build", "default_config"]
 
 NAME = "synthetic-cnn"
 
@@ -113,9 +114,16 @@ def _images(n: int, data: SyntheticCNNData, gen: torch.Generator) -> tuple[torch
     return x * gain[:, None, None, None], label
 
 
-def build(config: WorkloadConfig, *, seed: int) -> Workload:
+def build(config: WorkloadConfig, seed: int) -> WorkloadData:
     data: SyntheticCNNData = config.data  # type: ignore[assignment]
     gen = torch.Generator().manual_seed(1_000_003 * seed + 11)
     train_x, train_y = _images(data.n_train, data, gen)
     test_x, test_y = _images(data.n_test, data, gen)
-    return Workload(config, seed, train_x, train_y, test_x, test_y)
+    return WorkloadData(train_x, train_y, test_x, test_y)
+
+
+# The plug-in esper-ab resolves this workload by (entry point in pyproject.toml).
+WORKLOAD = WorkloadPlugin(
+    name=NAME, host=builtin_host, data=build, catalog="cnn", configure=default_config,
+    tiny={"n_train": 256, "n_test": 256}, episode={},
+    description="generated 16x16 images with a planted per-image exposure nuisance")

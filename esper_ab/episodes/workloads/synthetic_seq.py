@@ -42,10 +42,11 @@ from dataclasses import dataclass
 import torch
 
 from esper_ab.episodes.hosts import TransformerHostConfig
-from esper_ab.episodes.workloads._base import IGNORE_INDEX, PretrainConfig, Workload, WorkloadConfig
+from esper_ab.episodes.workloads._base import IGNORE_INDEX, PretrainConfig, WorkloadConfig
+from esper_ab.episodes.workloads._plugin import WorkloadData, WorkloadPlugin, builtin_host
 from esper_ab.errors import bad_value
 
-__all__ = ["SyntheticSeqData", "build", "default_config"]
+__all__ = ["WORKLOAD", "SyntheticSeqData", "build", "default_config"]
 
 NAME = "synthetic-seq"
 N_PAIRS, N_RECALLS = 4, 6
@@ -112,11 +113,18 @@ def _sequences(n: int, data: SyntheticSeqData, table: torch.Tensor, default: tor
     return x, y
 
 
-def build(config: WorkloadConfig, *, seed: int) -> Workload:
+def build(config: WorkloadConfig, seed: int) -> WorkloadData:
     data: SyntheticSeqData = config.data  # type: ignore[assignment]
     gen = torch.Generator().manual_seed(15485863 * seed + 17)
     table = torch.randint(0, data.n_values, (data.n_keys, data.n_values), generator=gen)
     default = torch.randint(0, data.n_values, (data.n_keys,), generator=gen)
     train_x, train_y = _sequences(data.n_train, data, table, default, gen)
     test_x, test_y = _sequences(data.n_test, data, table, default, gen)
-    return Workload(config, seed, train_x, train_y, test_x, test_y)
+    return WorkloadData(train_x, train_y, test_x, test_y)
+
+
+# The plug-in esper-ab resolves this workload by (entry point in pyproject.toml).
+WORKLOAD = WorkloadPlugin(
+    name=NAME, host=builtin_host, data=build, catalog="transformer", configure=default_config,
+    tiny={"n_train": 512, "n_test": 256}, episode={"batch_size": 16},
+    description="generated tokens: associative recall + bigrams")
