@@ -125,32 +125,48 @@ def clip_per_fork_(params: Sequence[Tensor], max_norm: float) -> None:
         g.mul_(coef.view(k, *([1] * (g.dim() - 1))))
 
 
-@torch.no_grad()
-def clip_groups_(groups: Sequence[Sequence[Tensor]], max_norm: float) -> None:
+class GroupClipper:
     """``clip_grad_norm_(group, max_norm)`` for every group of parameters, in a few fused
-    operations and without reading a value on the host."""
-    if max_norm <= 0:
-        return
-    grads, owner = [], []
-    for g, params in enumerate(groups):
-        for p in params:
-            if p.grad is not None:
-                grads.append(p.grad)
-                owner.append(g)
-    if not grads:
-        return
-    sq = torch.stack(torch._foreach_norm(grads)).square()
-    index = torch.tensor(owner, device=sq.device)
-    total = torch.zeros(len(groups), dtype=sq.dtype, device=sq.device).index_add_(0, index, sq)
-    coef = torch.clamp(max_norm / (total.sqrt() + 1e-6), max=1.0)
-    start = 0
-    for g in range(len(groups)):
-        end = start
-        while end < len(owner) and owner[end] == g:
-            end += 1
-        if end > start:
-            torch._foreach_mul_(grads[start:end], coef[g])
-        start = end
+    operations, without reading a value on the host and (once its index is on the device)
+    without a host-to-device copy per call."""
+
+    def __init__(self, groups: Sequence[Sequence[Tensor]], max_norm: float) -> None:
+        self.groups = [list(g) for g in groups]
+        self.max_norm = max_norm
+        self._index: tuple[tuple, Tensor] | None = None
+
+    @torch.no_grad()
+    def __call__(self) -> None:
+        if self.max_norm <= 0:
+            return
+        grads, owner = [], []
+        for g, params in enumerate(self.groups):
+            for p in params:
+                if p.grad is not None:
+                    grads.append(p.grad)
+                    owner.append(g)
+        if not grads:
+            return
+        key = tuple(owner)
+        if self._index is None or self._index[0] != key:
+            self._index = (key, torch.tensor(owner, device=grads[0].device))
+        sq = torch.stack(torch._foreach_norm(grads)).square()
+        total = torch.zeros(len(self.groups), dtype=sq.dtype, device=sq.device).index_add_(
+            0, self._index[1], sq)
+        coef = torch.clamp(self.max_norm / (total.sqrt() + 1e-6), max=1.0)
+        start = 0
+        for g in range(len(self.groups)):
+            end = start
+            while end < len(owner) and owner[end] == g:
+                end += 1
+            if end > start:
+                torch._foreach_mul_(grads[start:end], coef[g])
+            start = end
+
+
+def clip_groups_(groups: Sequence[Sequence[Tensor]], max_norm: float) -> None:
+    """``clip_grad_norm_(group, max_norm)`` for every group (see ``GroupClipper``)."""
+    GroupClipper(groups, max_norm)()
 
 
 def merged_adamw(optimizers: Sequence[torch.optim.AdamW], *, lr: float,

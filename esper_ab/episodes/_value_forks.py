@@ -173,6 +173,7 @@ def _measure_stacked(workload: Workload, incubated: Incubated, incubation: Incub
             seed_opts.append(seed_opt)
     seed_opt = stacked.merged_adamw(seed_opts, lr=incubation.seed_lr,
                                     weight_decay=incubation.weight_decay)
+    clip_seeds = stacked.GroupClipper(seed_params, incubation.grad_clip)  # each seed alone
     hook = stacked.StackedBlendHook(placed, {s: host.slot_width(s) for s in placed})
     stream = BatchStream(workload.n_train, incubation.batch_size, phase_seed(replicate, "value"))
     for t in range(forks.blend_steps + forks.horizon_steps):
@@ -183,7 +184,7 @@ def _measure_stacked(workload: Workload, incubated: Incubated, incubation: Incub
         idx = stream.next().to(workload.train_x.device)
         stacked.stacked_loss(model(workload.train_x[idx], hook), workload.train_y[idx]).backward()
         stacked.clip_per_fork_(host_params, incubation.grad_clip)
-        stacked.clip_groups_(seed_params, incubation.grad_clip)   # each seed on its own
+        clip_seeds()
         opt.step()
         if seed_opt is not None:
             seed_opt.step()

@@ -230,3 +230,25 @@ def test_merged_adamw_steps_like_the_separate_optimizers():
     for p, q in zip(a, b, strict=True):
         torch.testing.assert_close(q, p, rtol=0, atol=0)
     assert stacked.merged_adamw([], lr=0.1, weight_decay=0.0) is None
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_batched_forks_on_cuda_equal_serial_forks_on_cuda():
+    config = episode_config("synthetic-cnn", size="tiny", slots=SLOTS[1:])
+    cuda = torch.device("cuda")
+    workload = build_workload(config.workload, seed=2).to(cuda)
+    keys = [SeedKey(s, b) for s in config.resolved_slots for b in config.resolved_blueprints]
+    settings = IncubationSettings(
+        steps_per_epoch=2, epochs=2, batch_size=config.batch_size, host_lr=config.host_lr,
+        seed_lr=config.seed_lr, weight_decay=config.weight_decay, grad_clip=config.grad_clip)
+    forks = value_forks.ForkSettings(blend_steps=2, horizon_steps=4, ramp="linear",
+                                     eval_batch_size=256)
+    start, _ = pretrain_host(workload, replicate=2, device=cuda, cache_dir=None)
+    incubated = incubate(workload, start, keys, settings, replicate=2, device=cuda)
+    (c0, serial), (c1, batched) = (
+        value_forks.measure_values(workload, incubated, settings, forks, replicate=2,
+                                   device=cuda, batched=b) for b in (False, True))
+    for a, b in [(c0, c1), *[(serial[s], batched[s]) for s in serial]]:
+        assert abs(a.heldout_loss - b.heldout_loss) <= LOSS_TOL
+        assert np.mean(a.correct != b.correct) <= FLIP_TOL
