@@ -23,6 +23,7 @@ printed too). The batched forks' values are checked against the serial ones.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from contextlib import contextmanager
 
@@ -107,10 +108,11 @@ def run(args) -> dict:
                                         - clock.cpu[f"evaluation ({mode})"])
         clock.wall[f"forks ({mode})"] = (clock.wall.pop(f"forks+evaluation ({mode})")
                                          - clock.wall[f"evaluation ({mode})"])
-    return {"clock": clock, "results": results, "n_seeds": len(keys)}
+    return {"clock": clock, "results": results, "n_seeds": len(keys),
+            "margin_pp": config.margin_pp}
 
 
-def _compare(results: dict) -> str:
+def _compare(results: dict, margin_pp: float) -> str:
     if "serial" not in results:
         return ""
     (c0, o0), (c1, o1) = results["serial"], results["batched"]
@@ -119,9 +121,16 @@ def _compare(results: dict) -> str:
     d_off = max(abs(a.heldout_acc_seed_off - b.heldout_acc_seed_off) for a, b in pairs)
     d_loss = max(abs(a.heldout_loss - b.heldout_loss) for a, b in pairs)
     flips = sum(int(np.sum(a.correct != b.correct)) for a, b in pairs)
+    v0 = {s: 100 * (o0[s].heldout_acc - c0.heldout_acc) for s in o0}
+    v1 = {s: 100 * (o1[s].heldout_acc - c1.heldout_acc) for s in o1}
+    d_value = max(abs(v0[s] - v1[s]) for s in v0)
+    valuable = [s for s in v0 if (v0[s] >= margin_pp) != (v1[s] >= margin_pp)]
     return (f"batched vs serial: max |d acc| {100 * d_acc:.3f} pp, max |d acc seed off| "
             f"{100 * d_off:.3f} pp, max |d loss| {d_loss:.2e}, held-out predictions that "
-            f"differ: {flips} of {sum(a.correct.size for a, _ in pairs)}")
+            f"differ: {flips} of {sum(a.correct.size for a, _ in pairs)}; max |d value| "
+            f"{d_value:.3f} pp; valuable (>= {margin_pp:g} pp) in one and not the other: "
+            f"{valuable or 'none'} (serial valuable: {sum(v >= margin_pp for v in v0.values())}"
+            f" of {len(v0)})")
 
 
 def _ops_split(args) -> None:
@@ -152,6 +161,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     out = run(args)
     clock = out["clock"]
+    print(f"load average {os.getloadavg()[0]:.1f} at the end (the CPU-s are inflated on a "
+          "loaded machine; compare within one run)")
     print(f"synthetic-cnn flagship episode, {out['n_seeds']} seeds, replicate {args.replicate},"
           f" {args.threads} thread(s), device {args.device}")
     print(f"{'phase':28s} {'CPU-s':>8s} {'wall s':>8s}")
@@ -162,7 +173,7 @@ def main() -> None:
         if f"forks ({mode})" in clock.cpu:
             total = base + clock.cpu[f"forks ({mode})"] + clock.cpu[f"evaluation ({mode})"]
             print(f"episode with {mode} forks: {total:.2f} CPU-s")
-    line = _compare(out["results"])
+    line = _compare(out["results"], out["margin_pp"])
     if line:
         print(line)
     if args.ops:
