@@ -171,15 +171,19 @@ def clip_groups_(groups: Sequence[Sequence[Tensor]], max_norm: float) -> None:
 
 def merged_adamw(optimizers: Sequence[torch.optim.AdamW], *, lr: float,
                  weight_decay: float) -> torch.optim.AdamW | None:
-    """One AdamW (``foreach=False``: the same elementwise update) over the parameters of
-    ``optimizers``, carrying each parameter's state over; None when there is none."""
+    """One AdamW (``foreach=False``: the same elementwise update, bit for bit) over the
+    parameters of ``optimizers``, sharing each parameter's state with its original
+    optimizer; None when there is none."""
     params = [p for opt in optimizers for group in opt.param_groups for p in group["params"]]
     if not params:
         return None
     merged = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, foreach=False)
     for opt in optimizers:
-        for p, state in opt.state.items():
-            merged.state[p] = state
+        for group in opt.param_groups:
+            for p in group["params"]:
+                # the same dict: the merged steps update it in place, so each original
+                # optimizer's state_dict() stays current
+                merged.state[p] = opt.state[p]
     return merged
 
 
