@@ -210,15 +210,16 @@ class StackedBlendHook:
 def evaluate_stacked(model: StackedCNN, workload, *, hook=None,
                      batch_size: int = 1024) -> list[Evaluation]:
     """``evaluate`` for every fork of ``model`` (eval mode) on the held-out split. Rows are
-    chunked so one chunk holds about 1024 rows of one host's activations (it then stays in
-    the CPU's caches); the chunking changes nothing but float summation order."""
+    chunked on the CPU so one chunk holds about 1024 rows of one host's activations (it then
+    stays in the caches); the chunking changes nothing but float summation order."""
     was_training = model.training
     model.eval()
     k = model.k
     loss_sum = torch.zeros(k, dtype=torch.float64, device=workload.test_x.device)
     flags = []
     n = workload.test_x.shape[0]
-    step = max(1, min(batch_size, 1024 // k))    # a chunk stays in the CPU's caches
+    # on the CPU a chunk stays in the caches; a GPU takes the whole batch
+    step = batch_size if workload.test_x.is_cuda else max(1, min(batch_size, 1024 // k))
     for start in range(0, n, step):
         x = workload.test_x[start:start + step]
         y = workload.test_y[start:start + step]

@@ -176,12 +176,16 @@ def _measure_stacked(workload: Workload, incubated: Incubated, incubation: Incub
     clip_seeds = stacked.GroupClipper(seed_params, incubation.grad_clip)  # each seed alone
     hook = stacked.StackedBlendHook(placed, {s: host.slot_width(s) for s in placed})
     stream = BatchStream(workload.n_train, incubation.batch_size, phase_seed(replicate, "value"))
-    for t in range(forks.blend_steps + forks.horizon_steps):
+    n_steps = forks.blend_steps + forks.horizon_steps
+    # every batch's indices on the device at once: no host-to-device copy per step
+    batches = (torch.stack([stream.next() for _ in range(n_steps)]).to(
+        workload.train_x.device).unbind() if n_steps else ())
+    for t in range(n_steps):
         hook.alpha = ramp_alpha(t, forks.blend_steps, forks.ramp)
         opt.zero_grad(set_to_none=True)
         if seed_opt is not None:
             seed_opt.zero_grad(set_to_none=True)
-        idx = stream.next().to(workload.train_x.device)
+        idx = batches[t]
         stacked.stacked_loss(model(workload.train_x[idx], hook), workload.train_y[idx]).backward()
         stacked.clip_per_fork_(host_params, incubation.grad_clip)
         clip_seeds()
