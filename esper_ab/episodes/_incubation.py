@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from esper_ab.episodes._stacked import merged_adamw
 from esper_ab.episodes._training import (
     BatchStream,
     HostState,
@@ -125,6 +126,11 @@ def incubate(
     seed_opts = {sid: adamw(list(m.parameters()), lr=settings.seed_lr,
                             weight_decay=settings.weight_decay)
                  for sid, m in seeds.items() if any(True for _ in m.parameters())}
+    seed_params = [list(seeds[sid].parameters()) for sid in seed_opts]
+    # one optimizer steps every seed (the same update bit for bit, far fewer calls); the
+    # per-seed optimizers share its state and export it
+    seeds_opt = merged_adamw(list(seed_opts.values()), lr=settings.seed_lr,
+                             weight_decay=settings.weight_decay)
     slots = list(dict.fromkeys(k.slot for k in keys))
     hook = IncubationHook({s: [seeds[k.seed_id] for k in keys if k.slot == s] for s in slots})
     # first-order rows come out grouped by slot; this puts them back in ``keys`` order
@@ -139,17 +145,18 @@ def incubate(
         pending, first_order, losses = [], [], []
         for _ in range(settings.steps_per_epoch):
             host_opt.zero_grad(set_to_none=True)
-            for opt in seed_opts.values():
-                opt.zero_grad(set_to_none=True)
+            if seeds_opt is not None:
+                seeds_opt.zero_grad(set_to_none=True)
             losses.append(train_step(host, workload, stream.next(), hook=hook, device=device))
             pending.append(collector.collect())  # before clipping
             if slots:
                 first_order.append(torch.cat([hook.first_order_terms(s) for s in slots]))
             clip_(host_params, settings.grad_clip)
             host_opt.step()
-            for sid, opt in seed_opts.items():
-                clip_(list(seeds[sid].parameters()), settings.grad_clip)
-                opt.step()
+            for params in seed_params:   # each seed on its own, as clip_grad_norm_ does
+                clip_(params, settings.grad_clip)
+            if seeds_opt is not None:
+                seeds_opt.step()
         # SYNC POINT: one device->host copy per epoch for stats, losses and first-order terms.
         stats = collector.materialize(pending)
         loss_cpu = torch.stack(losses).double().cpu().tolist()

@@ -171,15 +171,19 @@ def clip_groups_(groups: Sequence[Sequence[Tensor]], max_norm: float) -> None:
 
 def merged_adamw(optimizers: Sequence[torch.optim.AdamW], *, lr: float,
                  weight_decay: float) -> torch.optim.AdamW | None:
-    """One AdamW (``foreach=False``: the same elementwise update) over the parameters of
-    ``optimizers``, carrying each parameter's state over; None when there is none."""
+    """One AdamW (``foreach=False``: the same elementwise update, bit for bit) over the
+    parameters of ``optimizers``, sharing each parameter's state with its original
+    optimizer; None when there is none."""
     params = [p for opt in optimizers for group in opt.param_groups for p in group["params"]]
     if not params:
         return None
     merged = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, foreach=False)
     for opt in optimizers:
-        for p, state in opt.state.items():
-            merged.state[p] = state
+        for group in opt.param_groups:
+            for p in group["params"]:
+                # the same dict: the merged steps update it in place, so each original
+                # optimizer's state_dict() stays current
+                merged.state[p] = opt.state[p]
     return merged
 
 
@@ -206,15 +210,16 @@ class StackedBlendHook:
 def evaluate_stacked(model: StackedCNN, workload, *, hook=None,
                      batch_size: int = 1024) -> list[Evaluation]:
     """``evaluate`` for every fork of ``model`` (eval mode) on the held-out split. Rows are
-    chunked so one chunk holds about 1024 rows of one host's activations (it then stays in
-    the CPU's caches); the chunking changes nothing but float summation order."""
+    chunked on the CPU so one chunk holds about 1024 rows of one host's activations (it then
+    stays in the caches); the chunking changes nothing but float summation order."""
     was_training = model.training
     model.eval()
     k = model.k
     loss_sum = torch.zeros(k, dtype=torch.float64, device=workload.test_x.device)
     flags = []
     n = workload.test_x.shape[0]
-    step = max(1, min(batch_size, 1024 // k))    # a chunk stays in the CPU's caches
+    # on the CPU a chunk stays in the caches; a GPU takes the whole batch
+    step = batch_size if workload.test_x.is_cuda else max(1, min(batch_size, 1024 // k))
     for start in range(0, n, step):
         x = workload.test_x[start:start + step]
         y = workload.test_y[start:start + step]

@@ -114,18 +114,20 @@ def run_fork(workload: Workload, incubated: Incubated, key: SeedKey | None,
 
 def measure_values(workload: Workload, incubated: Incubated, incubation: IncubationSettings,
                    forks: ForkSettings, *, replicate: int, device: torch.device,
-                   on_fork: Callable[[], None] | None = None, batched: bool | None = None,
+                   on_fork: Callable[[], None] | None = None, batched: bool = False,
                    ) -> tuple[ForkOutcome, dict[str, ForkOutcome]]:
     """(control placebo fork, one fork per seed) — no seed is skipped (no censoring).
 
-    ``batched`` (default: whenever the host can be stacked, i.e. the CNN host) trains every
-    fork together as one wide network (``_stacked``); ``False`` runs them one at a time.
-    Both give the same outcomes up to float32 rounding (the tolerance is in
-    ``tests/episodes/test_batched_forks.py``).
+    ``batched=True`` trains every fork together as one wide network (``_stacked``; the CNN
+    host only); the default runs them one at a time. The two agree up to float32 rounding
+    grown over the fork's optimizer steps (values within ~1.3 pp, the tolerance is in
+    ``tests/episodes/test_batched_forks.py``), which is not equality: batching stays opt-in
+    until it is the default under a new ``EPISODE_FORMAT`` with the findings rerun, so a
+    cached episode and a fresh one never differ silently.
     """
     keys: Sequence[SeedKey] = incubated.keys
-    if batched is None:
-        batched = stacked.supports(workload.build_host())
+    if batched and not stacked.supports(workload.build_host()):
+        batched = False                       # only the CNN host can be stacked
     if batched:
         results = _measure_stacked(workload, incubated, incubation, forks,
                                    replicate=replicate, device=device)
@@ -176,12 +178,16 @@ def _measure_stacked(workload: Workload, incubated: Incubated, incubation: Incub
     clip_seeds = stacked.GroupClipper(seed_params, incubation.grad_clip)  # each seed alone
     hook = stacked.StackedBlendHook(placed, {s: host.slot_width(s) for s in placed})
     stream = BatchStream(workload.n_train, incubation.batch_size, phase_seed(replicate, "value"))
-    for t in range(forks.blend_steps + forks.horizon_steps):
+    n_steps = forks.blend_steps + forks.horizon_steps
+    # every batch's indices on the device at once: no host-to-device copy per step
+    batches = (torch.stack([stream.next() for _ in range(n_steps)]).to(
+        workload.train_x.device).unbind() if n_steps else ())
+    for t in range(n_steps):
         hook.alpha = ramp_alpha(t, forks.blend_steps, forks.ramp)
         opt.zero_grad(set_to_none=True)
         if seed_opt is not None:
             seed_opt.zero_grad(set_to_none=True)
-        idx = stream.next().to(workload.train_x.device)
+        idx = batches[t]
         stacked.stacked_loss(model(workload.train_x[idx], hook), workload.train_y[idx]).backward()
         stacked.clip_per_fork_(host_params, incubation.grad_clip)
         clip_seeds()

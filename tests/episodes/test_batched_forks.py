@@ -119,7 +119,8 @@ def three_slot_episode():
                                         device=CPU, batched=False)
     calls = []
     batched = value_forks.measure_values(workload, incubated, settings, forks, replicate=1,
-                                         device=CPU, on_fork=lambda: calls.append(1))
+                                         device=CPU, batched=True,
+                                         on_fork=lambda: calls.append(1))
     return config, workload, incubated, serial, batched, len(calls)
 
 
@@ -229,6 +230,15 @@ def test_merged_adamw_steps_like_the_separate_optimizers():
             merged.step()
     for p, q in zip(a, b, strict=True):
         torch.testing.assert_close(q, p, rtol=0, atol=0)
+    # the original optimizers still export the current state (incubation saves it per seed)
+    for oa, ob in zip(opts_a, opts_b, strict=True):
+        sa, sb = oa.state_dict()["state"][0], ob.state_dict()["state"][0]
+        assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    fresh = torch.nn.Parameter(torch.zeros(2))
+    fresh_opt = torch.optim.AdamW([fresh], lr=0.1, foreach=False)
+    fresh.grad = torch.ones(2)
+    stacked.merged_adamw([fresh_opt], lr=0.1, weight_decay=0.01).step()
+    assert int(fresh_opt.state_dict()["state"][0]["step"]) == 1
     assert stacked.merged_adamw([], lr=0.1, weight_decay=0.0) is None
 
 
