@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from esper_ab.commands import HelpFormatter
-from esper_ab.errors import DiskFull, EsperABError, InertStream, disk_full, one_line
+from esper_ab.errors import DiskFull, EsperABError, InertStream, disk_full, error_lines
 from esper_ab.progress import tee_output
 
 # One entry per subsystem; each module defines ``register(subparsers)``.
@@ -130,8 +130,12 @@ def _broken_pipe() -> int:
 
 
 def _fail(exc: EsperABError) -> int:
-    """One line, bounded, with no terminal control character, whatever the input was."""
-    print(f"esper-ab: error: {one_line(exc)}", file=sys.stderr)
+    """One line, bounded, with no terminal control character, whatever the input was (an
+    explained refusal: its own few short lines, each bounded alike)."""
+    first, *rest = error_lines(exc)
+    print(f"esper-ab: error: {first}", file=sys.stderr)
+    for line in rest:
+        print(line, file=sys.stderr)
     return 2
 
 

@@ -59,6 +59,17 @@ def one_line(text: object, limit: int = MAX_MESSAGE) -> str:
     return _BREAKS.sub(" ", inert(s))
 
 
+def error_lines(exc: EsperABError) -> list[str]:
+    """What the CLI prints for ``exc``: one bounded line, or, for an explained refusal, its
+    own short lines (bounded each, at most :data:`MAX_LINES`)."""
+    if not getattr(exc, "explained", False):
+        return [one_line(exc)]
+    lines = [one_line(line) for line in str(exc).splitlines() if line.strip()] or [""]
+    if len(lines) > MAX_LINES:
+        lines = [*lines[:MAX_LINES - 1], f"... ({len(lines) - MAX_LINES + 1} more lines)"]
+    return lines
+
+
 def print_note(text: str) -> None:
     """One ``esper-ab: note:`` line on stderr (a cache recomputed, a journal repaired)."""
     print(f"esper-ab: note: {one_line(text)}", file=sys.stderr, flush=True)
@@ -84,7 +95,16 @@ class InertStream:
 
 
 class EsperABError(Exception):
-    """Base class of every error esper-ab raises on purpose."""
+    """Base class of every error esper-ab raises on purpose.
+
+    Printed as one line. A subclass that explains a refusal rather than a bad input (no
+    winner to export) sets ``explained = True``: its message's lines are printed as they are,
+    each one still bounded and stripped of control characters, at most ``MAX_LINES``."""
+
+    explained = False
+
+
+MAX_LINES = 12
 
 
 class ConfigError(EsperABError, ValueError):

@@ -10,7 +10,10 @@ from esper_ab.errors import EsperABError
 
 
 class NoWinner(EsperABError):
-    """The sweep's verdict names no winner (not better, or undecided): export refuses."""
+    """The sweep's verdict names no winner (not better, or undecided): export refuses, and
+    says in a few short lines which verdict of which sweep run it read."""
+
+    explained = True
 
 
 VERDICT_WORDS = {"not_better": "not better: no candidate beats the baseline",

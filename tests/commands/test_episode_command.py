@@ -34,7 +34,7 @@ def test_tiny_episode_writes_tables_and_prints_the_summary(tmp_path):
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["--workload", "mnist", "--replicate", "0"], "--workload: invalid choice: 'mnist'"),
+    (["--workload", "mnist", "--replicate", "0"], "--workload 'mnist' is unknown"),
     (["--workload", "synthetic-cnn", "--replicate", "0", "--slot", "block9"], "slot='block9'"),
     (["--workload", "cifar10", "--replicate", "0", "--data-dir", "/no/such/dir"],
      "/no/such/dir"),
