@@ -206,7 +206,8 @@ class SweepTracker:
             self._name_by_verdict(run_id, str(tags["esper_ab.verdict_kind"]))
         if "esper_ab.winner_run_id" in tags:
             self._mark_winner(run_id, str(tags["esper_ab.winner_run_id"]),
-                              str(tags.get("esper_ab.verdict_headline", "")))
+                              str(tags.get("esper_ab.verdict_headline")
+                                  or str(tags.get("esper_ab.verdict", "")).split(" | ")[0]))
 
     def _name_by_verdict(self, run_id: str, kind: str) -> None:
         """``smoke · undecided · 12-06 14:03``: the space, the verdict kind, the start time
