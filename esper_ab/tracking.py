@@ -182,8 +182,9 @@ class SweepTracker:
         siblings = self.client.search_runs([parent.info.experiment_id],
                                            f"tags.`{PARENT}` = '{parent_id}'",
                                            max_results=50_000)
-        if number is None:   # only the driver creates children: unique, in order
-            number = len(siblings) + 1
+        used = {s.data.tags.get("esper_ab.trial_number") for s in siblings}
+        if number is None or str(number) in used:   # the lowest free number: unique, and
+            number = next(i for i in range(1, len(siblings) + 2) if str(i) not in used)
         run = self.client.create_run(parent.info.experiment_id,   # t003 first: never cut
                                      run_name=f"t{number:03d} "
                                               f"{child_run_name(run_name, params)}", tags={
@@ -206,7 +207,8 @@ class SweepTracker:
             self._name_by_verdict(run_id, str(tags["esper_ab.verdict_kind"]))
         if "esper_ab.winner_run_id" in tags:
             self._mark_winner(run_id, str(tags["esper_ab.winner_run_id"]),
-                              str(tags.get("esper_ab.verdict_headline", "")))
+                              str(tags.get("esper_ab.verdict_headline")
+                                  or str(tags.get("esper_ab.verdict", "")).split(" | ")[0]))
 
     def _name_by_verdict(self, run_id: str, kind: str) -> None:
         """``smoke · undecided · 12-06 14:03``: the space, the verdict kind, the start time

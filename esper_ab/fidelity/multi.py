@@ -225,7 +225,7 @@ def run_multi_fidelity(spec: SweepSpec, *,
         # The search sees the search replicates only; the confirmation replicates stay out.
         evidence = ReplayEvidence(traces.subset(spec.replicates), folds=spec.calibration_folds)
         search = search_replay(spec, evidence, folder=folder, batch_size=options.batch_size,
-                               progress=options.progress)
+                               progress=options.progress, sweep_run=parent)
         log_search(tracker, parent, search)
         c0 = time.process_time()
         finalists = log_finalists(tracker, parent, spec, evidence, search,

@@ -218,7 +218,7 @@ def run_replay_sweep(spec: SweepSpec, *, evidence: Evidence | None = None,
             evidence = _evidence(spec, folder)
         require_search_only(spec, evidence)
         search = search_replay(spec, evidence, folder=folder, batch_size=options.batch_size,
-                               progress=options.progress)
+                               progress=options.progress, sweep_run=parent)
         log_search(tracker, parent, search)
         n = max(options.finalists or spec.selection.top_k,
                 spec.confirm.top_k if spec.confirm_fidelity else 0)

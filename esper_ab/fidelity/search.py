@@ -42,9 +42,10 @@ from esper_ab.trial import BASELINE_LABEL, Evidence, TrialParams, batch_trial_me
 __all__ = ["ReplaySearch", "rank_trials", "replay_study_name", "search_replay"]
 
 
-def replay_study_name(spec: SweepSpec) -> str:
-    """The Optuna study of a sweep's replay search (never shared with its Ray sweep)."""
-    return f"{spec.name}-replay"
+def replay_study_name(spec: SweepSpec, sweep_run: str | None = None) -> str:
+    """The Optuna study of a sweep's replay search (never shared with its Ray sweep); with
+    ``sweep_run``, that run's own study (a new sweep never warm-starts from an earlier one)."""
+    return f"{spec.name}-replay" + (f"-{sweep_run}" if sweep_run else "")
 
 
 @dataclass(frozen=True, eq=False)
@@ -85,12 +86,14 @@ def _objective_values(spec: SweepSpec, metrics: dict[str, float]) -> list[float]
 
 def search_replay(spec: SweepSpec, evidence: Evidence, *, folder: str | Path,
                   num_samples: int | None = None, batch_size: int = 64,
-                  progress: Callable[[str, int, int], None] | None = None) -> ReplaySearch:
+                  progress: Callable[[str, int, int], None] | None = None,
+                  sweep_run: str | None = None) -> ReplaySearch:
     """Run the replay search of ``spec`` over ``evidence`` (every replicate of it);
     ``progress("search", done, total)`` after each batch of configs.
 
-    The study ``<name>-replay`` lives in ``folder/optuna-replay.journal`` and is appended to
-    by later searches of the same sweep. ``num_samples`` overrides the spec's (the grid
+    The study ``<name>-replay`` (``<name>-replay-<sweep_run>`` for a tracked sweep run: each
+    its own) lives in ``folder/optuna-replay.journal``; without ``sweep_run`` later
+    searches of the same sweep append to it. ``num_samples`` overrides the spec's (the grid
     sampler evaluates every grid point).
     """
     import optuna
@@ -113,7 +116,7 @@ def search_replay(spec: SweepSpec, evidence: Evidence, *, folder: str | Path,
     n_total = len(points) if points else int(num_samples or spec.num_samples)
     space = define_by_run(spec)
     reps = tuple(evidence.replicates)
-    name = replay_study_name(spec)
+    name = replay_study_name(spec, sweep_run)
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)   # no INFO line per trial
     try:

@@ -175,9 +175,9 @@ class DurableSearch:
     Tune trial id and sweep run as user attributes (see the module doc)."""
 
     def __init__(self, *args: Any, sweep_run: str, lockstep: Any | None = None,
-                 **kwargs: Any) -> None:
+                 numbered: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._sweep_run = sweep_run
+        self._sweep_run, self._numbered = sweep_run, numbered
         self._ends: dict[str, tuple[Any, bool]] = {}
         self._lockstep = lockstep         # studies.Lockstep: draws independent of end order
 
@@ -196,9 +196,10 @@ class DurableSearch:
 
     def number(self, trial_id: str) -> int | None:
         """The trial's number in MLflow (``t003``): its Optuna number + 1, so that a trial's
-        name does not depend on which of a round's trials Tune started first."""
+        name does not depend on which of a round's trials Tune started first (None on a
+        resume: re-runs take the lowest free numbers)."""
         ot = self._ot_trials.get(trial_id)
-        return ot.number + 1 if ot is not None else None
+        return ot.number + 1 if ot is not None and self._numbered else None
 
     def reuse_run(self, trial_id: str) -> str | None:
         """The MLflow run an interrupted attempt of this config left (a resumed re-run)."""

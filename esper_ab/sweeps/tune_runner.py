@@ -250,7 +250,8 @@ def _searcher(spec: SweepSpec, storage: Any, *, sweep_run: str, seed: int,
         space=define_by_run(spec), metric=metric if spec.multi_objective else metric[0],
         mode=mode if spec.multi_objective else mode[0], sampler=optuna_sampler(seeded),
         study_name=sweep_study_name(spec.name, sweep_run), storage=storage,
-        points_to_evaluate=points, sweep_run=sweep_run, lockstep=Lockstep(spec.max_concurrent, n))
+        points_to_evaluate=points, sweep_run=sweep_run, lockstep=Lockstep(spec.max_concurrent, n),
+        numbered=fresh)
 
 
 def _scheduler(spec: SweepSpec) -> Any:

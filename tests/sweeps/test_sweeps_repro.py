@@ -8,6 +8,7 @@ import random
 
 import mlflow
 import optuna
+import pandas as pd
 import pytest
 from sweep_helpers import space
 
@@ -141,3 +142,28 @@ def test_lockstep_pickles_with_its_state():
     gate.asked("a")
     copy = pickle.loads(pickle.dumps(gate))
     assert copy.may_ask() and copy.asked("b") == [] and not copy.may_ask()
+
+
+@pytest.mark.slow
+def test_a_second_replay_sweep_in_the_same_folder_is_a_new_study(tmp_path):
+    """The in-process replay search too: a second sweep of the same space in the same
+    folder gets its own study (not a warm start), hence the same configs and answer."""
+    from esper_ab.fidelity.replay_sweep import ReplaySweepOptions, run_replay_sweep
+    from esper_ab.fidelity.search import replay_study_name
+    from esper_ab.replay import ReplayEvidence, synthetic_traces
+
+    spec = parse_sweep_spec(space(name="rrepro", num_samples=12, replicates=3,
+                                  sampler={"kind": "tpe", "seed": 1, "n_startup_trials": 4}))
+    ev = ReplayEvidence(synthetic_traces(replicates=range(3), epochs=12, steps_per_epoch=2,
+                                         seeds_per_blueprint=1))
+    opts = ReplaySweepOptions(tracking_uri=f"sqlite:///{tmp_path}/m.db",
+                              storage_dir=str(tmp_path), n_boot=50, n_perm=50)
+    outs = [run_replay_sweep(spec, evidence=ev, options=opts) for _ in range(2)]
+    cols = [c for c in outs[0].search.trials.columns if c not in ("wall_s", "cpu_s")]
+    a, b = (o.search.trials[cols].reset_index(drop=True) for o in outs)
+    pd.testing.assert_frame_equal(a, b)
+    assert outs[0].reason.split("configs/s)")[1] == outs[1].reason.split("configs/s)")[1]
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
+        str(outs[0].sweep_dir / "optuna-replay.journal")))
+    assert {s.study_name for s in storage.get_all_studies()} == {
+        replay_study_name(spec, o.sweep_run_id) for o in outs}

@@ -187,7 +187,8 @@ def test_the_parent_run_reads_like_a_result(store, tmp_path):
     marked = {i: client.get_run(i).data.tags for i in ids}
     winner_id = tags["esper_ab.winner_run_id"]
     assert {i for i, t in marked.items() if t.get("esper_ab.is_winner") == "true"} == {winner_id}
-    assert marked[winner_id]["mlflow.note.content"].startswith("**The sweep's winner.**")
+    assert marked[winner_id]["mlflow.note.content"] == \
+        f"**The sweep's winner.** {tags['esper_ab.verdict_headline']}"
     # every metric the parent shows is rounded to 4 significant digits
     assert all(v == float(f"{v:.4g}") for v in metrics.values())
 
