@@ -1,4 +1,4 @@
-"""The decisions-table contract (issue 4 §1): validation and CSV loading.
+"""The decisions-table contract (docs/ANALYZE.md): validation and CSV loading.
 
 One row is one seed judged by one strategy. Columns:
 
@@ -163,7 +163,7 @@ def validate_decisions(df: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise DataError(f"decisions table lacks column(s) {missing}: the table needs "
-                        f"{list(REQUIRED_COLUMNS)} (see esper_ab.stats docs, issue 4 §1)")
+                        f"{list(REQUIRED_COLUMNS)} (docs/ANALYZE.md)")
     if len(df) == 0:
         raise DataError("decisions table has no rows: pass a table with at least one seed "
                         "per strategy and blueprint")

@@ -74,3 +74,18 @@ def test_an_observational_table_without_the_flag_names_the_flag(tmp_path):
     line = r["err"].strip()
     assert r["rc"] == 2 and line.count("\n") == 0 and r["heavy"] == []
     assert "--observational" in line and "issue" not in line.lower() and "obs.csv" in line
+
+
+def test_no_error_message_in_the_package_cites_an_issue_number():
+    """Messages name the flag or the doc to read, never a tracker's issue number."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "esper_ab"
+    cited = []
+    for path in root.rglob("*.py"):
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            code = line.split("#")[0]
+            if re.search(r"""["'].*\bissue \d+""", code) and not code.lstrip().startswith(('"""', "'''")):
+                cited.append(f"{path.relative_to(root)}:{n}: {line.strip()}")
+    assert not cited, cited
