@@ -45,7 +45,8 @@ def start_sweep_ray(concurrency: int) -> None:
     """Local Ray started here with run_sweep's worker setup hook (run_sweep's own
     connect_ray is then a no-op): the prestarted workers import the trial stack, as in a
     real sweep."""
-    from esper_ab.sweeps.runtime import connect_ray
+    from esper_ab.study.runtime import connect_ray
 
-    connect_ray(None, num_cpus=concurrency, setup_hook="esper_ab.sweeps.trainables.warm_worker")
+    connect_ray(None, num_cpus=concurrency,
+                setup_hook="esper_ab.tune_driver.trainables.warm_worker")
 

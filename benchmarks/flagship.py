@@ -33,13 +33,13 @@ SPACES = [REPO / "search_spaces" / "g2_fairness_cnn.yaml",
 def run_space(path: Path, out: Path, cpus: int) -> dict[str, float]:
     import ray
 
-    from esper_ab.fidelity import format_confirmation
-    from esper_ab.fidelity.recording import load_spec_traces, record_space
     from esper_ab.fidelity.replay_sweep import ReplaySweepOptions, run_replay_sweep
     from esper_ab.progress import Progress
     from esper_ab.replay import ReplayEvidence
-    from esper_ab.sweeps.runtime import connect_ray
-    from esper_ab.sweeps.spec import load_sweep_spec
+    from esper_ab.study.confirmation import format_confirmation
+    from esper_ab.study.recording import load_spec_traces, record_space
+    from esper_ab.study.runtime import connect_ray
+    from esper_ab.study.spec import load_sweep_spec
 
     spec = load_sweep_spec(path)
     print(f"== {spec.name}: {spec.split_text()}", flush=True)
@@ -98,13 +98,13 @@ def plan_space(path: Path, out: Path, cpus: int, pilot: int, seed: int = 0) -> i
     import ray
     from scipy import stats as sps
 
-    from esper_ab.fidelity.recording import load_spec_traces, record_space
-    from esper_ab.fidelity.search import rank_trials, search_replay
     from esper_ab.gate import PRESETS
     from esper_ab.replay import ReplayEvidence
     from esper_ab.stats import SimulationDesign, StrategySpec, plan_replicates
-    from esper_ab.sweeps.runtime import connect_ray
-    from esper_ab.sweeps.spec import load_sweep_spec
+    from esper_ab.study.recording import load_spec_traces, record_space
+    from esper_ab.study.replay_search import rank_trials, search_replay
+    from esper_ab.study.runtime import connect_ray
+    from esper_ab.study.spec import load_sweep_spec
 
     spec = load_sweep_spec(path)
     reps = spec.search_replicates[:pilot]

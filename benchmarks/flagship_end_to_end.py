@@ -56,7 +56,7 @@ def episode_walls(cache: Path) -> list[float]:
 
 
 def run_once(spec, cache: Path, label: str) -> dict[str, float]:
-    from esper_ab.sweeps.tune_runner import SweepOptions, run_sweep
+    from esper_ab.tune_driver.tune_runner import SweepOptions, run_sweep
 
     clock = Clock()
     with tempfile.TemporaryDirectory() as tmp:
@@ -83,7 +83,7 @@ def main() -> None:
 
     import yaml
 
-    from esper_ab.sweeps.spec import parse_sweep_spec
+    from esper_ab.study.spec import parse_sweep_spec
 
     data = yaml.safe_load(Path(args.space).read_text())
     if args.replicates is not None:

@@ -11,7 +11,7 @@ minute of wall time:
   ``--concurrency`` itself: today's ``gpu: auto`` gives every one of ``max_concurrent``
   trials ``1 / max_concurrent`` of one GPU).
 
-The new plan is ``esper_ab.sweeps.resources.throughput_plan`` on these figures, which keeps
+The new plan is ``esper_ab.study.resources.throughput_plan`` on these figures, which keeps
 the CPU unless a GPU share is faster. ``--save PATH`` writes them where ``gpu: auto`` reads
 them (``$ESPER_AB_GPU_THROUGHPUT`` or ``.esper_ab_cache/gpu_throughput.json``).
 
@@ -94,7 +94,7 @@ def main() -> int:
         return 2
     import torch
 
-    from esper_ab.sweeps.resources import Throughput, auto_gpu_fraction, throughput_plan
+    from esper_ab.study.resources import Throughput, auto_gpu_fraction, throughput_plan
 
     if torch.cuda.is_available():
         gpu_device, machine = "cuda:0", torch.cuda.get_device_name(0)

@@ -37,7 +37,7 @@ def peer_trainable(config, *, spec, evidence):
     from ray import tune
 
     from esper_ab.gate import PRESETS
-    from esper_ab.sweeps.space import params_from_flat
+    from esper_ab.study.space import params_from_flat
     from esper_ab.trial import BASELINE_LABEL, CANDIDATE_LABEL, trial_metrics
 
     params = params_from_flat(config, spec)
@@ -56,7 +56,7 @@ def run_peer(spec, evidence, tmp: str, concurrency: int) -> float:
     from ray.air.integrations.mlflow import MLflowLoggerCallback
     from ray.tune.search.optuna import OptunaSearch
 
-    from esper_ab.sweeps.space import define_by_run
+    from esper_ab.study.space import define_by_run
 
     objective = spec.objectives[0]
     sampler = optuna.samplers.TPESampler(seed=spec.sampler.seed,
@@ -89,8 +89,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from esper_ab.replay import evidence_for_spec
-    from esper_ab.sweeps.spec import parse_sweep_spec
-    from esper_ab.sweeps.tune_runner import SweepOptions, run_sweep
+    from esper_ab.study.spec import parse_sweep_spec
+    from esper_ab.tune_driver.tune_runner import SweepOptions, run_sweep
 
     spec = parse_sweep_spec(flagship_space(configs=args.configs, concurrency=args.concurrency,
                                            traces_dir=args.traces, name="peer_tune"),

@@ -1,7 +1,7 @@
 """Replay search speed: gate configs searched per second, per sampler kind.
 
 Records (or loads from --cache) tiny synthetic-cnn episodes (8 blueprints, one slot), then
-runs ``esper_ab.fidelity.search.search_replay`` -- the in-process Optuna study that
+runs ``esper_ab.study.replay_search.search_replay`` -- the in-process Optuna study that
 ``esper-ab replay`` runs -- over the shipped smoke space (five strategies, conditional
 parameters, two windows) for each sampler kind. A config's cost is: the Optuna ask and its
 conditional suggestions, the replay of the gate over every replicate (statistic, window,
@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 
 from esper_ab.episodes.runner import episode_config, run_episode
-from esper_ab.fidelity.search import search_replay
 from esper_ab.replay import ReplayEvidence, TraceSet
-from esper_ab.sweeps.spec import load_sweep_spec
+from esper_ab.study.replay_search import search_replay
+from esper_ab.study.spec import load_sweep_spec
 
 SMOKE = Path(__file__).resolve().parents[1] / "search_spaces" / "smoke.yaml"
 

@@ -3,7 +3,7 @@ in-process replay search on the same configs.
 
 The flagship's space (``benchmarks/_flagship.py``: its strategies, gate search, sampler and 20
 replicates; synthetic traces of a recorded episode's shape unless ``--traces``) runs as a
-batched Ray Tune sweep (``esper_ab.sweeps.batches``: a Tune trial scores a batch of configs):
+batched Ray Tune sweep (``esper_ab.tune_driver.batches``: a Tune trial scores a batch of configs):
 
     overhead = wall(Tuner.fit) / (sum of trial compute / concurrency)
 
@@ -11,7 +11,7 @@ A trial's compute is its own work (replay + batched scoring of its configs); the
 scheduling, the trial workers' start (process + imports), Optuna asks and tells, reports --
 is overhead. The worker start is also shown on its own (each worker's process age when its
 first batch began) with the figure it leaves. Then the same configs (enqueued in a fresh
-study) run through the in-process search (``esper_ab.fidelity.search.search_replay``):
+study) run through the in-process search (``esper_ab.study.replay_search.search_replay``):
 
     search stage ratio = wall(Tuner.fit) / wall(in-process search)
 
@@ -45,10 +45,10 @@ def main() -> None:
 
     import optuna
 
-    from esper_ab.fidelity.search import search_replay
     from esper_ab.replay import evidence_for_spec
-    from esper_ab.sweeps.spec import parse_sweep_spec
-    from esper_ab.sweeps.tune_runner import SweepOptions, run_sweep
+    from esper_ab.study.replay_search import search_replay
+    from esper_ab.study.spec import parse_sweep_spec
+    from esper_ab.tune_driver.tune_runner import SweepOptions, run_sweep
 
     spec = parse_sweep_spec(flagship_space(configs=args.configs, concurrency=args.concurrency,
                                            traces_dir=args.traces, name="sweep_overhead"),
@@ -66,8 +66,8 @@ def main() -> None:
                 (out.sweep_dir / "batches.jsonl").read_text().splitlines() if line.strip()]
         # The same configs through the in-process search (enqueued: no sampling needed).
         folder = Path(tmp) / "inprocess"
-        from esper_ab.fidelity.search import replay_study_name
-        from esper_ab.sweeps.studies import REPLAY_JOURNAL, optuna_directions, optuna_storage
+        from esper_ab.study.replay_search import replay_study_name
+        from esper_ab.study.studies import REPLAY_JOURNAL, optuna_directions, optuna_storage
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = optuna.create_study(study_name=replay_study_name(spec),

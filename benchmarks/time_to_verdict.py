@@ -39,14 +39,14 @@ from pathlib import Path
 import ray
 
 from esper_ab.fidelity import MultiFidelityOptions, run_multi_fidelity
-from esper_ab.fidelity.agreement import closed_loop_decisions
-from esper_ab.fidelity.confirmation import ConfirmJob, run_confirmations
-from esper_ab.fidelity.recording import load_spec_traces, record_space
 from esper_ab.gate import PRESETS
 from esper_ab.stats import analyze
-from esper_ab.sweeps.runtime import connect_ray
-from esper_ab.sweeps.space import grid_points, params_from_flat
-from esper_ab.sweeps.spec import parse_sweep_spec
+from esper_ab.study.agreement import closed_loop_decisions
+from esper_ab.study.confirmation import ConfirmJob, run_confirmations
+from esper_ab.study.recording import load_spec_traces, record_space
+from esper_ab.study.runtime import connect_ray
+from esper_ab.study.space import grid_points, params_from_flat
+from esper_ab.study.spec import parse_sweep_spec
 from esper_ab.trial import BASELINE_LABEL
 
 THRESHOLDS = {"small": {"baseline": [0.05, 0.1, 0.5, 1.0, 2.0], "exponent": [0.01, 0.1, 1.0],

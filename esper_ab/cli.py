@@ -70,7 +70,7 @@ def _exit_now_after_ray(rc: int) -> None:
     """After an embedded Ray, end the process at once (``os._exit``, streams flushed): Ray's
     C++ teardown at interpreter exit took 10-12 s after a finished ``ray.shutdown`` (measured
     after a Ctrl-C), and everything esper-ab writes is written by now."""
-    runtime = sys.modules.get("esper_ab.sweeps.runtime")
+    runtime = sys.modules.get("esper_ab.study.runtime")
     if runtime is None or not runtime.embedded_ray_started():
         return
     for stream in (sys.stdout, sys.stderr):

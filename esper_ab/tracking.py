@@ -35,19 +35,19 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 
 from esper_ab.errors import ConfigError
 from esper_ab.gate import GateConfig
-from esper_ab.sweeps.analysis import SweepAnalysis, SweepRecord, TrialRecord
-from esper_ab.sweeps.outcome import (
+from esper_ab.study.analysis import SweepAnalysis, SweepRecord, TrialRecord
+from esper_ab.study.outcome import (
     child_run_name,
     parent_metrics,
     parent_params,
     parent_tables,
     parent_tags,
 )
-from esper_ab.sweeps.provenance import git_commit, package_versions
-from esper_ab.sweeps.report import png_bytes
-from esper_ab.sweeps.spec import SweepSpec, parse_sweep_spec
-from esper_ab.sweeps.studies import store_dir
-from esper_ab.sweeps.writer import BackgroundWriter
+from esper_ab.study.provenance import git_commit, package_versions
+from esper_ab.study.report import png_bytes
+from esper_ab.study.spec import SweepSpec, parse_sweep_spec
+from esper_ab.study.studies import store_dir
+from esper_ab.study.writer import BackgroundWriter
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 

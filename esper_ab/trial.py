@@ -188,7 +188,7 @@ def batch_trial_metrics(decisions: pd.DataFrame, *,
 
     ``decisions`` holds the baseline's rows (strategy ``baseline``) and each candidate's rows
     under its own label, all on the same seeds; one ``GroupMetrics`` pass serves them all.
-    The replay search scores thousands of configs this way (``esper_ab.fidelity.search``).
+    The replay search scores thousands of configs this way (``esper_ab.study.replay_search``).
     """
 
     gm = GroupMetrics.from_decisions(decisions, n_boot=0, rank_metrics=False)

@@ -4,7 +4,7 @@
         [--python /path/to/cluster/venv/bin/python] [-- esper-ab sweep options]
 
 ``--python`` is the interpreter on the cluster that has esper-ab installed (default: this
-one, which is right for a local head). Token auth is prepared as ``esper_ab.sweeps.auth`` says.
+one, which is right for a local head). Token auth is prepared as ``esper_ab.study.auth`` says.
 
 A freshly started head registers its job agent some time after it answers; on a loaded
 machine that took more than 90 s. Submission waits for the agent up to ``--agent-wait``
@@ -50,7 +50,7 @@ def submit_sweep(address: str, space: str, sweep_args: list[str] | None = None, 
     import yaml
     from ray.job_submission import JobSubmissionClient
 
-    from esper_ab.sweeps.auth import job_client_auth
+    from esper_ab.study.auth import job_client_auth
 
     job_client_auth()
     runtime_env = yaml.safe_load((REPO / "jobs" / "runtime_env.yaml").read_text())

@@ -18,7 +18,7 @@ import sys
 
 def main(argv: list[str]) -> int:
     from esper_ab.cli import main as cli_main
-    from esper_ab.sweeps.auth import auth_mode
+    from esper_ab.study.auth import auth_mode
 
     mode = auth_mode()
     print(f"esper-ab job: RAY_ADDRESS={os.environ.get('RAY_ADDRESS', '(unset)')}, "

@@ -1,5 +1,7 @@
 """The package's import graph: no cycles, private modules stay private, one module per
-heavy integration (``ray.tune``, ``mlflow``).
+heavy integration (``ray.tune``, ``mlflow``), and a study's three rooms layered: the
+foundation (``study``) under two drivers (``tune_driver``, ``fidelity``) that never import
+each other.
 
 Every import statement counts, function-local ones included (a local import that closes a
 cycle still is one); imports under ``if TYPE_CHECKING:`` do not run and are left out. An
@@ -16,8 +18,14 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "esper_ab"
-TUNE_RUNNER = "esper_ab.sweeps.tune_runner"
+TUNE_RUNNER = "esper_ab.tune_driver.tune_runner"
 TRACKING = "esper_ab.tracking"
+# A study's rooms, each a folder, and the rooms each may reach (directly or through anything
+# it imports). The foundation knows neither driver; each driver knows the foundation only.
+STUDY = "esper_ab.study"
+TUNE_DRIVER = "esper_ab.tune_driver"
+FIDELITY = "esper_ab.fidelity"
+ROOMS = {STUDY: set(), TUNE_DRIVER: {STUDY}, FIDELITY: {STUDY}}
 
 
 def _module_name(path: Path) -> str:
@@ -168,8 +176,68 @@ def _closure(start: str) -> set[str]:
 
 
 def test_recording_workers_never_load_ray_tune():
-    assert TUNE_RUNNER not in _closure("esper_ab.fidelity.recording")
-    assert TUNE_RUNNER not in _closure("esper_ab.sweeps.runtime")
+    assert TUNE_RUNNER not in _closure("esper_ab.study.recording")
+    assert TUNE_RUNNER not in _closure("esper_ab.study.runtime")
+
+
+def _room(module: str) -> str | None:
+    return next((r for r in ROOMS if module == r or module.startswith(r + ".")), None)
+
+
+def _room_violations(edges: dict[str, set[str]]) -> list[str]:
+    """Every path from a module of one room into a room it may not reach, as
+    ``module -> the first module of the forbidden room on the way``."""
+    bad = []
+    for mod in sorted(edges):
+        own = _room(mod)
+        if own is None:
+            continue
+        seen, todo = {mod}, [mod]
+        while todo:
+            m = todo.pop()
+            for t in sorted(edges.get(m, ())):
+                if t in seen:
+                    continue
+                seen.add(t)
+                other = _room(t)
+                if other is not None and other != own and other not in ROOMS[own]:
+                    bad.append(f"{mod} -> {t}")
+                else:
+                    todo.append(t)
+    return bad
+
+
+def test_the_rooms_are_folders():
+    """The three rooms exist as packages, and no module of the package sits in a former
+    room (``esper_ab.sweeps``, which was foundation and Tune driver in one)."""
+    assert all(_is_package(r) for r in ROOMS)
+    assert not [m for m in EDGES if m == "esper_ab.sweeps" or m.startswith("esper_ab.sweeps.")]
+    assert TUNE_RUNNER.startswith(TUNE_DRIVER + ".")
+
+
+def test_the_foundation_knows_no_driver_and_no_driver_knows_the_other():
+    assert _room_violations(EDGES) == []
+
+
+def test_the_room_checker_flags_the_old_knot():
+    """The edges that tied sweeps and fidelity into one knot (before the split), by rooms:
+    the Tune driver reaching the fidelity drivers' confirmation, the fidelity driver
+    reaching the Tune driver's batches, the foundation reaching a driver (also through a
+    module outside every room)."""
+    knot = {f"{TUNE_DRIVER}.tune_runner": {f"{FIDELITY}.holdout", f"{STUDY}.spec"},
+            f"{TUNE_DRIVER}.batches": {f"{FIDELITY}.replay_sweep"},
+            f"{FIDELITY}.multi": {f"{STUDY}.runtime", f"{TUNE_DRIVER}.batches"},
+            f"{STUDY}.runtime": {"esper_ab.other"},
+            "esper_ab.other": {f"{FIDELITY}.recording"},
+            f"{FIDELITY}.holdout": {f"{STUDY}.spec"}, f"{STUDY}.spec": set(),
+            f"{FIDELITY}.replay_sweep": set(), f"{FIDELITY}.recording": set(),
+            f"{TUNE_DRIVER}.trainables": {f"{STUDY}.spec"}}
+    assert _room_violations(knot) == [
+        f"{FIDELITY}.multi -> {TUNE_DRIVER}.batches",
+        f"{STUDY}.runtime -> {FIDELITY}.recording",
+        f"{TUNE_DRIVER}.batches -> {FIDELITY}.replay_sweep",
+        f"{TUNE_DRIVER}.tune_runner -> {FIDELITY}.holdout",
+    ]
 
 
 def test_the_core_needs_neither_ray_nor_mlflow():
@@ -182,7 +250,8 @@ def test_the_core_needs_neither_ray_nor_mlflow():
 
 
 def test_subpackages_curate_their_api():
-    for pkg in ("episodes", "replay", "sweeps", "fidelity", "gate", "strategies", "stats"):
+    for pkg in ("episodes", "replay", "study", "tune_driver", "fidelity", "gate", "strategies",
+                "stats"):
         tree = ast.parse((PKG / pkg / "__init__.py").read_text())
         names = [t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets
                  if isinstance(t, ast.Name)]
@@ -200,7 +269,7 @@ def test_a_replay_trial_worker_never_imports_torch():
     replay, strategies, the gate, stats) loads no torch: a Tune trial worker starts once
     per sweep, and torch alone was half of its import time. The collector still loads
     torch on first use."""
-    code = ("import sys; import esper_ab.sweeps.trainables as t; t.warm_worker(); "
+    code = ("import sys; import esper_ab.tune_driver.trainables as t; t.warm_worker(); "
             "import esper_ab.replay, esper_ab.strategies, esper_ab.gate, esper_ab.stats; "
             "from esper_ab.gradients import GradStats, LAYER_TYPES; "
             "assert 'torch' not in sys.modules, 'torch'; "

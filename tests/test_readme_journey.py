@@ -9,7 +9,7 @@ import esper_ab
 from esper_ab.export import build_winner, write_winner
 from esper_ab.gate import GateConfig
 from esper_ab.gradients import GradientCollector
-from esper_ab.sweeps.spec import load_sweep_spec
+from esper_ab.study.spec import load_sweep_spec
 
 
 def test_training_loop_snippet(tmp_path):

@@ -11,9 +11,9 @@ from esper_ab.commands._options import progress_for, schedule_timeout, ui_hint
 
 def run_multi(spec: Any, args: argparse.Namespace) -> int:
     from esper_ab.errors import ConfigError
-    from esper_ab.fidelity.agreement import format_agreement
     from esper_ab.fidelity.multi import MultiFidelityOptions, run_multi_fidelity
-    from esper_ab.sweeps.summary import format_summary
+    from esper_ab.study.agreement import format_agreement
+    from esper_ab.study.summary import format_summary
     from esper_ab.tracking import resolve_tracking_uri
 
     if getattr(args, "resume", False):
@@ -35,7 +35,7 @@ def run_multi(spec: Any, args: argparse.Namespace) -> int:
     print()
     print(out.closed_loop.format_table())
     if out.confirmation is not None:
-        from esper_ab.fidelity import format_confirmation
+        from esper_ab.study.confirmation import format_confirmation
 
         print("\n" + format_confirmation(out.confirmation))
     print(f"\nVerdict (closed loop, authoritative): {out.closed_loop.verdict.reason}")

@@ -174,7 +174,7 @@ def schedule_timeout(args: argparse.Namespace) -> float:
 def preflight_resources(spec: Any, address: str | None) -> None:
     """An explicit GPU request on embedded local Ray fails here, in seconds, before Ray starts
     (``ResourceError``, exit 2). The full check runs on the cluster once Ray is up."""
-    from esper_ab.sweeps.resources import local_plan
+    from esper_ab.study.resources import local_plan
 
     gpu = spec.resources.gpu
     if gpu != "auto" and gpu > 0:

@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from esper_ab.stats import SelectionRule, analyze, load_decisions_csv
 
     if args.json_out:
-        from esper_ab.sweeps.preflight import writable_file
+        from esper_ab.study.preflight import writable_file
 
         writable_file(args.json_out, "--json")
     if args.observational:

@@ -84,13 +84,13 @@ def run(args: argparse.Namespace) -> int:
     folder = demo_folder(args.dir)
     uri = f"sqlite:///{(folder / 'mlflow.db').resolve()}"
     timeout = schedule_timeout(args)
-    from esper_ab.sweeps.spec import load_sweep_spec
+    from esper_ab.study.spec import load_sweep_spec
 
     spec = load_sweep_spec(args.space)
     from esper_ab.commands.export import NoWinner, export_winner
-    from esper_ab.sweeps.summary import format_summary
-    from esper_ab.sweeps.tune_runner import SweepOptions, run_sweep
+    from esper_ab.study.summary import format_summary
     from esper_ab.tracking import SweepTracker
+    from esper_ab.tune_driver.tune_runner import SweepOptions, run_sweep
 
     preflight_resources(spec, None)
     folder.mkdir(parents=True, exist_ok=True)
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     if outcome.confirmation is None:
         print(format_summary(outcome.analysis))
     else:   # the search stage briefly, then the held-out verdict, which is the sweep's
-        from esper_ab.fidelity import format_confirmation
+        from esper_ab.study.confirmation import format_confirmation
 
         search = outcome.analysis
         print(f"Search stage ({len(search.record.trials)} trials on replicates "

@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
 
     from esper_ab.episodes.runner import episode_config, record_episode, run_closed_loop, summarize
     from esper_ab.gate import Gate, load_gate_config
-    from esper_ab.sweeps.preflight import usable_dir
+    from esper_ab.study.preflight import usable_dir
 
     torch.set_num_threads(max(1, args.threads))
     gate = Gate(load_gate_config(args.gate))

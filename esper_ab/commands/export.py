@@ -65,7 +65,7 @@ def export_winner(tracker: Any, experiment: str, sweep_run: str | None, out: str
     from esper_ab.errors import ConfigError
     from esper_ab.export import build_winner, write_winner
     from esper_ab.gate import GateConfig
-    from esper_ab.sweeps.spec import parse_sweep_spec
+    from esper_ab.study.spec import parse_sweep_spec
 
     parent = tracker.find_sweep_run(experiment, sweep_run)
     analysis = tracker.read_json(parent, "sweep/analysis.json")
@@ -115,7 +115,7 @@ def export_winner(tracker: Any, experiment: str, sweep_run: str | None, out: str
 
 def run(args: argparse.Namespace) -> int:
     from esper_ab.errors import ConfigError
-    from esper_ab.sweeps.preflight import check_tracking_uri, writable_file
+    from esper_ab.study.preflight import check_tracking_uri, writable_file
 
     if args.resign is not None:
         return resign(args.resign)

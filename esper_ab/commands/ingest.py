@@ -41,7 +41,7 @@ def run_esper_lite(args: argparse.Namespace) -> int:
         raise ConfigError(f"{shown(args.path)} does not exist: give an events.jsonl, or the "
                           "folder esper-lite's DirectoryOutput wrote")
     from esper_ab.integrations.esper_lite import ingest_esper_lite, write_table
-    from esper_ab.sweeps.preflight import writable_file
+    from esper_ab.study.preflight import writable_file
 
     writable_file(args.out, "--out")
     result = ingest_esper_lite(args.path, mode=args.mode)

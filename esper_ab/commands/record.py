@@ -39,8 +39,8 @@ def run(args: argparse.Namespace) -> int:
     from esper_ab.commands._options import SPACE_FIX, existing_file
 
     existing_file(args.space, "sweep space", SPACE_FIX)   # before the heavy imports
-    from esper_ab.fidelity.recording import record_space
-    from esper_ab.sweeps.spec import load_sweep_spec
+    from esper_ab.study.recording import record_space
+    from esper_ab.study.spec import load_sweep_spec
 
     timeout = schedule_timeout(args)
     spec = load_sweep_spec(args.space)
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     reps = sorted(set(spec.replicates) | set(spec.confirm.replicates or []))
     out = args.out or f"traces/{spec.name}"
     timeout = schedule_timeout(args)
-    from esper_ab.sweeps.preflight import check_ray_address, usable_dir
+    from esper_ab.study.preflight import check_ray_address, usable_dir
 
     check_ray_address(args.address)                # before Ray starts: seconds, one line
     preflight_workloads(spec)                      # before any folder is made

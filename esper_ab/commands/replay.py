@@ -45,12 +45,12 @@ def run(args: argparse.Namespace) -> int:
     existing_file(args.space, "sweep space", SPACE_FIX)   # before the heavy imports
     existing_dir(args.traces, "--traces", "give the folder that 'esper-ab record SPACE.yaml' "
                  "wrote (default: traces/<sweep name>)")
-    from esper_ab.fidelity.recording import load_spec_traces
     from esper_ab.fidelity.replay_sweep import ReplaySweepOptions, run_replay_sweep
-    from esper_ab.fidelity.search import rank_trials
     from esper_ab.replay import ReplayEvidence
-    from esper_ab.sweeps.spec import load_sweep_spec
-    from esper_ab.sweeps.summary import format_summary
+    from esper_ab.study.recording import load_spec_traces
+    from esper_ab.study.replay_search import rank_trials
+    from esper_ab.study.spec import load_sweep_spec
+    from esper_ab.study.summary import format_summary
     from esper_ab.tracking import resolve_tracking_uri
 
     spec = load_sweep_spec(args.space).with_overrides(num_samples=args.num_samples)
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(format_summary(out.analysis))
     if out.confirmation is not None:   # the held-out verdict is the sweep's
-        from esper_ab.fidelity import format_confirmation
+        from esper_ab.study.confirmation import format_confirmation
 
         print("\n" + format_confirmation(out.confirmation))
     print(f"\nMLflow: experiment {out.experiment!r}, sweep run {out.sweep_run_id} "

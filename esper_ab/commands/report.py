@@ -29,8 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from esper_ab.sweeps.preflight import check_tracking_uri, usable_dir
-    from esper_ab.sweeps.summary import format_summary, summarize_sweep
+    from esper_ab.study.preflight import check_tracking_uri, usable_dir
+    from esper_ab.study.summary import format_summary, summarize_sweep
     from esper_ab.tracking import SweepTracker
 
     check_tracking_uri(args.tracking_uri, existing=True)   # read only: create nothing

@@ -51,9 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     existing_file(args.space, "sweep space", SPACE_FIX)   # before the heavy imports
     timeout = schedule_timeout(args)
-    from esper_ab.sweeps.spec import load_sweep_spec
-    from esper_ab.sweeps.summary import format_summary
-    from esper_ab.sweeps.tune_runner import SweepOptions, run_sweep
+    from esper_ab.study.spec import load_sweep_spec
+    from esper_ab.study.summary import format_summary
+    from esper_ab.tune_driver.tune_runner import SweepOptions, run_sweep
 
     spec = load_sweep_spec(args.space).with_overrides(num_samples=args.num_samples,
                                                       smoke_test=args.smoke_test)
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     if outcome.analysis is not None:
         print(format_summary(outcome.analysis))
     if outcome.confirmation is not None:   # the held-out verdict is the sweep's
-        from esper_ab.fidelity import format_confirmation
+        from esper_ab.study.confirmation import format_confirmation
 
         print("\n" + format_confirmation(outcome.confirmation))
     from esper_ab.tracking import resolve_tracking_uri

@@ -24,14 +24,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cluster_plan(spec: object, address: str | None) -> object:
     """The resource plan of ``spec`` where a sweep would run (``ResourceError`` if none)."""
-    from esper_ab.sweeps.resources import local_plan
+    from esper_ab.study.resources import local_plan
 
     plan = local_plan(spec.resources, spec.max_concurrent, address)
     if plan is not None:
         return plan
     import ray
 
-    from esper_ab.sweeps.runtime import connect_ray, plan_for_cluster
+    from esper_ab.study.runtime import connect_ray, plan_for_cluster
 
     started = connect_ray(address)
     try:
@@ -56,8 +56,8 @@ def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from esper_ab.sweeps.space import grid_points, space_summary
-    from esper_ab.sweeps.spec import load_sweep_spec
+    from esper_ab.study.space import grid_points, space_summary
+    from esper_ab.study.spec import load_sweep_spec
 
     spec = load_sweep_spec(args.space)
     if spec.traces.source == "directory" and not Path(spec.traces.path).is_dir():

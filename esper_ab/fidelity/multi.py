@@ -2,15 +2,15 @@
 finalists in the closed loop on Ray. The closed-loop results are the authoritative ones.
 
 1. **Traces.** Record the episodes of every workload x replicate the sweep needs (its
-   replicates and ``confirm.replicates``) as Ray tasks (``esper_ab.fidelity.recording``, cached and
+   replicates and ``confirm.replicates``) as Ray tasks (``esper_ab.study.recording``, cached and
    resumable), or read them from ``traces.path``.
-2. **Replay search** (``esper_ab.fidelity.search``): thousands of configs in process on the
+2. **Replay search** (``esper_ab.study.replay_search``): thousands of configs in process on the
    search replicates only. The best ``max(confirm.top_k, selection.top_k)`` are re-run as full
    trials and logged as child runs, and the replay-stage summary (``report.html``,
    leaderboard, replay verdict) is logged, as for a replay sweep.
-3. **Confirmation** (``esper_ab.fidelity.confirmation``): the ``confirm.top_k`` finalists (with the
+3. **Confirmation** (``esper_ab.study.confirmation``): the ``confirm.top_k`` finalists (with the
    calibration they were fitted with) and the baseline gate run in the closed loop on each
-   held-out confirmation replicate (``esper_ab.fidelity.holdout``: none was searched), one Ray
+   held-out confirmation replicate (``esper_ab.study.holdout``: none was searched), one Ray
    task per config x workload x replicate, on CUDA when a GPU
    is assigned. One child run per config (tag ``esper_ab.role=confirmation``,
    ``esper_ab.fidelity=closed_loop``).
@@ -18,7 +18,7 @@ finalists in the closed loop on Ray. The closed-loop results are the authoritati
    over the no-seed control, the recorded episode's ``valuable``) go through the statistics
    module's paired analysis under the sweep's selection rule: that verdict is the sweep's
    (``sweep/analysis.json``, so ``esper-ab export`` exports the confirmed winner; the replay
-   stage's analysis stays in ``replay/analysis.json``). ``esper_ab.fidelity.agreement`` shows
+   stage's analysis stays in ``replay/analysis.json``). ``esper_ab.study.agreement`` shows
    where replay and the loop agree (``fidelity/agreement.csv``, ``fidelity/per_seed.csv``,
    ``fidelity/report.html``).
 """
@@ -34,10 +34,9 @@ from typing import Any
 import pandas as pd
 
 from esper_ab.errors import ConfigError
-from esper_ab.sweeps.spec import SweepSpec
+from esper_ab.study.spec import SweepSpec
 
-__all__ = ["MultiFidelityOptions", "MultiFidelityOutcome", "confirm_in_closed_loop",
-           "run_multi_fidelity"]
+__all__ = ["MultiFidelityOptions", "MultiFidelityOutcome", "run_multi_fidelity"]
 
 
 @dataclass(frozen=True)
@@ -69,8 +68,8 @@ class MultiFidelityOutcome:
     status: str                         # FINISHED / FAILED
     reason: str                         # the closed-loop verdict (+ the replay stage's)
     winner: str | None                  # the confirmed winner's label, None: no winner
-    search: Any                         # esper_ab.fidelity.search.ReplaySearch
-    replay_summary: Any                 # esper_ab.sweeps.analysis.SweepAnalysis (replay stage)
+    search: Any                         # esper_ab.study.replay_search.ReplaySearch
+    replay_summary: Any                 # esper_ab.study.analysis.SweepAnalysis (replay stage)
     closed_loop: Any                    # esper_ab.stats.Analysis (authoritative)
     agreement: pd.DataFrame             # one row per confirmed config
     per_seed: pd.DataFrame
@@ -78,12 +77,12 @@ class MultiFidelityOutcome:
     compute: dict[str, float]           # CPU seconds and unit counts of what this call ran
     sweep_dir: Path
     wall_s: float
-    confirmation: Any = None            # esper_ab.fidelity.confirmation.Confirmation
+    confirmation: Any = None            # esper_ab.study.confirmation.Confirmation
 
 
 def _traces(spec: SweepSpec, folder: Path, cache: Path, reps: list[int],
             progress: Any) -> tuple[Any, Any]:
-    from esper_ab.fidelity.recording import load_spec_traces, record_space
+    from esper_ab.study.recording import load_spec_traces, record_space
 
     if spec.traces.source == "record":
         rec = record_space(spec, out_dir=folder / "traces", cache_dir=cache, replicates=reps,
@@ -92,108 +91,27 @@ def _traces(spec: SweepSpec, folder: Path, cache: Path, reps: list[int],
     return load_spec_traces(spec, spec.traces.path, replicates=reps), None
 
 
-def _jobs(spec: SweepSpec, gates: dict[str, Any], reps: list[int]) -> list[Any]:
-    from esper_ab.fidelity.confirmation import ConfirmJob
-
-    many = len(spec.workloads) > 1
-    return [ConfirmJob(label, gate, entry.name, int(r), entry.episode_config(),
-                       seed_prefix=f"{entry.name}:" if many else "")
-            for label, gate in gates.items() for entry in spec.workloads for r in reps]
-
-
-def confirm_in_closed_loop(tracker: Any, parent: str, spec: SweepSpec, *,
-                           gates: dict[str, Any], run_ids: dict[str, str],
-                           search_rank: dict[str, int], search_summary: Any, cache: Path,
-                           n_boot: int, n_perm: int, traces: Any | None = None,
-                           progress: Any | None = None,
-                           compute: dict[str, float] | None = None
-                           ) -> tuple[Any, dict[str, Any]]:
-    """Run the candidates ``gates`` (label -> fitted gate) and the baseline gate in the closed
-    loop on the confirmation replicates (Ray tasks; Ray is up), judge them (Holm over the
-    candidates only) and log it all as the sweep's verdict. ``traces``: the confirmation
-    replicates' recorded traces (recorded here when None). Returns (Confirmation, the
-    agreement results)."""
-    from esper_ab.fidelity._logging import analyze_and_log, log_confirmation
-    from esper_ab.fidelity.agreement import closed_loop_decisions
-    from esper_ab.fidelity.confirmation import (
-        check_disjoint,
-        confirmation_spec,
-        judge,
-        judge_sequentially,
-        run_confirmations,
-        sequential_state,
-    )
-    from esper_ab.gate import PRESETS
-    from esper_ab.trial import BASELINE_LABEL
-
-    confirm_reps = spec.confirm_replicates
-    check_disjoint(spec.replicates, confirm_reps)
-    if traces is None:
-        from esper_ab.fidelity.recording import sweep_evidence
-
-        traces = sweep_evidence(confirmation_spec(spec), cache_dir=cache).traces
-    traces = traces.subset(confirm_reps)
-    gates = {BASELINE_LABEL: PRESETS[spec.baseline],
-             **{k: v for k, v in gates.items() if k != BASELINE_LABEL}}
-    names = [k for k in gates if k != BASELINE_LABEL]
-    if not spec.confirm.sequential:
-        runs = run_confirmations(_jobs(spec, gates, confirm_reps), cache_dir=cache,
-                                 cpu=spec.resources.cpu, gpu=spec.resources.gpu,
-                                 progress=progress)
-        closed = closed_loop_decisions(runs, traces.seeds)
-        conf = judge(spec, closed, fidelity="closed_loop", candidates=names, n_boot=n_boot,
-                     n_perm=n_perm)
-    else:   # rounds: the first min_replicates, then one more replicate at a time
-        runs, done = [], []
-        for r in confirm_reps:
-            done.append(r)
-            if len(done) < min(spec.confirm.min_replicates, len(confirm_reps)) \
-                    and r != confirm_reps[-1]:
-                continue
-            todo = [x for x in done if x not in {j.job.replicate for j in runs}]
-            runs += run_confirmations(_jobs(spec, gates, todo), cache_dir=cache,
-                                      cpu=spec.resources.cpu, gpu=spec.resources.gpu,
-                                      progress=progress)
-            closed = closed_loop_decisions(runs, traces.seeds)
-            seq = sequential_state(spec, closed, candidates=names, order=done)
-            if all(seq.settled(c, len(done)) != "open" for c in names):
-                break
-        conf = judge_sequentially(spec, closed, fidelity="closed_loop", candidates=names,
-                                  order=done, n_boot=n_boot, n_perm=n_perm)
-        runs = [x for x in runs if x.job.replicate in set(conf.replicates)]
-        traces = traces.subset(list(conf.replicates))
-    compute = {**(compute or {}),
-               "closed_loop_runs": sum(not r.cached for r in runs),
-               "closed_loop_runs_cached": sum(r.cached for r in runs),
-               "closed_loop_cpu_s": sum(r.compute_s for r in runs if not r.cached)}
-    result = analyze_and_log(tracker, parent, spec, traces=traces, runs=runs, gates=gates,
-                             search_rank=search_rank, run_ids=run_ids,
-                             replay_summary=search_summary, n_boot=n_boot, n_perm=n_perm,
-                             compute=compute, analysis=conf.analysis)
-    log_confirmation(tracker, parent, conf, search_summary=search_summary, run_ids=run_ids)
-    return conf, result
-
-
 def run_multi_fidelity(spec: SweepSpec, *,
                        options: MultiFidelityOptions = MultiFidelityOptions()
                        ) -> MultiFidelityOutcome:
     """Run the multi-fidelity sweep of ``spec``; every run ends FINISHED or FAILED."""
     from esper_ab.errors import DataError
-    from esper_ab.fidelity.replay_sweep import finalist_label, log_finalists, log_search
-    from esper_ab.fidelity.search import search_replay
     from esper_ab.progress import report_note
     from esper_ab.replay import ReplayEvidence
-    from esper_ab.sweeps.lifecycle import sweep_lifecycle
-    from esper_ab.sweeps.preflight import check_ray_address
-    from esper_ab.sweeps.runtime import (
+    from esper_ab.study.finalists import finalist_label, log_finalists, log_search
+    from esper_ab.study.holdout import confirm_in_closed_loop
+    from esper_ab.study.lifecycle import sweep_lifecycle
+    from esper_ab.study.preflight import check_ray_address
+    from esper_ab.study.replay_search import search_replay
+    from esper_ab.study.runtime import (
         connect_ray,
         ensure_schedulable,
         plan_for_cluster,
         shutdown_ray,
         with_plan,
     )
-    from esper_ab.sweeps.space import space_summary
-    from esper_ab.sweeps.summary import summarize_sweep
+    from esper_ab.study.space import space_summary
+    from esper_ab.study.summary import summarize_sweep
 
     if spec.traces.source == "synthetic":
         raise ConfigError(f"sweep {spec.name!r}: fidelity multi confirms configs in the closed "

@@ -1,6 +1,6 @@
 """A replay-fidelity sweep, tracked in MLflow like any other sweep (``esper-ab replay``).
 
-``run_replay_sweep(spec)`` runs ``esper_ab.fidelity.search`` (thousands of configs in process,
+``run_replay_sweep(spec)`` runs ``esper_ab.study.replay_search`` (thousands of configs in process,
 no Ray) and logs it through ``esper_ab.tracking``:
 
 - one parent run (tags ``esper_ab.role=sweep``, ``esper_ab.fidelity=replay``,
@@ -14,43 +14,34 @@ no Ray) and logs it through ``esper_ab.tracking``:
   a Ray sweep's child holds. A child per config was measured at about 0.1-0.2 s of MLflow
   writes on sqlite, which would take longer than the whole search of thousands of configs,
   hence this compact form;
-- then the sweep summary (``esper_ab.sweeps.summary``: leaderboard, paired analysis of the
+- then the sweep summary (``esper_ab.study.summary``: leaderboard, paired analysis of the
   top trials against the baseline, plots, ``report.html``, verdict), as after a Ray sweep;
 - then, when the space holds replicates out (``replicates: {search: ..., confirm: ...}``), the
-  **confirmation** (``confirm_finalists``): the ``confirm.top_k`` finalists and the baseline
-  replayed on the held-out replicates, Holm over those k only. Its verdict is the sweep's
-  (``sweep/analysis.json``); the search stage's moves to ``search/``. The search never sees a
-  confirmation replicate (``require_search_only``).
+  **confirmation** (``esper_ab.study.holdout.confirm_finalists``): the ``confirm.top_k``
+  finalists and the baseline replayed on the held-out replicates, Holm over those k only. Its
+  verdict is the sweep's (``sweep/analysis.json``); the search stage's moves to ``search/``.
+  The search never sees a confirmation replicate (``require_search_only``).
 
 Every run ends FINISHED or FAILED with its reason.
 """
 
 from __future__ import annotations
 
-import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from esper_ab.errors import ConfigError, DataError
-from esper_ab.fidelity._logging import log_confirmation
-from esper_ab.fidelity.confirmation import Confirmation, confirm_by_replay, confirmation_spec
-from esper_ab.fidelity.search import ReplaySearch, rank_trials, search_replay
-from esper_ab.gate import GateConfig
-from esper_ab.sweeps.spec import SweepSpec
-from esper_ab.trial import (
-    Evidence,
-    TrialParams,
-    TrialResult,
-    iter_trial,
-    result_from_step,
-    write_trial_artifacts,
-)
+from esper_ab.study.confirmation import Confirmation, confirmation_spec
+from esper_ab.study.finalists import Finalist, finalist_label, log_finalists, log_search
+from esper_ab.study.holdout import confirm_finalists
+from esper_ab.study.replay_search import ReplaySearch, search_replay
+from esper_ab.study.spec import SweepSpec
+from esper_ab.trial import Evidence
 
-__all__ = ["Finalist", "ReplaySweepOptions", "ReplaySweepOutcome", "confirm_finalists",
-           "finalist_label", "log_finalists", "log_search", "require_search_only",
+__all__ = ["ReplaySweepOptions", "ReplaySweepOutcome", "require_search_only",
            "run_replay_sweep"]
 
 
@@ -75,17 +66,6 @@ class ReplaySweepOptions:
 
 
 @dataclass(frozen=True, eq=False)
-class Finalist:
-    """A top config re-run as a full trial and logged as a child run."""
-
-    rank: int
-    number: int                  # its Optuna trial number in the replay study
-    params: TrialParams
-    result: TrialResult
-    run_id: str
-
-
-@dataclass(frozen=True, eq=False)
 class ReplaySweepOutcome:
     sweep_run_id: str
     experiment: str
@@ -93,69 +73,10 @@ class ReplaySweepOutcome:
     reason: str
     search: ReplaySearch
     finalists: tuple[Finalist, ...]
-    analysis: Any | None         # esper_ab.sweeps.analysis.SweepAnalysis (search stage)
+    analysis: Any | None         # esper_ab.study.analysis.SweepAnalysis (search stage)
     sweep_dir: Path
     wall_s: float
     confirmation: Confirmation | None = None   # the held-out verdict (authoritative)
-
-
-def log_search(tracker: Any, parent: str, search: ReplaySearch) -> None:
-    """The search's speed as parent metrics and its whole trial table as artifacts."""
-    ranked = rank_trials(search.spec, search.trials)
-    tracker.log_metrics(parent, {
-        "replay.configs": search.n_configs, "replay.configs_failed":
-            int((search.trials["state"] == "FAIL").sum()) if search.n_configs else 0,
-        "replay.search_wall_s": search.wall_s, "replay.search_cpu_s": search.cpu_s,
-        "replay.configs_per_s": search.configs_per_s,
-        "replay.replicates": search.n_replicates}, step=0)
-    tracker.set_tags(parent, {"esper_ab.search": "optuna-in-process",
-                              "esper_ab.optuna_study": search.study_name,
-                              "esper_ab.optuna_journal": str(search.journal)})
-    folder = Path(tempfile.mkdtemp(prefix="esper_ab_replay_"))
-    search.trials.to_parquet(folder / "trials.parquet", index=False)
-    ranked.head(100).to_csv(folder / "trials_top.csv", index=False)
-    tracker.log_folder(parent, str(folder), artifact_path="replay", remove=True)
-
-
-def log_finalists(tracker: Any, parent: str, spec: SweepSpec, evidence: Evidence,
-                  search: ReplaySearch, *, n: int, tags: dict[str, str] | None = None
-                  ) -> list[Finalist]:
-    """Re-run the ``n`` best configs as full trials and log each as a child run."""
-    out: list[Finalist] = []
-    ranked = rank_trials(spec, search.trials).head(n)
-    total = len(evidence.replicates)
-    for rank, number in enumerate(ranked["number"].astype(int), start=1):
-        params = search.params[number]
-        run = tracker.trial_run(parent, trial_id=f"replay-{number}", run_name=params.strategy,
-                                params={**params.as_params(), "trial_id": f"replay-{number}",
-                                        "optuna_trial": number},
-                                tags={"esper_ab.label": params.label(),
-                                      "esper_ab.replay_rank": str(rank), **(tags or {})})
-        try:
-            last = None
-            for step in iter_trial(params, evidence, baseline=spec.baseline,
-                                   alpha=spec.selection.alpha, n_boot=200, n_perm=500):
-                tracker.log_metrics(run, {**step.metrics,
-                                          "replicates_evaluated": step.replicates_evaluated},
-                                    step=step.replicates_evaluated)
-                last = step
-            result = result_from_step(params, last, evidence)
-            folder = write_trial_artifacts(tempfile.mkdtemp(prefix="esper_ab_trial_"), result)
-            tracker.log_trial_folder(run, str(folder), remove=True)
-            tracker.end_run(run, "FINISHED", f"completed all {total} replicates (replay "
-                            f"search rank {rank} of {search.n_configs} configs)")
-        except BaseException as exc:
-            tracker.end_run(run, "FAILED", f"finalist failed: {type(exc).__name__}: "
-                            f"{' '.join(str(exc).split())[:300]}")
-            raise
-        out.append(Finalist(rank, number, params, result, run))
-    return out
-
-
-def finalist_label(tracker: Any, finalist: Finalist) -> str:
-    """The finalist's label in the sweep analysis (``t<number>-<strategy>``)."""
-    number = int(tracker.run_tags(finalist.run_id).get("esper_ab.trial_number", 0))
-    return f"t{number:03d}-{finalist.params.strategy}"
 
 
 def require_search_only(spec: SweepSpec, evidence: Any) -> None:
@@ -164,22 +85,6 @@ def require_search_only(spec: SweepSpec, evidence: Any) -> None:
     if seen:
         raise DataError(f"the search evidence holds confirmation replicates {seen}: give the "
                         f"search only its replicates {spec.replicates}")
-
-
-def confirm_finalists(tracker: Any, parent: str, spec: SweepSpec, *,
-                      gates: Mapping[str, GateConfig], run_ids: Mapping[str, str],
-                      search_summary: Any, evidence: Any, n_boot: int, n_perm: int
-                      ) -> Confirmation:
-    """Judge ``gates`` (label -> fitted gate) by replay on ``evidence`` (the confirmation
-    replicates' traces) and log the result as the sweep's verdict."""
-    if spec.confirm_fidelity != "replay":
-        raise ConfigError(f"sweep {spec.name!r}: confirm.fidelity {spec.confirm_fidelity} "
-                          "runs Ray tasks: use 'esper-ab sweep' (fidelity multi or "
-                          "closed_loop), or set confirm.fidelity: replay")
-    conf = confirm_by_replay(spec, evidence, gates, n_boot=n_boot, n_perm=n_perm)
-    log_confirmation(tracker, parent, conf, search_summary=search_summary, run_ids=run_ids)
-    return conf
-
 
 
 def _evidence(spec: SweepSpec, folder: Path) -> Evidence:
@@ -195,9 +100,9 @@ def run_replay_sweep(spec: SweepSpec, *, evidence: Evidence | None = None,
     held-out replicates; every run ends FINISHED or FAILED. ``evidence`` (the search
     replicates) and ``confirm_evidence`` (the confirmation replicates) default to the spec's
     ``traces`` source."""
-    from esper_ab.sweeps.lifecycle import sweep_lifecycle
-    from esper_ab.sweeps.space import space_summary
-    from esper_ab.sweeps.summary import summarize_sweep
+    from esper_ab.study.lifecycle import sweep_lifecycle
+    from esper_ab.study.space import space_summary
+    from esper_ab.study.summary import summarize_sweep
 
     t0 = time.perf_counter()
     spec = spec.model_copy(update={"fidelity": "replay"})

@@ -22,8 +22,8 @@ from esper_ab.episodes import SEED_FILE, run_episode
 from esper_ab.episodes._cache import INDEX, load_tensors, save_tensors
 from esper_ab.episodes.runner import episode_config
 from esper_ab.errors import DataError
-from esper_ab.fidelity.confirmation import ConfirmJob, _cached, _closed_loop_task
 from esper_ab.gate import PRESETS
+from esper_ab.study.confirmation import ConfirmJob, _cached, _closed_loop_task
 
 ESPER_AB = str(Path(sys.executable).with_name("esper-ab"))
 

@@ -16,8 +16,8 @@ def recorded(tmp_path_factory) -> Recorded:
     import torch
 
     from esper_ab.episodes.runner import run_episode
-    from esper_ab.fidelity.recording import episode_jobs
-    from esper_ab.sweeps.spec import parse_sweep_spec
+    from esper_ab.study.recording import episode_jobs
+    from esper_ab.study.spec import parse_sweep_spec
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("fidelity")
@@ -32,9 +32,9 @@ def recorded(tmp_path_factory) -> Recorded:
 @pytest.fixture(scope="session")
 def evidence(recorded):
     """Replay evidence over the searched replicates (0, 1, 2)."""
-    from esper_ab.fidelity.recording import load_spec_traces
     from esper_ab.replay import ReplayEvidence
-    from esper_ab.sweeps.spec import parse_sweep_spec
+    from esper_ab.study.recording import load_spec_traces
+    from esper_ab.study.spec import parse_sweep_spec
 
     spec = parse_sweep_spec(space())
     return ReplayEvidence(load_spec_traces(spec, recorded.traces), folds=2)
@@ -44,7 +44,7 @@ def evidence(recorded):
 def ray_local():
     """A local Ray with 2 CPUs for one test module, shut down after it."""
     ray = pytest.importorskip("ray")
-    from esper_ab.sweeps.runtime import connect_ray
+    from esper_ab.study.runtime import connect_ray
 
     if ray.is_initialized():
         ray.shutdown()

@@ -10,7 +10,7 @@ from fidelity_helpers import space
 from esper_ab.episodes.runner import run_closed_loop, run_episode
 from esper_ab.gate import PRESETS, GateConfig
 from esper_ab.replay import TraceSet, replay_decisions
-from esper_ab.sweeps.spec import parse_sweep_spec
+from esper_ab.study.spec import parse_sweep_spec
 
 GATES = {
     # cosine of the first-order term: its pass epoch moves with the batches read

@@ -65,8 +65,8 @@ def test_record_runs_ray_tasks_and_resumes(recorded, tmp_path, capsys):
     cache = tmp_path / "cache"
     shutil.copytree(recorded.cache / "episodes", cache / "episodes")
     shutil.copytree(recorded.cache / "hosts", cache / "hosts")
-    from esper_ab.fidelity.recording import _cache_folder, episode_jobs
-    from esper_ab.sweeps.spec import load_sweep_spec
+    from esper_ab.study.recording import _cache_folder, episode_jobs
+    from esper_ab.study.spec import load_sweep_spec
 
     path = write_space(tmp_path, name="fid_rec")
     job = episode_jobs(load_sweep_spec(path))[2]

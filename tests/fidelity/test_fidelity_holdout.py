@@ -18,11 +18,11 @@ from statsmodels.stats.multitest import multipletests
 
 from esper_ab.cli import main
 from esper_ab.errors import ConfigError, DataError
-from esper_ab.fidelity import format_confirmation
 from esper_ab.fidelity.replay_sweep import ReplaySweepOptions, run_replay_sweep
 from esper_ab.gate import PRESETS, GateConfig
 from esper_ab.replay import ReplayEvidence, synthetic_traces
-from esper_ab.sweeps.spec import parse_sweep_spec
+from esper_ab.study.confirmation import format_confirmation
+from esper_ab.study.spec import parse_sweep_spec
 
 SYNTH = {"epochs": 12, "steps_per_epoch": 2, "seeds_per_blueprint": 2, "seed": 3}
 SPACE = {
@@ -108,7 +108,7 @@ def test_validate_prints_the_split(tmp_path, capsys):
 
 
 def test_search_is_stratified_by_strategy(tmp_path):
-    from esper_ab.fidelity.search import search_replay
+    from esper_ab.study.replay_search import search_replay
 
     spec = parse_sweep_spec(space(num_samples=43))
     s = search_replay(spec, evidence([0, 1, 2, 3]), folder=tmp_path)
@@ -128,9 +128,9 @@ def test_search_is_stratified_by_strategy(tmp_path):
 def confirmed(tmp_path_factory):
     """The search on a spy of its replicates, its top-k fitted as a sweep fits them, then
     the confirmation by replay on a spy of the held-out replicates (no MLflow)."""
-    from esper_ab.fidelity import confirm_by_replay
-    from esper_ab.fidelity.search import rank_trials, search_replay
     from esper_ab.strategies import strategy_class
+    from esper_ab.study.confirmation import confirm_by_replay
+    from esper_ab.study.replay_search import rank_trials, search_replay
 
     spec = parse_sweep_spec(space())
     search, held = Spy(evidence(spec.replicates)), Spy(evidence(spec.confirm_replicates))
@@ -250,7 +250,7 @@ def test_search_evidence_holding_a_confirmation_replicate_is_refused(tmp_path):
 
 
 def test_confirm_by_replay_refuses_an_overlap():
-    from esper_ab.fidelity import confirm_by_replay, judge
+    from esper_ab.study.confirmation import confirm_by_replay, judge
 
     spec = parse_sweep_spec(space())
     ev = evidence([0, 1, 2, 3])
@@ -264,7 +264,7 @@ def test_confirm_by_replay_refuses_an_overlap():
 # -- Ray Tune (the sweep command) ----------------------------------------------------------
 @pytest.mark.slow
 def test_tune_sweep_confirms_on_held_out_replicates(tmp_path):
-    from esper_ab.sweeps.tune_runner import SweepOptions, run_sweep
+    from esper_ab.tune_driver.tune_runner import SweepOptions, run_sweep
 
     spec = parse_sweep_spec(space(name="tune_holdout", num_samples=8, max_concurrent=2,
                                   resources={"cpu": 1}, confirm={"top_k": 2}))
@@ -279,7 +279,7 @@ def test_tune_sweep_confirms_on_held_out_replicates(tmp_path):
 
 
 def test_sequential_confirmation_stops_on_an_always_valid_test():
-    from esper_ab.fidelity import confirm_by_replay
+    from esper_ab.study.confirmation import confirm_by_replay
 
     reps = list(range(4, 24))
     spec = parse_sweep_spec(space(replicates={"search": [0, 1, 2, 3], "confirm": reps},

@@ -12,7 +12,7 @@ import pytest
 from fidelity_helpers import space
 
 from esper_ab.fidelity.multi import MultiFidelityOptions, run_multi_fidelity
-from esper_ab.sweeps.spec import parse_sweep_spec
+from esper_ab.study.spec import parse_sweep_spec
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from esper_ab.fidelity.agreement import (
+from esper_ab.study.agreement import (
     agreement_table,
     format_agreement,
     per_seed_agreement,

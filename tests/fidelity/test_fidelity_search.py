@@ -12,10 +12,10 @@ from fidelity_helpers import space
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
-from esper_ab.fidelity.search import rank_trials, replay_study_name, search_replay
 from esper_ab.replay import replay_decisions
-from esper_ab.sweeps.space import grid_points
-from esper_ab.sweeps.spec import parse_sweep_spec
+from esper_ab.study.replay_search import rank_trials, replay_study_name, search_replay
+from esper_ab.study.space import grid_points
+from esper_ab.study.spec import parse_sweep_spec
 from esper_ab.trial import run_trial
 
 

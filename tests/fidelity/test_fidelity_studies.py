@@ -1,4 +1,4 @@
-"""esper_ab.sweeps.studies: the batched journal backend against Optuna's own file backend, the lock,
+"""esper_ab.study.studies: the batched journal backend against Optuna's own file backend, the lock,
 the direction check."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
 from esper_ab.errors import ConfigError
-from esper_ab.sweeps.spec import parse_sweep_spec
-from esper_ab.sweeps.studies import (
+from esper_ab.study.spec import parse_sweep_spec
+from esper_ab.study.studies import (
     BatchedJournalBackend,
     SweepFolderLock,
     optuna_sampler,

@@ -12,7 +12,7 @@ import pytest
 from fidelity_helpers import space
 
 from esper_ab.fidelity.replay_sweep import ReplaySweepOptions, run_replay_sweep
-from esper_ab.sweeps.spec import parse_sweep_spec
+from esper_ab.study.spec import parse_sweep_spec
 
 
 def _runs(uri: str, experiment: str) -> pd.DataFrame:

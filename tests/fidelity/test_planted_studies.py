@@ -18,10 +18,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from esper_ab.fidelity import judge
 from esper_ab.gate import PRESETS, GateConfig
 from esper_ab.replay import PLANTED_BLUEPRINTS, ReplayEvidence, synthetic_traces
-from esper_ab.sweeps.spec import parse_sweep_spec
+from esper_ab.study.confirmation import judge
+from esper_ab.study.spec import parse_sweep_spec
 from esper_ab.trial import batch_trial_metrics
 
 SEARCH, CONFIRM, TRUTH = list(range(6)), list(range(6, 16)), list(range(100, 120))

@@ -14,7 +14,7 @@ from esper_ab.errors import ConfigError
 from esper_ab.export import build_winner, write_winner
 from esper_ab.gate import GateConfig
 from esper_ab.stats import SimulationDesign, StrategySpec, analyze, simulate_decisions
-from esper_ab.sweeps.spec import load_sweep_spec
+from esper_ab.study.spec import load_sweep_spec
 
 BPS = ("attention", "conv_light", "depthwise", "norm")
 

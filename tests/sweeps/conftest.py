@@ -17,7 +17,7 @@ def ray_local():
     import sweep_helpers
     from ray import cloudpickle
 
-    from esper_ab.sweeps.runtime import connect_ray
+    from esper_ab.study.runtime import connect_ray
 
     cloudpickle.register_pickle_by_value(sweep_helpers)
     if ray.is_initialized():

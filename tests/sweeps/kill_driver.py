@@ -12,8 +12,8 @@ import os
 import sys
 
 from esper_ab.errors import EsperABError
-from esper_ab.sweeps.spec import load_sweep_spec
-from esper_ab.sweeps.tune_runner import SweepOptions, run_sweep
+from esper_ab.study.spec import load_sweep_spec
+from esper_ab.tune_driver.tune_runner import SweepOptions, run_sweep
 
 
 def main(argv: list[str]) -> int:
@@ -34,7 +34,7 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     rc = main(sys.argv[1:])
-    from esper_ab.sweeps.runtime import embedded_ray_started
+    from esper_ab.study.runtime import embedded_ray_started
 
     if embedded_ray_started():      # as the CLI: skip Ray's slow C++ teardown at exit
         sys.stdout.flush()

@@ -15,8 +15,8 @@ import psutil
 def main() -> dict:
     import ray
 
-    from esper_ab.sweeps._reaper import helper_processes
-    from esper_ab.sweeps.runtime import connect_ray
+    from esper_ab.study._reaper import helper_processes
+    from esper_ab.study.runtime import connect_ray
 
     connect_ray(None, num_cpus=1)
     time.sleep(float(sys.argv[1]) if len(sys.argv) > 1 else 5.0)   # every helper is up

@@ -13,8 +13,8 @@ from sweep_helpers import space
 
 from esper_ab.gate import PRESETS
 from esper_ab.replay import ReplayEvidence, synthetic_traces
-from esper_ab.sweeps.analysis import SweepAnalysis, SweepRecord, TrialRecord, analyze_sweep
-from esper_ab.sweeps.spec import parse_sweep_spec
+from esper_ab.study.analysis import SweepAnalysis, SweepRecord, TrialRecord, analyze_sweep
+from esper_ab.study.spec import parse_sweep_spec
 from esper_ab.trial import BASELINE_LABEL, CANDIDATE_LABEL, TrialParams, batch_trial_metrics
 
 DESCRIPTION = "which gate is fair to <every> blueprint & predicts value"
@@ -68,7 +68,7 @@ def confirmed(sa: SweepAnalysis, replicates=range(8, 14)):
     a sweep confirms them), and ``sa`` carrying its text: (sa, confirmation, table)."""
     from dataclasses import replace
 
-    from esper_ab.fidelity.confirmation import judge
+    from esper_ab.study.confirmation import judge
 
     spec = sa.record.spec
     ev = ReplayEvidence(synthetic_traces(replicates=replicates, epochs=12, steps_per_epoch=2,

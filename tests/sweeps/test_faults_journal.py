@@ -23,15 +23,15 @@ import pytest
 from sweep_helpers import write_space
 
 from esper_ab.errors import DataError
-from esper_ab.sweeps.spec import load_sweep_spec
-from esper_ab.sweeps.studies import SWEEP_JOURNAL, BatchedJournalBackend, optuna_storage
+from esper_ab.study.spec import load_sweep_spec
+from esper_ab.study.studies import SWEEP_JOURNAL, BatchedJournalBackend, optuna_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 WRITER = r"""
 import sys, optuna
-from esper_ab.sweeps.spec import load_sweep_spec
-from esper_ab.sweeps.studies import optuna_storage, optuna_directions
+from esper_ab.study.spec import load_sweep_spec
+from esper_ab.study.studies import optuna_storage, optuna_directions
 from pathlib import Path
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 spec = load_sweep_spec(sys.argv[1])

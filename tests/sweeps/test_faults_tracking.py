@@ -23,7 +23,7 @@ import pytest
 from sweep_helpers import free_port, write_space
 
 from esper_ab.errors import ConfigError
-from esper_ab.sweeps._tracking_watch import server_answers, tracking_timeout_s
+from esper_ab.study._tracking_watch import server_answers, tracking_timeout_s
 
 HERE = Path(__file__).resolve().parent
 N = 4

@@ -10,14 +10,14 @@ import random
 import pytest
 
 from esper_ab.errors import ConfigError
-from esper_ab.sweeps.resources import (
+from esper_ab.study.resources import (
     THROUGHPUT_ENV,
     Throughput,
     load_throughput,
     plan_resources,
     throughput_plan,
 )
-from esper_ab.sweeps.spec import Resources
+from esper_ab.study.spec import Resources
 
 # issue 24's H100 figures (old code): 8 CPU processes 20.8/min on 16 cores, one GPU with
 # 8 CUDA episodes 16.2/min and 16 of them 23.3/min

@@ -24,8 +24,8 @@ import pytest
 from sweep_helpers import free_port, space
 from test_report_browser import chromium  # noqa: F401  (the fixture: installs or skips)
 
-from esper_ab.sweeps.space import space_summary
-from esper_ab.sweeps.spec import parse_sweep_spec
+from esper_ab.study.space import space_summary
+from esper_ab.study.spec import parse_sweep_spec
 from esper_ab.tracking import SweepTracker, ui_url
 
 pytestmark = pytest.mark.slow        # an mlflow server and a browser start

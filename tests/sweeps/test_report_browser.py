@@ -110,7 +110,7 @@ def _load(chromium: str, page: Path) -> tuple[dict, str]:
 def report(tmp_path_factory):
     from report_helpers import sweep_analysis
 
-    from esper_ab.sweeps.report import render_html, sweep_figures
+    from esper_ab.study.report import render_html, sweep_figures
 
     sa = sweep_analysis()
     page = tmp_path_factory.mktemp("report") / "report.html"
@@ -182,7 +182,7 @@ def test_a_confirmed_report_puts_the_answer_first_in_chromium(chromium, report, 
     (``ESPER_AB_SCREENSHOTS=DIR`` copies it there)."""
     from report_helpers import confirmed
 
-    from esper_ab.sweeps.report import render_html, sweep_figures
+    from esper_ab.study.report import render_html, sweep_figures
 
     sa, conf, table = confirmed(report[0])
     page = tmp_path / "confirmed.html"

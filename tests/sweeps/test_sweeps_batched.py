@@ -12,9 +12,14 @@ import pandas as pd
 import pytest
 from sweep_helpers import space
 
-from esper_ab.fidelity.search import rank_trials
 from esper_ab.replay import ReplayEvidence, synthetic_traces
-from esper_ab.sweeps.batches import (
+from esper_ab.study.replay_search import rank_trials
+from esper_ab.study.resume import SUPERSEDED, SWEEP_RUN, TUNE_TRIAL_ID
+from esper_ab.study.space import params_from_flat
+from esper_ab.study.spec import parse_sweep_spec
+from esper_ab.study.studies import sweep_study_name
+from esper_ab.trial import iter_trial
+from esper_ab.tune_driver.batches import (
     BATCH_ROWS,
     MIN_BATCHED,
     BatchPlanner,
@@ -22,12 +27,7 @@ from esper_ab.sweeps.batches import (
     read_rows,
     trials_table,
 )
-from esper_ab.sweeps.resume import SUPERSEDED, SWEEP_RUN, TUNE_TRIAL_ID
-from esper_ab.sweeps.space import params_from_flat
-from esper_ab.sweeps.spec import parse_sweep_spec
-from esper_ab.sweeps.studies import sweep_study_name
-from esper_ab.sweeps.trainables import score_configs
-from esper_ab.trial import iter_trial
+from esper_ab.tune_driver.trainables import score_configs
 
 STRATEGIES = [{"name": "exponent", "params": {"a": {"low": 0.0, "high": 1.5}}},
               {"name": "baseline"}, {"name": "zscore"}]
@@ -56,7 +56,7 @@ def test_batch_size_rules():
 def test_scoring_a_batch_equals_the_per_config_trial(evidence):
     spec = _spec()
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
-    from esper_ab.sweeps.space import define_by_run
+    from esper_ab.study.space import define_by_run
 
     run = define_by_run(spec)
     items = []
@@ -123,7 +123,7 @@ def test_planner_writes_rows_before_it_tells(tmp_path, evidence):
 
 @pytest.mark.slow
 def test_a_batched_sweep_on_local_ray(ray_local, tmp_path):
-    from esper_ab.sweeps.tune_runner import SweepOptions, run_sweep
+    from esper_ab.tune_driver.tune_runner import SweepOptions, run_sweep
 
     spec = parse_sweep_spec(space(name="batched_sweep", num_samples=MIN_BATCHED, replicates=2,
                                   strategies=STRATEGIES, scheduler={"kind": "none"},

@@ -13,7 +13,7 @@ from sweep_helpers import space
 
 from esper_ab.cli import main
 from esper_ab.errors import ConfigError
-from esper_ab.sweeps.spec import Range, load_sweep_spec, parse_sweep_spec
+from esper_ab.study.spec import Range, load_sweep_spec, parse_sweep_spec
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -28,8 +28,8 @@ import psutil
 import pytest
 from sweep_helpers import write_space
 
-from esper_ab.sweeps.resume import SWEEP_RUN, count_final
-from esper_ab.sweeps.studies import sweep_study_name
+from esper_ab.study.resume import SWEEP_RUN, count_final
+from esper_ab.study.studies import sweep_study_name
 
 pytestmark = pytest.mark.slow
 ESPER_AB = str(Path(sys.executable).with_name("esper-ab"))

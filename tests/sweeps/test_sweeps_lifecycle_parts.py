@@ -16,15 +16,21 @@ import psutil
 import pytest
 
 from esper_ab.errors import ConfigError
-from esper_ab.sweeps._reaper import HELPERS_FILE, reap_recorded, record_helpers
-from esper_ab.sweeps.preflight import (
+from esper_ab.study._reaper import (
+    HELPERS_FILE,
+    Watchdog,
+    helper_processes,
+    reap_recorded,
+    record_helpers,
+)
+from esper_ab.study.preflight import (
     check_ray_address,
     check_tracking_uri,
     not_a_file,
     usable_dir,
     writable_file,
 )
-from esper_ab.sweeps.resume import (
+from esper_ab.study.resume import (
     REUSE_RUN,
     SWEEP_RUN,
     TUNE_TRIAL_ID,
@@ -118,6 +124,22 @@ def test_recorded_helpers_of_a_dead_driver_are_stopped(tmp_path):
         proc.kill()
 
 
+def test_the_watchdog_is_never_counted_among_the_helpers():
+    """The watchdog is known by its script's path (which moves with its package): a live
+    one is a child of the driver but not a Ray helper, so it is neither recorded nor stopped
+    as one, while any other child is."""
+    proc = _sleeper()
+    dog = Watchdog([])
+    try:
+        pids = {p.pid for p in helper_processes()}
+        assert proc.pid in pids and dog.pid not in pids
+        assert psutil.Process(dog.pid).is_running()
+    finally:
+        dog.close(wait_s=10)
+        proc.kill()
+        proc.wait(timeout=10)
+
+
 def test_a_reused_pid_is_not_stopped(tmp_path):
     proc = _sleeper()
     try:
@@ -177,7 +199,7 @@ def test_preflight_refuses_in_one_line(tmp_path):
 
 
 def test_the_token_file_ray_writes_is_made_private(tmp_path, monkeypatch):
-    from esper_ab.sweeps.runtime import _private_token_file
+    from esper_ab.study.runtime import _private_token_file
 
     token = tmp_path / "auth_token"
     token.write_text("secret")

@@ -19,9 +19,9 @@ import pytest
 from sweep_helpers import CrashingEvidence, free_port, space
 
 from esper_ab.replay import synthetic_traces
-from esper_ab.sweeps.spec import parse_sweep_spec
-from esper_ab.sweeps.studies import sweep_study_name
-from esper_ab.sweeps.tune_runner import SweepOptions, run_sweep
+from esper_ab.study.spec import parse_sweep_spec
+from esper_ab.study.studies import sweep_study_name
+from esper_ab.tune_driver.tune_runner import SweepOptions, run_sweep
 
 pytestmark = pytest.mark.slow
 BLUEPRINTS = ["noop", "norm", "attention", "conv_small", "depthwise", "conv_light",

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from esper_ab.sweeps.analysis import pareto_front
-from esper_ab.sweeps.report import pass_rate_ci
+from esper_ab.study.analysis import pareto_front
+from esper_ab.study.report import pass_rate_ci
 
 DESCRIPTION = "which gate is fair to <every> blueprint & predicts value"
 
@@ -76,7 +76,7 @@ def analysis():
 
 @pytest.fixture(scope="module")
 def page(analysis):
-    from esper_ab.sweeps.report import render_html, sweep_figures
+    from esper_ab.study.report import render_html, sweep_figures
 
     return render_html(analysis, sweep_figures(analysis))
 
@@ -135,7 +135,7 @@ def test_the_per_blueprint_table_is_the_baseline_vs_the_winner(analysis, page):
 def test_the_verdict_box_is_colour_coded_by_kind(analysis, kind, colour):
     from report_helpers import with_verdict
 
-    from esper_ab.sweeps.report import STYLE, render_html
+    from esper_ab.study.report import STYLE, render_html
 
     sa = with_verdict(analysis, kind)
     page = render_html(sa, {})
@@ -153,7 +153,7 @@ def test_the_verdict_box_is_colour_coded_by_kind(analysis, kind, colour):
 
 
 def test_statistic_vs_value_plots_every_measured_seed_per_blueprint(analysis):
-    from esper_ab.sweeps.report import sweep_figures
+    from esper_ab.study.report import sweep_figures
     from esper_ab.trial import BASELINE_LABEL, CANDIDATE_LABEL
 
     fig = sweep_figures(analysis)["statistic_vs_value"]
@@ -174,7 +174,7 @@ def test_statistic_vs_value_plots_every_measured_seed_per_blueprint(analysis):
 
 @pytest.mark.parametrize("kind", ["winner", "not_better", "undecided"])
 def test_the_fidelity_page_colours_its_verdict_by_kind(kind):
-    from esper_ab.fidelity import render_fidelity_html
+    from esper_ab.study.agreement import render_fidelity_html
 
     table = pd.DataFrame({"config": ["a"], "admits": [1]})
     ranks = {"configs": 1, "spearman_rho": math.nan, "kendall_tau": math.nan,
@@ -191,7 +191,7 @@ def test_a_confirmed_report_leads_with_the_confirmations_answer_and_table(analys
     the search stage after it, in the muted section."""
     from report_helpers import confirmed
 
-    from esper_ab.sweeps.report import render_html, sweep_figures
+    from esper_ab.study.report import render_html, sweep_figures
     from esper_ab.trial import BASELINE_LABEL
 
     spec = analysis.record.spec

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from sweep_helpers import space
 
-from esper_ab.sweeps.spec import parse_sweep_spec
-from esper_ab.sweeps.studies import Lockstep, sweep_study_name
+from esper_ab.study.spec import parse_sweep_spec
+from esper_ab.study.studies import Lockstep, sweep_study_name
 
 WIDTH, TOTAL = 2, 12
 
@@ -108,7 +108,7 @@ def _study(out) -> list[tuple]:
 def test_same_space_and_seed_give_the_same_trials_and_answer(ray_local, tmp_path):
     """Two fresh folders, and a second sweep in the first folder (a new study, not a warm
     start of the first): the same configs, metrics and verdict each time."""
-    from esper_ab.sweeps.tune_runner import SweepOptions, run_sweep
+    from esper_ab.tune_driver.tune_runner import SweepOptions, run_sweep
 
     spec = parse_sweep_spec(space(name="repro", num_samples=6, replicates=3,
                                   sampler={"kind": "tpe", "seed": 3, "n_startup_trials": 2}))

@@ -14,15 +14,15 @@ import pytest
 import yaml
 from sweep_helpers import space, write_space
 
-from esper_ab.sweeps import runtime
-from esper_ab.sweeps.resources import (
+from esper_ab.study import runtime
+from esper_ab.study.resources import (
     ResourceError,
     ScheduleTimeout,
     auto_gpu_fraction,
     local_nodes,
     plan_resources,
 )
-from esper_ab.sweeps.spec import Resources, load_sweep_spec, parse_sweep_spec
+from esper_ab.study.spec import Resources, load_sweep_spec, parse_sweep_spec
 
 REPO = Path(__file__).resolve().parents[2]
 SPACES = sorted((REPO / "search_spaces").glob("*.yaml"))
@@ -277,7 +277,7 @@ def test_pending_groups_sees_an_unplaceable_request(ray_local):
 def test_a_sweep_that_cannot_schedule_fails_and_its_run_says_why(all_cpus_held, tmp_path):
     import mlflow
 
-    from esper_ab.sweeps.tune_runner import SweepOptions, run_sweep
+    from esper_ab.tune_driver.tune_runner import SweepOptions, run_sweep
 
     spec = parse_sweep_spec(space(name="unschedulable", num_samples=2))
     uri = f"sqlite:///{tmp_path}/mlflow.db"

@@ -10,8 +10,8 @@ from sweep_helpers import space
 
 from esper_ab.gate import Gate
 from esper_ab.strategies import strategy_class
-from esper_ab.sweeps.space import define_by_run, grid_points, params_from_flat
-from esper_ab.sweeps.spec import parse_sweep_spec
+from esper_ab.study.space import define_by_run, grid_points, params_from_flat
+from esper_ab.study.spec import parse_sweep_spec
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

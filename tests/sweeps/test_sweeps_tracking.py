@@ -24,9 +24,9 @@ from esper_ab.export import load_gate, load_winner
 from esper_ab.gate import Gate, StepMeasurement
 from esper_ab.gradients import GradStats
 from esper_ab.replay import ReplayEvidence, synthetic_traces
-from esper_ab.sweeps.space import space_summary
-from esper_ab.sweeps.spec import parse_sweep_spec
-from esper_ab.sweeps.summary import format_summary, summarize_sweep
+from esper_ab.study.space import space_summary
+from esper_ab.study.spec import parse_sweep_spec
+from esper_ab.study.summary import format_summary, summarize_sweep
 from esper_ab.tracking import BackgroundWriter, SweepTracker
 from esper_ab.trial import TrialParams, run_trial
 

@@ -19,8 +19,8 @@ def main(folder: str) -> int:
     from ray.cluster_utils import Cluster
     from sweep_helpers import space
 
-    from esper_ab.sweeps.spec import parse_sweep_spec
-    from esper_ab.sweeps.tune_runner import SweepOptions, run_sweep
+    from esper_ab.study.spec import parse_sweep_spec
+    from esper_ab.tune_driver.tune_runner import SweepOptions, run_sweep
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 0})
     try:

@@ -1,5 +1,6 @@
 """The end of a multi-fidelity sweep: closed-loop analysis, agreement, MLflow logging.
-Private to ``esper_ab.fidelity.multi``; every MLflow write goes through ``esper_ab.tracking``."""
+Private to the study (``holdout``: the confirmation every driver calls); every MLflow write
+goes through ``esper_ab.tracking``."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from esper_ab.fidelity.agreement import (
+from esper_ab.study.agreement import (
     agreement_table,
     closed_loop_decisions,
     format_agreement,
@@ -19,8 +20,8 @@ from esper_ab.fidelity.agreement import (
     render_fidelity_html,
     replay_predictions,
 )
-from esper_ab.sweeps.outcome import kind_of, stage_result
-from esper_ab.sweeps.spec import SweepSpec
+from esper_ab.study.outcome import kind_of, stage_result
+from esper_ab.study.spec import SweepSpec
 from esper_ab.trial import BASELINE_LABEL, batch_trial_metrics, metric_key
 
 
@@ -170,7 +171,7 @@ def log_confirmation(tracker: Any, parent: str, conf: Any, *, search_summary: An
     trials were chosen on the replicates it tests); ``sweep/analysis.json`` becomes the
     confirmation's (``esper-ab export`` reads it), with a ``confirmation`` section naming
     the search and confirmation replicates; ``confirm/`` holds its decisions and split."""
-    from esper_ab.fidelity.confirmation import format_confirmation
+    from esper_ab.study.confirmation import format_confirmation
 
     search_dir = Path(tempfile.mkdtemp(prefix="esper_ab_search_"))
     if search_summary.analysis is not None:
@@ -216,7 +217,7 @@ def _report_with_confirmation(tracker: Any, parent: str, search_summary: Any, te
     the confirmation ran)."""
     from dataclasses import replace
 
-    from esper_ab.sweeps.report import render_html, sweep_figures
+    from esper_ab.study.report import render_html, sweep_figures
 
     sa = replace(search_summary, record=replace(search_summary.record, confirmed=text,
                                                 confirmed_kind=kind))

@@ -1,4 +1,4 @@
-"""An MLflow server that dies mid-sweep is a failure in bounded time (private to ``sweeps``).
+"""An MLflow server that dies mid-sweep is a failure in bounded time (private to ``study``).
 
 MLflow's client retries a failed HTTP call for about 250 s (plus a 120 s request timeout), and
 a sweep's background writer keeps queueing calls, so a server that died left a sweep hanging

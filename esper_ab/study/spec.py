@@ -36,7 +36,7 @@ from pydantic import (
 
 from esper_ab.errors import ConfigError, shown
 from esper_ab.inputs import read_yaml_mapping
-from esper_ab.sweeps._spec_parts import (
+from esper_ab.study._spec_parts import (
     DECLARED,
     MAX_REPLICATES,
     SYNTHETIC_OPTIONS,
@@ -102,7 +102,7 @@ class SamplerSpec(_Model):
 class Resources(_Model):
     """Per trial (and per recording or closed-loop task). ``gpu`` may be a fraction (0.25:
     four trials share one GPU), or ``auto``: a share of the cluster's GPUs when it has some,
-    the CPU otherwise (``esper_ab.sweeps.resources.plan_resources`` says which share)."""
+    the CPU otherwise (``esper_ab.study.resources.plan_resources`` says which share)."""
 
     cpu: float = Field(default=1.0, gt=0)
     gpu: float | Literal["auto"] = 0.0

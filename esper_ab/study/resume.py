@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from esper_ab.errors import ConfigError, EsperABError
-from esper_ab.sweeps.lifecycle import read_state
+from esper_ab.study.lifecycle import read_state
 from esper_ab.tracking import END_REASON, PARENT, TRIAL_ID
 
 __all__ = ["REUSE_RUN", "SUPERSEDED", "SWEEP_RUN", "TUNE_TRIAL_ID", "DurableSearch", "ResumePlan",
@@ -78,7 +78,7 @@ def open_study(spec: Any, storage: Any, sweep_run: str) -> Any:
     Tune made it)."""
     import optuna
 
-    from esper_ab.sweeps.studies import optuna_directions, sweep_study_name
+    from esper_ab.study.studies import optuna_directions, sweep_study_name
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna.create_study(study_name=sweep_study_name(spec.name, sweep_run),

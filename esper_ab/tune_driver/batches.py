@@ -12,12 +12,12 @@ batches run wherever the cluster has room, with Tune's retries.
 
 MLflow gets the compact layout of the in-process replay sweep: the parent run holds the table
 of every config (``replay/trials.parquet``) and the finalists are re-run as full trials, one
-child run each (``esper_ab.fidelity.replay_sweep``); at thousands of configs a child per
+child run each (``esper_ab.study.finalists``); at thousands of configs a child per
 config would cost more MLflow writes than the search itself.
 
 This module is the driver's side (Ray core only: the cluster's CPUs); the worker's side is
-``esper_ab.sweeps.trainables.score_configs``, and ``esper_ab.sweeps.tune_runner`` wraps both in
-a Tune ``Searcher`` and trainable.
+``esper_ab.tune_driver.trainables.score_configs``, and ``esper_ab.tune_driver.tune_runner``
+wraps both in a Tune ``Searcher`` and trainable.
 """
 
 from __future__ import annotations
@@ -34,12 +34,12 @@ import pandas as pd
 import ray
 
 from esper_ab.errors import EsperABError
-from esper_ab.fidelity.replay_sweep import log_finalists, log_search
-from esper_ab.fidelity.search import ReplaySearch
-from esper_ab.sweeps.resume import SUPERSEDED, SWEEP_RUN, TUNE_TRIAL_ID
-from esper_ab.sweeps.space import define_by_run, grid_points, params_from_flat
-from esper_ab.sweeps.spec import SweepSpec
-from esper_ab.sweeps.studies import (
+from esper_ab.study.finalists import log_finalists, log_search
+from esper_ab.study.replay_search import ReplaySearch
+from esper_ab.study.resume import SUPERSEDED, SWEEP_RUN, TUNE_TRIAL_ID
+from esper_ab.study.space import define_by_run, grid_points, params_from_flat
+from esper_ab.study.spec import SweepSpec
+from esper_ab.study.studies import (
     BatchedJournalBackend,
     optuna_directions,
     optuna_sampler,
@@ -189,7 +189,7 @@ def read_rows(folder: Path, study: Any, sweep_run: str) -> list[dict[str, Any]]:
 
 def trials_table(spec: SweepSpec, rows: Sequence[dict[str, Any]]
                  ) -> tuple[pd.DataFrame, dict[int, TrialParams]]:
-    """The in-process search's trial table (``fidelity.search.ReplaySearch.trials``) and the
+    """The in-process search's trial table (``study.replay_search.ReplaySearch.trials``) and the
     params of every config, from batch rows."""
     table, params = [], {}
     for row in rows:

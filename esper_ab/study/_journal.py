@@ -1,4 +1,4 @@
-"""A torn last record of an Optuna journal, found and moved aside (private to ``sweeps``).
+"""A torn last record of an Optuna journal, found and moved aside (private to ``study``).
 
 Optuna's ``JournalFileBackend`` appends each batch of records with one ``write`` in append
 mode and ``fsync``s it, so a crash (SIGKILL, a full disk, a power cut) can tear only the end

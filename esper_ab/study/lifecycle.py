@@ -15,7 +15,7 @@
   Tune ends its loop at a safe point; if Tune has not returned ``FIT_GRACE_S`` later (it
   saves its state and waits for trial actors), the stop is forced with a
   ``KeyboardInterrupt`` -- harmless, because a resume never reads Tune's state, and the
-  journal and MLflow stay consistent wherever it lands (see ``esper_ab.sweeps.resume``).
+  journal and MLflow stay consistent wherever it lands (see ``esper_ab.study.resume``).
   Elsewhere, and on a second signal, it raises ``KeyboardInterrupt`` at once.
   :attr:`SweepLifecycle.interrupted` says whether one came, so an incomplete sweep without
   a signal is a failure, never "interrupted";
@@ -56,15 +56,15 @@ from pathlib import Path
 from typing import Any
 
 from esper_ab.errors import ConfigError, DiskFull, EsperABError, disk_full
-from esper_ab.sweeps._reaper import forget_helpers, helper_processes, reap_recorded, record_helpers
-from esper_ab.sweeps._tracking_watch import (
+from esper_ab.study._reaper import forget_helpers, helper_processes, reap_recorded, record_helpers
+from esper_ab.study._tracking_watch import (
     ServerWatch,
     bound_http_retries,
     server_answers,
     tracking_timeout_s,
 )
-from esper_ab.sweeps.preflight import check_tracking_uri, usable_dir
-from esper_ab.sweeps.studies import SweepFolderLock, sweep_dir_for
+from esper_ab.study.preflight import check_tracking_uri, usable_dir
+from esper_ab.study.studies import SweepFolderLock, sweep_dir_for
 from esper_ab.tracking import SweepTracker
 
 __all__ = ["SweepLifecycle", "TrackingServerDown", "failure_reason", "read_state", "sweep_lifecycle", "write_state"]

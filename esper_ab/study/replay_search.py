@@ -3,8 +3,8 @@
 During TRAINING the host is unaffected by its seeds (DOMAIN.md §1, §7), so the G2 decisions
 of any gate config are a pure function of the recorded traces (``esper_ab.replay.engine``). A config
 then costs milliseconds, and the search runs thousands of them on one core: the same
-conditional space (``esper_ab.sweeps.space``), the same sampler kinds and the same persistent
-journal storage (``esper_ab.sweeps.studies``) as the Ray Tune sweep, and the same trial metrics
+conditional space (``esper_ab.study.space``), the same sampler kinds and the same persistent
+journal storage (``esper_ab.study.studies``) as the Ray Tune sweep, and the same trial metrics
 (``esper_ab.trial``: the candidate's decisions paired with the baseline gate's on the same
 seeds, scored by ``esper_ab.stats``).
 
@@ -35,8 +35,8 @@ import pandas as pd
 from esper_ab.errors import EsperABError
 from esper_ab.gate import PRESETS
 from esper_ab.stats import degenerate_reason
-from esper_ab.sweeps.space import define_by_run, grid_points, params_from_flat
-from esper_ab.sweeps.spec import SweepSpec
+from esper_ab.study.space import define_by_run, grid_points, params_from_flat
+from esper_ab.study.spec import SweepSpec
 from esper_ab.trial import BASELINE_LABEL, Evidence, TrialParams, batch_trial_metrics, metric_key
 
 __all__ = ["ReplaySearch", "rank_trials", "replay_study_name", "search_replay"]
@@ -100,7 +100,7 @@ def search_replay(spec: SweepSpec, evidence: Evidence, *, folder: str | Path,
     from optuna.trial import TrialState
 
     from esper_ab.errors import ConfigError
-    from esper_ab.sweeps.studies import (
+    from esper_ab.study.studies import (
         REPLAY_JOURNAL,
         BatchedJournalBackend,
         SweepFolderLock,
@@ -198,7 +198,7 @@ def rank_trials(spec: SweepSpec, trials: pd.DataFrame) -> pd.DataFrame:
     objectives first, when there are several), ties by trial number. A degenerate gate (it
     admits no seed, every seed, or no valuable seed on the searched replicates) ranks after
     every other config: the verdict can never pick it, so it never takes a finalist's place."""
-    from esper_ab.sweeps.analysis import pareto_front
+    from esper_ab.study.analysis import pareto_front
 
     cols = [metric_key(o.metric) for o in spec.objectives]
     if trials.empty:

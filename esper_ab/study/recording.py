@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from esper_ab.errors import DataError
-from esper_ab.sweeps.spec import SweepSpec
+from esper_ab.study.spec import SweepSpec
 
 __all__ = ["EpisodeJob", "RecordOutcome", "episode_jobs", "load_spec_traces", "record_space",
            "sweep_evidence"]
@@ -87,7 +87,7 @@ def _record_task(job: EpisodeJob, cache_dir: str, threads: int) -> tuple[str, fl
     import torch
 
     from esper_ab.episodes.runner import run_episode
-    from esper_ab.sweeps.runtime import device_for_trial
+    from esper_ab.study.runtime import device_for_trial
 
     torch.set_num_threads(max(1, threads))
     device, _ = device_for_trial()
@@ -109,7 +109,7 @@ def record_space(spec: SweepSpec, *, out_dir: str | Path, cache_dir: str | Path,
     import ray
 
     from esper_ab.progress import report_note
-    from esper_ab.sweeps.runtime import connect_ray, ensure_schedulable, plan_for_cluster
+    from esper_ab.study.runtime import connect_ray, ensure_schedulable, plan_for_cluster
 
     t0 = time.perf_counter()
     out, cache = Path(out_dir).resolve(), Path(cache_dir).resolve()

@@ -1,9 +1,9 @@
 """Ray core and Optuna for sweeps (no ``ray.tune`` here): start or join Ray, warm workers,
 pick the trial device, record the traces in a Ray task, the state file. (The Optuna sampler
-and its persistent storage are in ``esper_ab.sweeps.studies``, Ray-free.)
+and its persistent storage are in ``esper_ab.study.studies``, Ray-free.)
 
 Ray is embedded and local by default (``address="local"``); an address joins a cluster.
-Token authentication is handled as ``esper_ab.sweeps.auth`` describes.
+Token authentication is handled as ``esper_ab.study.auth`` describes.
 
 Never hang on scheduling: ``plan_for_cluster`` compares the space's resources with the
 cluster's nodes before anything is submitted (``ResourceError`` when no node could ever run
@@ -26,17 +26,17 @@ from typing import Any
 import ray
 
 from esper_ab.errors import ConfigError, shown
-from esper_ab.sweeps._reaper import TAG_VAR, Watchdog, helper_processes, set_owner_tag
-from esper_ab.sweeps.auth import AUTH_HINT, auth_mode
-from esper_ab.sweeps.lifecycle import read_state, write_state
-from esper_ab.sweeps.preflight import check_ray_address
-from esper_ab.sweeps.resources import (
+from esper_ab.study._reaper import TAG_VAR, Watchdog, helper_processes, set_owner_tag
+from esper_ab.study.auth import AUTH_HINT, auth_mode
+from esper_ab.study.lifecycle import read_state, write_state
+from esper_ab.study.preflight import check_ray_address
+from esper_ab.study.resources import (
     ResourcePlan,
     ScheduleTimeout,
     describe_cluster,
     plan_resources,
 )
-from esper_ab.sweeps.spec import SweepSpec
+from esper_ab.study.spec import SweepSpec
 
 __all__ = ["DEFAULT_SCHEDULE_TIMEOUT_S", "LOOPBACK", "ScheduleWatch", "close_watchdog",
            "embedded_ray_started",
@@ -49,7 +49,7 @@ DEFAULT_SCHEDULE_TIMEOUT_S = 60.0
 
 
 def connect_ray(address: str | None, *, num_cpus: int | None = None,
-                setup_hook: str = "esper_ab.sweeps.runtime.warm_worker",
+                setup_hook: str = "esper_ab.study.runtime.warm_worker",
                 verbose: int = 0) -> bool:
     """Start or join Ray; True when this call started it (and so should shut it down).
 
@@ -58,7 +58,7 @@ def connect_ray(address: str | None, *, num_cpus: int | None = None,
 
     An embedded Ray binds every port it opens to the loopback interface (gRPC, metrics,
     agents; no dashboard), gets a watchdog that stops its helper processes when this driver
-    dies (``esper_ab.sweeps._reaper``), and leaves the token file Ray writes readable by its
+    dies (``esper_ab.study._reaper``), and leaves the token file Ray writes readable by its
     owner only (0600). A cluster address is probed (TCP, a few seconds) before ``ray.init``.
     Ray's own output is kept to errors unless ``verbose`` (then: its info log and the
     workers' output); scheduling problems are reported by ``plan_for_cluster`` and

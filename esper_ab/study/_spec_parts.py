@@ -1,4 +1,4 @@
-"""Building blocks of the sweep schema (private; ``esper_ab.sweeps.spec`` re-exports them):
+"""Building blocks of the sweep schema (private; ``esper_ab.study.spec`` re-exports them):
 searchable values, strategy entries, workloads, the traces source and the gate search."""
 
 from __future__ import annotations

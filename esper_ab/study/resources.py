@@ -19,7 +19,7 @@ numbers every trial, recording task and closed-loop task asks Ray for:
   request larger than every node.
 
 ``nodes`` is a list of per-node resource dicts as Ray names them (``{"CPU": 2.0, "GPU": 1.0}``):
-``esper_ab.sweeps.runtime.cluster_nodes()`` reads them from a running Ray, :func:`local_nodes`
+``esper_ab.study.runtime.cluster_nodes()`` reads them from a running Ray, :func:`local_nodes`
 detects this machine's without starting Ray (``esper-ab validate``).
 """
 

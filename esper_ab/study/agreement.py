@@ -2,7 +2,7 @@
 
 Inputs: the replay predictions (``esper_ab.replay.engine`` of the very gates that ran in the loop, on
 the confirmation replicates' recorded traces) and the closed-loop runs
-(``esper_ab.fidelity.confirmation``). Up to G2 a closed-loop run reads the same batches as the
+(``esper_ab.study.confirmation``). Up to G2 a closed-loop run reads the same batches as the
 recorded episode's incubation, so replay should predict every admit and blend epoch inside
 the recorded window exactly; a seed the closed loop admits later than the recorded window
 is invisible to replay (``late_admit``). After G2 they differ by design: replay's value is

@@ -28,7 +28,7 @@ from typing import Any
 
 from esper_ab.errors import ConfigError
 from esper_ab.strategies import ParamSpec, strategy_class
-from esper_ab.sweeps.spec import DECLARED, Choices, Range, SweepSpec
+from esper_ab.study.spec import DECLARED, Choices, Range, SweepSpec
 from esper_ab.trial import TrialParams
 
 __all__ = ["DefineByRun", "define_by_run", "grid_points", "params_from_flat", "space_summary"]

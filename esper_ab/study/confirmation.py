@@ -94,7 +94,7 @@ def _closed_loop_task(job: ConfirmJob, cache_dir: str, threads: int) -> dict[str
     import torch
 
     from esper_ab.episodes.runner import run_closed_loop
-    from esper_ab.sweeps.runtime import device_for_trial
+    from esper_ab.study.runtime import device_for_trial
 
     torch.set_num_threads(max(1, threads))
     device, note = device_for_trial()

@@ -1,5 +1,5 @@
 """What a sweep's Tune trials run, in the worker processes (Ray core only: the one module
-that imports ``ray.tune``, ``esper_ab.sweeps.tune_runner``, hands Tune's report and checkpoint
+that imports ``ray.tune``, ``esper_ab.tune_driver.tune_runner``, hands Tune's report and checkpoint
 functions in as ``TuneHooks``). Kept light -- no MLflow, no Optuna storage, no driver-side
 code -- since every trial worker is a fresh process that imports it first
 (``warm_worker`` is the workers' setup hook).
@@ -7,7 +7,7 @@ code -- since every trial worker is a fresh process that imports it first
 - ``config_trial``: one config, replicate after replicate (ASHA's time axis), checkpointed
   in the closed loop;
 - ``batch_trial`` / ``score_configs``: a batch of replay configs scored in one pass
-  (``esper_ab.sweeps.batches`` plans the batches).
+  (``esper_ab.tune_driver.batches`` plans the batches).
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ import ray
 
 from esper_ab.errors import EsperABError
 from esper_ab.gate import PRESETS
-from esper_ab.sweeps.space import params_from_flat
-from esper_ab.sweeps.spec import SweepSpec
+from esper_ab.study.space import params_from_flat
+from esper_ab.study.spec import SweepSpec
 from esper_ab.trial import (
     BASELINE_LABEL,
     Evidence,
@@ -73,7 +73,7 @@ def config_trial(config: dict[str, Any], *, spec: SweepSpec, evidence: Evidence,
     if ckpt is not None:
         with ckpt.as_directory() as d:
             start = json.loads((Path(d) / "progress.json").read_text())["replicates_evaluated"]
-    from esper_ab.sweeps.runtime import device_for_trial  # light workers: only here
+    from esper_ab.study.runtime import device_for_trial  # light workers: only here
 
     where = _where(*device_for_trial())
     per_step = spec.scheduler.kind != "none"

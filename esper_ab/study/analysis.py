@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from esper_ab.gate import GateConfig
-from esper_ab.sweeps.spec import SweepSpec
+from esper_ab.study.spec import SweepSpec
 from esper_ab.trial import BASELINE_LABEL, CANDIDATE_LABEL, metric_key
 
 __all__ = ["SweepAnalysis", "SweepRecord", "TrialRecord", "analyze_sweep", "pareto_front"]

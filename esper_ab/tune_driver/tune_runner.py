@@ -3,13 +3,13 @@
 ``run_sweep(spec, ...)`` builds a ``Tuner`` (``FailureConfig``, ``reuse_actors=True``, per-trial
 CPUs and GPU fraction) over the spec's conditional space with persistent Optuna storage (a
 journal next to the MLflow store, study name = sweep name). At replay fidelity a Tune trial
-is a batch of Optuna configs scored in one pass (``esper_ab.sweeps.batches``; MLflow: the
+is a batch of Optuna configs scored in one pass (``esper_ab.tune_driver.batches``; MLflow: the
 table of every config and the finalists as child runs). Otherwise (``batch_size`` 1, closed
 loop) a trial is one config through ``OptunaSearch``, reporting once per replicate for
 ASHA (multi-fidelity over replicates), tracked from the driver (``_TrackingCallback``). A
 trial runs on CUDA when Ray gave it a GPU that torch sees, else on the CPU (tagged). Trial
-bodies: ``esper_ab.sweeps.trainables``. Ray is embedded and local by default; ``address``
-joins a cluster; token authentication is kept, never switched off (``esper_ab.sweeps.auth``).
+bodies: ``esper_ab.tune_driver.trainables``. Ray is embedded and local by default; ``address``
+joins a cluster; token authentication is kept, never switched off (``esper_ab.study.auth``).
 """
 from __future__ import annotations
 
@@ -28,13 +28,13 @@ from ray.tune import Callback, Checkpoint, CheckpointConfig, FailureConfig, RunC
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from esper_ab.fidelity import confirm_tune_sweep, sweep_evidence
 from esper_ab.progress import report_note
-from esper_ab.sweeps.batches import BatchPlanner, batch_size, log_batched_search
-from esper_ab.sweeps.lifecycle import sweep_lifecycle
-from esper_ab.sweeps.preflight import check_ray_address, not_a_file
-from esper_ab.sweeps.resources import ResourcePlan
-from esper_ab.sweeps.resume import (
+from esper_ab.study.holdout import confirm_tune_sweep
+from esper_ab.study.lifecycle import sweep_lifecycle
+from esper_ab.study.preflight import check_ray_address, not_a_file
+from esper_ab.study.recording import sweep_evidence
+from esper_ab.study.resources import ResourcePlan
+from esper_ab.study.resume import (
     DurableSearch,
     SweepIncomplete,
     count_final,
@@ -44,7 +44,7 @@ from esper_ab.sweeps.resume import (
     resumed_seed,
     trial_runs,
 )
-from esper_ab.sweeps.runtime import (
+from esper_ab.study.runtime import (
     DEFAULT_SCHEDULE_TIMEOUT_S,
     ScheduleWatch,
     connect_ray,
@@ -56,12 +56,13 @@ from esper_ab.sweeps.runtime import (
     with_plan,
     write_state,
 )
-from esper_ab.sweeps.space import define_by_run, grid_points, params_from_flat, space_summary
-from esper_ab.sweeps.spec import SweepSpec
-from esper_ab.sweeps.studies import Lockstep, optuna_sampler, optuna_storage, sweep_study_name
-from esper_ab.sweeps.trainables import TuneHooks, batch_trial, config_trial
+from esper_ab.study.space import define_by_run, grid_points, params_from_flat, space_summary
+from esper_ab.study.spec import SweepSpec
+from esper_ab.study.studies import Lockstep, optuna_sampler, optuna_storage, sweep_study_name
 from esper_ab.tracking import TRIAL_ID, BackgroundWriter, SweepTracker
 from esper_ab.trial import Evidence
+from esper_ab.tune_driver.batches import BatchPlanner, batch_size, log_batched_search
+from esper_ab.tune_driver.trainables import TuneHooks, batch_trial, config_trial
 
 __all__ = ["SweepIncomplete", "SweepOptions", "SweepOutcome", "run_sweep"]
 
@@ -90,15 +91,15 @@ class SweepOutcome:
     experiment: str
     status: str                           # FINISHED / FAILED
     reason: str
-    analysis: Any | None                  # esper_ab.sweeps.analysis.SweepAnalysis
+    analysis: Any | None                  # esper_ab.study.analysis.SweepAnalysis
     sweep_dir: Path
     wall_s: float                         # the whole call: Ray start, traces, fit, analysis
     fit_wall_s: float                     # Tuner.fit() alone
     trial_compute_s: float                # sum of the trials' own compute
-    confirmation: Any | None = None       # the held-out verdict (esper_ab.fidelity.holdout)
+    confirmation: Any | None = None       # the held-out verdict (esper_ab.study.holdout)
 
 
-# -- the trial: esper_ab.sweeps.trainables, run with Tune's hooks (workers import it alone) --
+# -- the trial: esper_ab.tune_driver.trainables, run with Tune's hooks (workers import it alone) --
 _HOOKS = TuneHooks(tune.report, tune.get_checkpoint, Checkpoint.from_directory)
 
 
@@ -323,10 +324,10 @@ def _tuner(spec: SweepSpec, life: Any, trainable: Any, watch: ScheduleWatch, n: 
 
 def run_sweep(spec: SweepSpec, *, evidence: Evidence | None = None,
               options: SweepOptions = SweepOptions()) -> SweepOutcome:
-    """Run (or ``options.resume``) the sweep. The lifecycle (``esper_ab.sweeps.lifecycle``)
+    """Run (or ``options.resume``) the sweep. The lifecycle (``esper_ab.study.lifecycle``)
     ends every run FINISHED or FAILED with its reason; a resume continues from the Optuna
-    journal and MLflow (``esper_ab.sweeps.resume``), whatever stopped the driver."""
-    from esper_ab.sweeps.summary import summarize_sweep
+    journal and MLflow (``esper_ab.study.resume``), whatever stopped the driver."""
+    from esper_ab.study.summary import summarize_sweep
 
     t_start = time.perf_counter()
     check_ray_address(options.address)
@@ -340,7 +341,7 @@ def run_sweep(spec: SweepSpec, *, evidence: Evidence | None = None,
             life.close_abandoned()
         life.connected(connect_ray(options.address, num_cpus=options.num_cpus,
                                    verbose=options.verbose,
-                                   setup_hook="esper_ab.sweeps.trainables.warm_worker"),
+                                   setup_hook="esper_ab.tune_driver.trainables.warm_worker"),
                        shutdown_ray)
         life.at_exit(quiet_tune_console(options.verbose))   # no Tune table unless verbose
         cache = Path(options.cache_dir) if options.cache_dir else \

@@ -1,7 +1,7 @@
 """Optuna studies of sweeps, Ray-free: the sampler, the persistent storage, the sweep folder.
 
-Both ways of searching a space share this module: the Ray Tune sweep (``esper_ab.sweeps.tune_runner``,
-through ``OptunaSearch``) and the in-process replay search (``esper_ab.fidelity.search``).
+Both ways of searching a space share this module: the Ray Tune sweep
+(``esper_ab.tune_driver.tune_runner``, through ``OptunaSearch``) and the in-process replay search (``esper_ab.study.replay_search``).
 Studies persist in a journal file in the sweep's folder, next to the MLflow store
 (``<store dir>/esper_ab_sweeps/<sweep name>/``). Each sweep run has a study of its own,
 ``<sweep name>-<parent run id>`` (:func:`sweep_study_name`): a new sweep starts from an empty
@@ -29,7 +29,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from esper_ab.errors import ConfigError
-from esper_ab.sweeps._journal import recover_torn_tail
+from esper_ab.study._journal import recover_torn_tail
 
 __all__ = ["REPLAY_JOURNAL", "SWEEP_JOURNAL", "BatchedJournalBackend", "Lockstep", "SweepFolderLock",
            "optuna_directions", "optuna_sampler", "optuna_storage", "store_dir", "sweep_dir_for",
@@ -125,7 +125,7 @@ def optuna_sampler(spec: Any) -> Any:
         return optuna.samplers.TPESampler(seed=s.seed, **extra)
     if s.kind == "nsga2":
         extra = {} if s.population_size is None else {"population_size": s.population_size}
-        from esper_ab.sweeps._samplers import PicklableNSGAIISampler  # Tune pickles it
+        from esper_ab.study._samplers import PicklableNSGAIISampler  # Tune pickles it
 
         return PicklableNSGAIISampler(seed=s.seed, **extra)
     return optuna.samplers.RandomSampler(seed=s.seed)   # random, and grid via enqueued points

@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from esper_ab.sweeps.analysis import SELECTION_CAVEAT, SweepAnalysis, TrialRecord
+from esper_ab.study.analysis import SELECTION_CAVEAT, SweepAnalysis, TrialRecord
 from esper_ab.trial import BASELINE_LABEL
 
 __all__ = ["KINDS", "KIND_TITLES", "NOTE_TAG", "arm_prefix", "blueprint_table",

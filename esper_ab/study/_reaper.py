@@ -78,7 +78,7 @@ def _stop_all(procs: list[psutil.Process], tag: str | None) -> int:
         n += stop_processes(left)
         time.sleep(0.3)
     return n
-WATCHDOG_SCRIPT = "sweeps/_reaper.py"
+WATCHDOG_SCRIPT = "study/_reaper.py"
 GRACE_S = 3.0
 
 
@@ -192,7 +192,7 @@ class Watchdog:
 
     def __init__(self, procs: Iterable[psutil.Process], *, tag: str | None = None) -> None:
         entries = [e for e in (_identity(p) for p in procs) if e is not None]
-        # Run as a script (-P: its folder not on sys.path): ``-m esper_ab.sweeps._reaper``
+        # Run as a script (-P: its folder not on sys.path): ``-m esper_ab.study._reaper``
         # would import the package first, measured at 18 s on a loaded machine.
         self._proc = subprocess.Popen(
             [sys.executable, "-P", str(Path(__file__).resolve())], stdin=subprocess.PIPE,

@@ -29,8 +29,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import LogLocator, MaxNLocator, NullFormatter
 
 from esper_ab.stats import statistic_samples
-from esper_ab.sweeps.analysis import SELECTION_CAVEAT, SweepAnalysis, pareto_front
-from esper_ab.sweeps.outcome import (
+from esper_ab.study.analysis import SELECTION_CAVEAT, SweepAnalysis, pareto_front
+from esper_ab.study.outcome import (
     KIND_TITLES,
     arm_prefix,
     blueprint_table,

@@ -13,8 +13,8 @@ import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
-from esper_ab.sweeps.analysis import SweepAnalysis, analyze_sweep
-from esper_ab.sweeps.report import png_bytes, render_html, sweep_figures
+from esper_ab.study.analysis import SweepAnalysis, analyze_sweep
+from esper_ab.study.report import png_bytes, render_html, sweep_figures
 from esper_ab.tracking import SweepTracker
 
 __all__ = ["format_summary", "summarize_sweep"]
@@ -56,7 +56,7 @@ def format_summary(result: SweepAnalysis) -> str:
     baseline, the trials best first, and the verdict (tables: ``esper_ab.console``, aligned,
     rounded, wrapped between words)."""
     from esper_ab.console import render_table
-    from esper_ab.sweeps.outcome import ranked_leaderboard
+    from esper_ab.study.outcome import ranked_leaderboard
 
     lines = [f"sweep {result.record.spec.name!r}: run {result.record.sweep_run_id} in "
              f"experiment {result.record.experiment!r}, {len(result.record.trials)} trial(s)"]
