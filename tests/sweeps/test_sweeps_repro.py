@@ -149,8 +149,8 @@ def test_a_second_replay_sweep_in_the_same_folder_is_a_new_study(tmp_path):
     """The in-process replay search too: a second sweep of the same space in the same
     folder gets its own study (not a warm start), hence the same configs and answer."""
     from esper_ab.fidelity.replay_sweep import ReplaySweepOptions, run_replay_sweep
-    from esper_ab.fidelity.search import replay_study_name
     from esper_ab.replay import ReplayEvidence, synthetic_traces
+    from esper_ab.study.replay_search import replay_study_name
 
     spec = parse_sweep_spec(space(name="rrepro", num_samples=12, replicates=3,
                                   sampler={"kind": "tpe", "seed": 1, "n_startup_trials": 4}))
