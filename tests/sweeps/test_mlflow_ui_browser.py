@@ -10,18 +10,12 @@ Skipped, saying why, when Chromium cannot be installed (``test_report_browser.ch
 from __future__ import annotations
 
 import html
-import os
 import re
-import signal
 import subprocess
-import sys
 import tempfile
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
-from sweep_helpers import free_port, space
+from sweep_helpers import space
 from test_report_browser import chromium  # noqa: F401  (the fixture: installs or skips)
 
 from esper_ab.study.space import space_summary
@@ -29,38 +23,6 @@ from esper_ab.study.spec import parse_sweep_spec
 from esper_ab.tracking import SweepTracker, ui_url
 
 pytestmark = pytest.mark.slow        # an mlflow server and a browser start
-
-
-@pytest.fixture
-def server(tmp_path):
-    port = free_port()
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1",
-         "--port", str(port), "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
-         "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mlflow server did not come up on {url}")
-            time.sleep(0.5)
-        yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)            # our own server, by its PID
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def _page_text(browser: str, url: str) -> str:
@@ -77,8 +39,8 @@ def _page_text(browser: str, url: str) -> str:
     return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", body)))
 
 
-def test_the_printed_address_opens_the_model_training_view(chromium, server):  # noqa: F811
-    tracker = SweepTracker(server)
+def test_the_printed_address_opens_the_model_training_view(chromium, mlflow_server):  # noqa: F811
+    tracker = SweepTracker(mlflow_server)
     spec = parse_sweep_spec(space(name="uiview"))
     parent = tracker.start_sweep(spec, space=space_summary(spec), run_name="uiview-start")
     tracker.set_tags(parent, {"esper_ab.verdict_kind": "undecided"})
@@ -88,12 +50,12 @@ def test_the_printed_address_opens_the_model_training_view(chromium, server):  #
     assert tracker.client.get_experiment(exp).tags["mlflow.experimentKind"] == \
         "custom_model_development"
 
-    training = _page_text(chromium, ui_url(server, exp))
+    training = _page_text(chromium, ui_url(mlflow_server, exp))
     assert "Run Name" in training and name in training        # the runs table, our run
     assert "Total Cost" not in training and "Token Usage" not in training
 
-    bare = _page_text(chromium, f"{server}/#/experiments/{exp}")   # the control
+    bare = _page_text(chromium, f"{mlflow_server}/#/experiments/{exp}")   # the control
     assert "Token Usage" in bare and name not in bare              # the GenAI overview
 
-    run_page = _page_text(chromium, ui_url(server, exp, parent))
+    run_page = _page_text(chromium, ui_url(mlflow_server, exp, parent))
     assert name in run_page and "Token Usage" not in run_page

@@ -4,19 +4,14 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
 import mlflow
 import optuna
 import pytest
-from sweep_helpers import CrashingEvidence, free_port, space
+from sweep_helpers import CrashingEvidence, space
 
 from esper_ab.replay import synthetic_traces
 from esper_ab.study.spec import parse_sweep_spec
@@ -128,39 +123,6 @@ def test_crashing_and_nan_trials_are_recorded(ray_local, tmp_path):
     assert nan["metrics.g2.pass_rate"] == 0.0
     parent = df[df["tags.esper_ab.role"] == "sweep"].iloc[0]
     assert parent["status"] == "FINISHED"
-
-
-@pytest.fixture()
-def mlflow_server(tmp_path):
-    port = free_port()
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    exe = Path(sys.executable).with_name("mlflow")
-    proc = subprocess.Popen(
-        [str(exe), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
-         "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mlflow server did not come up on {url}")
-            time.sleep(0.5)
-        yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)            # our own server, by its PID
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def _rest(url: str, path: str, body: dict | None = None) -> dict:
