@@ -117,6 +117,18 @@ class _DiskFullLogs(logging.Filter):
                 x.removeFilter(self)
 
 
+def _disk_full_stop(life: SweepLifecycle, folder: Path, what: str, where: str,
+                    resume_hint: str | None) -> DiskFull:
+    """End a sweep stopped by a full disk: free the reserve (room to end the runs and write
+    the state), end every run FAILED with the one line, and return that ``DiskFull``."""
+    _free_reserve(folder)
+    again = f"resume with {resume_hint}" if resume_hint else "run it again"
+    full = DiskFull(f"{what} stopped: no space left on the device of "
+                    f"{where or folder}: free some space there, then {again}")
+    life._fail(str(full), "failed")
+    return full
+
+
 def _full_device(folder: Path, uri: str) -> str | None:
     """The sweep folder or the sqlite store when its device has (almost) no space left: a
     write there failed for that reason (MLflow's background writer says nothing of it)."""
@@ -221,11 +233,20 @@ class SweepLifecycle:
         self._on_exit: list[Callable[[], None]] = []
         self._signals = _Signals()
         self.tracking_down: str | None = None     # why the MLflow server was given up on
+        self.full_disk: str | None = None         # the device a tracking write found full
 
     def _server_down(self, reason: str) -> None:
         """From the server watch's thread: stop the sweep as a SIGINT would."""
         self.tracking_down = reason
         _thread.interrupt_main(signal.SIGINT)
+
+    def disk_full(self, where: str) -> None:
+        """From the tracking writer's thread: a run's end could not be written for lack of
+        space, so Optuna is never told of it and the sweep would wait on it for ever; stop
+        the sweep as a SIGINT would, and end it with one ``DiskFull`` line."""
+        if self.full_disk is None:
+            self.full_disk = where
+            _thread.interrupt_main(signal.SIGINT)
 
     def _tracking_answers(self) -> bool:
         http = self.tracker.uri.startswith(("http://", "https://"))
@@ -367,8 +388,11 @@ def sweep_lifecycle(spec: Any, *, tracking_uri: str | None, storage_dir: str | N
             if not life.finished:
                 raise ConfigError(f"{what} ended without a result (internal error): "
                                   "report it with the sweep's log")
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             life._signals.cancel_timer()
+            if life.full_disk is not None:     # the writer found the disk full
+                full = _disk_full_stop(life, folder, what, life.full_disk, resume_hint)
+                raise full from exc
             hint = f": resume with {resume_hint}" if resume_hint else \
                 ": run the same command again (cached work is reused)"
             if life.tracking_down is not None:
@@ -386,12 +410,7 @@ def sweep_lifecycle(spec: Any, *, tracking_uri: str | None, storage_dir: str | N
             if where is None:
                 life._fail(failure_reason(what, exc), "failed")
                 raise
-            _free_reserve(folder)             # room to end the runs and write the state
-            again = f"resume with {resume_hint}" if resume_hint else "run it again"
-            full = DiskFull(f"{what} stopped: no space left on the device of "
-                            f"{where or folder}: free some space there, then {again}")
-            life._fail(str(full), "failed")
-            raise full from None
+            raise _disk_full_stop(life, folder, what, where, resume_hint) from None
         finally:
             _free_reserve(folder)
             life._exit()

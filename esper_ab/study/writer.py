@@ -23,13 +23,17 @@ class BackgroundWriter:
     counted; a run whose end failed to be written is closed by ``close_orphans`` later.
     """
 
-    def __init__(self, tracker: Any) -> None:
+    def __init__(self, tracker: Any, on_disk_full: Any | None = None) -> None:
         self.tracker = tracker
         self._pool: ThreadPoolExecutor | None = None
         self.failures = 0
+        # called with the full device's path when a write fails for lack of space: a run
+        # whose end cannot be written is never told to Optuna, so the sweep must stop
+        # rather than wait on it (esper_ab.study.lifecycle.SweepLifecycle.disk_full)
+        self.on_disk_full = on_disk_full
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"tracker": self.tracker, "_pool": None, "failures": 0}
+        return {"tracker": self.tracker, "_pool": None, "failures": 0, "on_disk_full": None}
 
     def submit(self, method: str, *args: Any, **kwargs: Any) -> Future:
         if self._pool is None:
@@ -42,7 +46,10 @@ class BackgroundWriter:
             return getattr(self.tracker, method)(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - logging must never kill the sweep
             self.failures += 1   # no warning for a run never created (said) or a full disk:
-            if args[:1] != (None,) and disk_full(exc) is None:   # the sweep ends in one line
+            where = disk_full(exc)                     # the sweep ends in one line
+            if where is not None and self.on_disk_full is not None:
+                self.on_disk_full(where)
+            elif args[:1] != (None,) and where is None:
                 print(f"esper-ab: warning: MLflow {method} failed: {type(exc).__name__}: "
                       f"{' '.join(str(exc).split())[:300]}", file=sys.stderr)
             return None

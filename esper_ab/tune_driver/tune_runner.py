@@ -307,6 +307,7 @@ def _tuner(spec: SweepSpec, life: Any, trainable: Any, watch: ScheduleWatch, n: 
         searcher = _searcher(spec, storage, sweep_run=life.parent, seed=seed,
                              fresh=not options.resume, n=remaining)
         callback = _TrackingCallback(life.tracker, life.parent, spec, watch, searcher)
+        callback.writer.on_disk_full = life.disk_full   # a run's end unwritable: stop
     run_name = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     write_state(life.folder, tune_path=str(life.folder / "tune" / run_name))
     return tune.Tuner(

@@ -72,16 +72,16 @@ def main(folder: str, space: str, n: int) -> dict:
         return {"skip": f"cannot mount a tmpfs: {mount.stderr.strip()}"}
     db = work / "mlflow.db"
     proc = _driver(work, space)
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + 480   # hang guards, generous for a loaded machine
     while _children(db) < 1 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
     filled = _fill(work / "filler.bin")
     try:
-        out, err = proc.communicate(timeout=240)
+        out, err = proc.communicate(timeout=480)
     except subprocess.TimeoutExpired:
         proc.kill()
         out, err = proc.communicate()
-        return {"error": "the driver did not end within 240 s on a full disk",
+        return {"error": "the driver did not end within 480 s on a full disk",
                 "stderr": err[-3000:]}
     state_file = work / "esper_ab_sweeps" / Path(space).stem / "state.json"
     state = json.loads(state_file.read_text()) if state_file.is_file() else {}

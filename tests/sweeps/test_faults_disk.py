@@ -39,7 +39,7 @@ def _in_namespace(tmp_path: Path, space: Path) -> dict:
         flag = "-m"
     proc = subprocess.run([unshare, flag, sys.executable, str(HERE / "disk_full_run.py"),
                            str(tmp_path), str(space), str(N)],
-                          capture_output=True, text=True, timeout=900)
+                          capture_output=True, text=True, timeout=1500)
     lines = [x for x in proc.stdout.splitlines() if x.startswith("{")]
     assert lines, proc.stdout[-2000:] + proc.stderr[-3000:]
     out = json.loads(lines[-1])
