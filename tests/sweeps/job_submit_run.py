@@ -17,12 +17,17 @@ REPO = Path(__file__).resolve().parents[2]
 
 def main(folder: str, space: str, port: int) -> int:
     sys.path.insert(0, str(REPO / "jobs"))
+    import socket
+
     from ray.cluster_utils import Cluster
     from submit import submit_sweep, wait
 
+    with socket.socket() as s:      # the job agent's own port: Ray's default (52365) is
+        s.bind(("127.0.0.1", 0))    # fixed, so a second head on the machine (another suite
+        agent_port = s.getsockname()[1]   # beside this one) never gets its job agent
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 2, "include_dashboard": True, "dashboard_host": "127.0.0.1",
-        "dashboard_port": port})
+        "dashboard_port": port, "dashboard_agent_listen_port": agent_port})
     try:
         client, job_id = submit_sweep(
             f"http://127.0.0.1:{port}", space,
