@@ -4,7 +4,8 @@ A workload is a :class:`WorkloadPlugin`: a host (any ``nn.Module`` satisfying :c
 or one wrapped in :class:`ModuleHost` by naming the submodules whose outputs are slots),
 data (a loader deterministic per replicate, or fixed tensors), a :class:`BlueprintCatalog`
 of seeds that declares which slots each fits (the placebo comes for free), and optionally a
-loss and an accuracy (defaults: classification and next-token prediction).
+loss and an accuracy (defaults: classification and next-token prediction), which also
+score the held-out split that defines each seed's value.
 
 A space names it by a registered name (entry point group ``esper_ab.workloads``, so
 ``pip install my-package`` is enough) or as ``module:attribute``; its ``data:`` options
@@ -33,6 +34,7 @@ from esper_ab.episodes.workloads import (
     WorkloadData,
     WorkloadPlugin,
     accuracy_counts,
+    correct_flags,
     list_workloads,
     resolve_workload,
     task_loss,
@@ -58,6 +60,7 @@ __all__ = [
     "WorkloadPlugin",
     "accuracy_counts",
     "check_workload",
+    "correct_flags",
     "get_catalog",
     "list_catalogs",
     "list_workloads",

@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from esper_ab.episodes._training import Evaluation
+from esper_ab.episodes._training import Evaluation, HeldOut
 from esper_ab.episodes.hosts import CNNHost
-from esper_ab.episodes.workloads import IGNORE_INDEX
+from esper_ab.episodes.workloads import IGNORE_INDEX, task_loss
 
 
 def supports(host: nn.Module) -> bool:
@@ -89,8 +89,12 @@ class StackedCNN(nn.Module):
         return logits.transpose(0, 1)
 
 
-def stacked_loss(logits: Tensor, y: Tensor) -> Tensor:
-    """The sum over forks of each fork's mean cross-entropy (``task_loss`` per fork)."""
+def stacked_loss(logits: Tensor, y: Tensor, loss=None) -> Tensor:
+    """The sum over forks of each fork's mean loss: ``loss`` (a workload's own, taking one
+    fork's (B, n) logits) per fork, or cross-entropy (``task_loss``) when it is None or
+    ``task_loss``."""
+    if loss is not None and loss is not task_loss:
+        return sum(loss(logits[:, j], y) for j in range(logits.shape[1]))
     b, k, n = logits.shape
     losses = F.cross_entropy(logits.reshape(b * k, n), y.repeat_interleave(k),
                              ignore_index=IGNORE_INDEX, reduction="none").view(b, k)
@@ -209,12 +213,17 @@ class StackedBlendHook:
 @torch.no_grad()
 def evaluate_stacked(model: StackedCNN, workload, *, hook=None,
                      batch_size: int = 1024) -> list[Evaluation]:
-    """``evaluate`` for every fork of ``model`` (eval mode) on the held-out split. Rows are
-    chunked on the CPU so one chunk holds about 1024 rows of one host's activations (it then
-    stays in the caches); the chunking changes nothing but float summation order."""
+    """``evaluate`` for every fork of ``model`` (eval mode) on the held-out split, by the
+    workload's own loss and accuracy. Rows are chunked on the CPU so one chunk holds about
+    1024 rows of one host's activations (it then stays in the caches); the chunking changes
+    nothing but float summation order."""
     was_training = model.training
     model.eval()
     k = model.k
+    plugin = workload.plugin
+    # the defaults, vectorized over the forks (exactly what the batched forks always ran)
+    fused = plugin.default_loss and plugin.default_accuracy
+    held_out = [] if fused else [HeldOut(workload, workload.test_x.device) for _ in range(k)]
     loss_sum = torch.zeros(k, dtype=torch.float64, device=workload.test_x.device)
     flags = []
     n = workload.test_x.shape[0]
@@ -224,12 +233,18 @@ def evaluate_stacked(model: StackedCNN, workload, *, hook=None,
         x = workload.test_x[start:start + step]
         y = workload.test_y[start:start + step]
         logits = model(x, hook)                                         # (B, K, n)
+        if not fused:
+            for j in range(k):
+                held_out[j].add(logits[:, j], y)
+            continue
         b, _, c = logits.shape
         losses = F.cross_entropy(logits.reshape(b * k, c), y.repeat_interleave(k),
                                  reduction="none").view(b, k)
         loss_sum += losses.sum(0).double()
         flags.append(logits.argmax(dim=-1) == y[:, None])
     model.train(was_training)
+    if not fused:
+        return [h.result() for h in held_out]
     # SYNC POINT: one copy per evaluation of all the forks.
     correct = torch.cat(flags).cpu().numpy()
     loss = loss_sum.cpu().tolist()

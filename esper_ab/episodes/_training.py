@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from esper_ab.episodes._cache import load_tensors, save_tensors
 from esper_ab.episodes.workloads import IGNORE_INDEX, Workload, config_hash
+from esper_ab.errors import ConfigError
 
 PHASE_SALT = {"host": 1, "pretrain": 2, "incubate": 3, "value": 4, "seed": 5, "closed": 6}
 
@@ -149,30 +150,85 @@ class Evaluation:
     correct: np.ndarray  # bool, one entry per scored target, in test-set order
 
 
+class HeldOut:
+    """One model's held-out loss and correctness, accumulated batch by batch on the device
+    by the workload's own ``loss``, ``accuracy`` and ``correct``.
+
+    - loss: with the default (``task_loss``) the cross-entropy summed over scored targets
+      over their number; a plug-in's own ``loss`` (a batch mean) is averaged over the
+      batches weighted by their rows.
+    - accuracy: with the defaults argmax over scored targets; else the plug-in's
+      ``(n_correct, n_scored)`` summed, its ``correct`` flags kept per target (the two must
+      agree).
+
+    With the defaults the operations are exactly those the episodes always ran, so the
+    built-in workloads' values (and cached episodes) are unchanged.
+    """
+
+    def __init__(self, workload: Workload, device: torch.device) -> None:
+        self.plugin = workload.plugin
+        self.default_loss = self.plugin.default_loss
+        self.default_acc = self.plugin.default_accuracy
+        self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        self.counts = torch.zeros(3, dtype=torch.int64, device=device)  # correct, scored, rows
+        self.flags: list[Tensor] = []
+
+    def add(self, logits: Tensor, y: Tensor) -> None:
+        rows = logits.shape[0]
+        if self.default_loss or self.default_acc:
+            flat, fy = logits, y
+            if flat.dim() == 3:
+                flat, fy = flat.reshape(-1, flat.shape[-1]), fy.reshape(-1)
+            scored = fy != IGNORE_INDEX
+        if self.default_loss:
+            self.loss_sum += F.cross_entropy(flat[scored], fy[scored], reduction="sum").double()
+            if not self.default_acc:
+                self.counts[2] += scored.sum()
+        else:
+            self.loss_sum += self.plugin.loss(logits, y).detach().double() * rows
+            self.counts[2] += rows
+        if self.default_acc:
+            self.flags.append(flat[scored].argmax(dim=-1) == fy[scored])
+        else:
+            n_correct, n_scored = self.plugin.counts(logits, y)
+            self.counts[0] += n_correct.to(self.counts.device).long()
+            self.counts[1] += n_scored.to(self.counts.device).long()
+            self.flags.append(self.plugin.flags(logits, y))
+
+    def result(self) -> Evaluation:
+        # SYNC POINT: one copy per evaluation.
+        correct = torch.cat(self.flags).cpu().numpy() if self.flags else np.zeros(0, bool)
+        n_correct, n_scored, n_loss = (0, 0, 0) if self.default_loss and self.default_acc \
+            else (int(v) for v in self.counts.cpu().tolist())
+        if self.default_acc:
+            acc = float(correct.mean()) if correct.size else 0.0
+        else:
+            if (int(correct.sum()), correct.size) != (n_correct, n_scored):
+                raise ConfigError(
+                    f"workload {self.plugin.name}: its correct() marks {int(correct.sum())} "
+                    f"of {correct.size} held-out targets correct but its accuracy() counts "
+                    f"{n_correct} of {n_scored}: make them agree (accuracy = mean of correct)")
+            acc = n_correct / n_scored if n_scored else 0.0
+        if self.default_loss:
+            n_loss = correct.size if self.default_acc else n_loss
+        return Evaluation(float(self.loss_sum.item()) / max(n_loss, 1), acc, correct)
+
+
 @torch.no_grad()
 def evaluate(host: nn.Module, workload: Workload, *, hook=None, device: torch.device,
              batch_size: int = 1024) -> Evaluation:
-    """Evaluate ``host`` (eval mode) with ``hook`` in its slots on the held-out split."""
+    """Evaluate ``host`` (eval mode) with ``hook`` in its slots on the held-out split, by
+    the workload's own loss and accuracy (``HeldOut``)."""
     was_training = host.training
     host.eval()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    flags = []
+    held_out = HeldOut(workload, device)
     n = workload.test_x.shape[0]
     for start in range(0, n, batch_size):
         x = workload.test_x[start:start + batch_size]
         y = workload.test_y[start:start + batch_size]
-        logits = host(x, hook)
-        if logits.dim() == 3:
-            logits, y = logits.reshape(-1, logits.shape[-1]), y.reshape(-1)
-        scored = y != IGNORE_INDEX
-        loss_sum += F.cross_entropy(logits[scored], y[scored], reduction="sum").double()
-        flags.append(logits[scored].argmax(dim=-1) == y[scored])
+        held_out.add(host(x, hook), y)
     host.train(was_training)
-    # SYNC POINT: one copy per evaluation.
-    correct = torch.cat(flags).cpu().numpy()
-    total = max(correct.size, 1)
-    return Evaluation(float(loss_sum.item()) / total, float(correct.mean()) if correct.size
-                      else 0.0, correct)
+    return held_out.result()
 
 
 def train_step(host: nn.Module, workload: Workload, idx: Tensor, *, hook, device) -> Tensor:

@@ -188,7 +188,8 @@ def _measure_stacked(workload: Workload, incubated: Incubated, incubation: Incub
         if seed_opt is not None:
             seed_opt.zero_grad(set_to_none=True)
         idx = batches[t]
-        stacked.stacked_loss(model(workload.train_x[idx], hook), workload.train_y[idx]).backward()
+        stacked.stacked_loss(model(workload.train_x[idx], hook), workload.train_y[idx],
+                             loss=workload.plugin.loss).backward()   # the workload's own
         stacked.clip_per_fork_(host_params, incubation.grad_clip)
         clip_seeds()
         opt.step()

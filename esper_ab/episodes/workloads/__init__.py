@@ -24,6 +24,7 @@ from esper_ab.episodes.workloads._base import (
     WorkloadConfig,
     accuracy_counts,
     config_hash,
+    correct_flags,
     task_loss,
 )
 from esper_ab.episodes.workloads._base import _jsonable as jsonable
@@ -48,6 +49,7 @@ __all__ = [
     "accuracy_counts",
     "build_workload",
     "config_hash",
+    "correct_flags",
     "jsonable",
     "list_workloads",
     "resolve_workload",

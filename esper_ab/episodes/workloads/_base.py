@@ -22,6 +22,7 @@ __all__ = [
     "WorkloadConfig",
     "accuracy_counts",
     "config_hash",
+    "correct_flags",
     "task_loss",
 ]
 
@@ -74,6 +75,9 @@ class WorkloadConfig:
     default_slot: str
     # hashed only when it differs from ``name`` (a registered name hashes as it always did)
     source: str = dataclasses.field(default="", metadata={"hash_unless_name": True})
+    # the identity of a plug-in's own loss / accuracy / correct ("" with the defaults, and
+    # then not hashed: built-in cache keys stay what they were)
+    scoring: str = dataclasses.field(default="", metadata={"hash_unless_name": True})
 
     @property
     def plugin(self) -> Any:
@@ -146,7 +150,12 @@ class Workload:
         return self.plugin.loss(logits, y)
 
     def accuracy(self, logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        return self.plugin.accuracy(logits, y)
+        """(number correct, number scored) by the workload's own accuracy."""
+        return self.plugin.counts(logits, y)
+
+    def correct(self, logits: Tensor, y: Tensor) -> Tensor:
+        """One bool per scored target (its mean is the accuracy), by the workload's own."""
+        return self.plugin.flags(logits, y)
 
     @property
     def n_train(self) -> int:
@@ -182,3 +191,12 @@ def accuracy_counts(logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     scored = y != IGNORE_INDEX
     correct = (logits.argmax(dim=-1) == y) & scored
     return correct.sum(), scored.sum()
+
+
+def correct_flags(logits: Tensor, y: Tensor) -> Tensor:
+    """One bool per scored target (``y != IGNORE_INDEX``), in order: argmax equals target.
+    The default per-target correctness; ``accuracy_counts`` is its (sum, count)."""
+    if logits.dim() == 3:
+        logits, y = logits.reshape(-1, logits.shape[-1]), y.reshape(-1)
+    scored = y != IGNORE_INDEX
+    return logits[scored].argmax(dim=-1) == y[scored]

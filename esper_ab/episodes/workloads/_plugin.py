@@ -15,6 +15,7 @@ from esper_ab.episodes.workloads._base import (
     PretrainConfig,
     WorkloadConfig,
     accuracy_counts,
+    correct_flags,
     task_loss,
 )
 from esper_ab.errors import ConfigError, EsperABError, bad_value
@@ -77,9 +78,13 @@ class WorkloadPlugin:
       comes with it.
     - ``options``: turns the space's options into the config's ``data`` (a frozen
       dataclass class or a function); ``None`` keeps them as a frozen mapping.
-    - ``loss(logits, y)`` and ``accuracy(logits, y) -> (n_correct, n_scored)``: default to
-      cross-entropy / argmax for classification ((N, K) logits) and next-token prediction
-      ((N, T, K) logits, ``IGNORE_INDEX`` targets skipped).
+    - ``loss(logits, y)``, ``accuracy(logits, y) -> (n_correct, n_scored)`` and
+      ``correct(logits, y)`` (one bool per scored target, in order; its mean is the
+      accuracy): default to cross-entropy / argmax for classification ((N, K) logits) and
+      next-token prediction ((N, T, K) logits, ``IGNORE_INDEX`` targets skipped). They
+      train every step and score the held-out split, so a seed's value is in their terms.
+      Give ``correct`` alone (the accuracy is then its sum and count) or both; a custom
+      ``accuracy`` needs ``correct`` (the value's paired standard error is per target).
     - ``tiny``: option overrides for ``size="tiny"`` (``--smoke-test``); ``episode``:
       defaults of the episode (``EpisodeConfig`` fields) for this workload.
     - ``configure(**options) -> WorkloadConfig``: full control of the config (instead of
@@ -95,6 +100,7 @@ class WorkloadPlugin:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     loss: Callable[[Tensor, Tensor], Tensor] = task_loss
     accuracy: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] = accuracy_counts
+    correct: Callable[[Tensor, Tensor], Tensor] | None = None
     tiny: Mapping[str, Any] = field(default_factory=dict)
     episode: Mapping[str, Any] = field(default_factory=dict)
     configure: Callable[..., WorkloadConfig] | None = None
@@ -109,12 +115,59 @@ class WorkloadPlugin:
             if not callable(getattr(self, attr)):
                 raise bad_value(f"WorkloadPlugin({self.name}).{attr}", getattr(self, attr),
                                 "use a callable")
+        if self.correct is not None and not callable(self.correct):
+            raise bad_value(f"WorkloadPlugin({self.name}).correct", self.correct,
+                            "use a callable (logits, y) -> one bool per scored target, or None")
+        if self.correct is None and self.accuracy is not accuracy_counts:
+            raise ConfigError(f"WorkloadPlugin({self.name}) has its own accuracy but no correct: "
+                              "give correct(logits, y) -> one bool per scored target (its mean "
+                              "is the accuracy; the value's standard error needs it), or give "
+                              "correct alone")
         if not (callable(self.data) or isinstance(self.data, WorkloadData)):
             raise bad_value(f"WorkloadPlugin({self.name}).data", self.data,
                             "use a callable (config, replicate) -> WorkloadData or a WorkloadData")
         if self.configure is None and not self.default_slot:
             raise bad_value(f"WorkloadPlugin({self.name}).default_slot", self.default_slot,
                             "name the slot a study uses when the space names none")
+
+    @property
+    def default_loss(self) -> bool:
+        """True when the loss is ``task_loss`` (held-out loss: cross-entropy per target)."""
+        return self.loss is task_loss
+
+    @property
+    def default_accuracy(self) -> bool:
+        """True when accuracy and per-target correctness are the argmax defaults."""
+        return self.correct is None
+
+    def counts(self, logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """(number correct, number scored) of one batch: ``accuracy``, or the sum and count
+        of ``correct`` when only that is given."""
+        if self.correct is not None and self.accuracy is accuracy_counts:
+            flags = self.flags(logits, y)
+            return flags.sum(), torch.tensor(flags.numel(), device=flags.device)
+        n_correct, n_scored = self.accuracy(logits, y)
+        return (torch.as_tensor(n_correct, device=logits.device),
+                torch.as_tensor(n_scored, device=logits.device))
+
+    def flags(self, logits: Tensor, y: Tensor) -> Tensor:
+        """One bool per scored target of one batch, flattened in order (``correct``)."""
+        out = (self.correct or correct_flags)(logits, y)
+        if not isinstance(out, Tensor):
+            raise ConfigError(f"workload {self.name}: its correct() returned a "
+                              f"{type(out).__name__}: return a bool tensor, one entry per "
+                              "scored target")
+        return out.reshape(-1).bool()
+
+    def scoring_id(self) -> str:
+        """What keys the caches for a plug-in's own loss / accuracy / correct: their
+        qualified names ("" with the defaults, so the built-ins' keys do not change)."""
+        custom = [(attr, fn) for attr, fn, default in (
+            ("loss", self.loss, task_loss), ("accuracy", self.accuracy, accuracy_counts),
+            ("correct", self.correct, None)) if fn is not default]
+        if not custom:
+            return ""
+        return "heldout-v2;" + ";".join(f"{attr}={_qualified(fn)}" for attr, fn in custom)
 
     @property
     def blueprint_catalog(self) -> BlueprintCatalog:
@@ -140,7 +193,8 @@ class WorkloadPlugin:
         if not isinstance(config, WorkloadConfig):
             raise bad_value(f"workload {self.name} configure()", config,
                             "return a WorkloadConfig")
-        return dataclasses.replace(config, name=self.name, source=source)
+        return dataclasses.replace(config, name=self.name, source=source,
+                                   scoring=self.scoring_id())
 
     def build_host(self, config: WorkloadConfig, *,
                    generator: torch.Generator | None = None) -> nn.Module:
@@ -163,6 +217,14 @@ class WorkloadPlugin:
         raise ConfigError(f"workload {self.name}: its data loader returned a "
                           f"{type(out).__name__}, not WorkloadData or a tuple of 4 tensors: "
                           "return (train_x, train_y, test_x, test_y)")
+
+
+def _qualified(fn: Any) -> str:
+    inner = getattr(fn, "func", fn)          # a functools.partial: its function and arguments
+    name = f"{getattr(inner, '__module__', '?')}.{getattr(inner, '__qualname__', type(inner).__name__)}"
+    if inner is not fn:
+        name += repr((getattr(fn, "args", ()), sorted(getattr(fn, "keywords", {}).items())))
+    return name
 
 
 def builtin_host(config: WorkloadConfig) -> nn.Module:

@@ -218,8 +218,16 @@ def check_workload(config: WorkloadConfig, *, slots: Sequence[str] = (),
     if not isinstance(loss, Tensor) or loss.numel() != 1 or not torch.isfinite(loss):
         raise ContractError(f"workload {name}: its loss on one batch is {loss!r:.60}, not a "
                             "finite scalar tensor: return the mean loss of the batch")
-    _call("its accuracy", name, "fix the workload's accuracy(logits, y)",
-          config.plugin.accuracy, plain, y)
+    plugin = config.plugin
+    n_correct, n_scored = _call("its accuracy", name, "fix the workload's accuracy(logits, y)",
+                                plugin.counts, plain, y)
+    flags = _call("its correct", name, "fix the workload's correct(logits, y)",
+                  plugin.flags, plain, y)
+    if (int(flags.sum()), flags.numel()) != (int(n_correct), int(n_scored)):
+        raise ContractError(f"workload {name}: on one batch its correct() marks "
+                            f"{int(flags.sum())} of {flags.numel()} targets correct but its "
+                            f"accuracy() counts {int(n_correct)} of {int(n_scored)}: make them "
+                            "agree (one bool per scored target; accuracy = their mean)")
     built = tuple(dict.fromkeys(m.blueprint for ms in seeds.values() for m in ms))
     return ContractReport(name, slots, widths, built, int(first.train_x.shape[0]),
                           int(first.test_x.shape[0]))
