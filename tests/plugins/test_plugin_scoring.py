@@ -189,7 +189,7 @@ def test_batched_training_loss_is_the_plugins_loss_per_fork():
         sum(_ce(logits[:, j].numpy(), y.numpy()) for j in range(3)), rel=1e-5)
 
 
-def test_an_episodes_values_follow_a_plugin_that_scores_only_some_targets(tmp_path):
+def test_episode_and_closed_loop_values_follow_a_plugin_that_scores_only_some_targets(tmp_path):
     from esper_ab.episodes import episode_config, run_episode
 
     config = episode_config("test_plugin_scoring:EVEN", size="tiny", blueprints=["depthwise"],
@@ -203,6 +203,10 @@ def test_an_episodes_values_follow_a_plugin_that_scores_only_some_targets(tmp_pa
         assert seeds[column].to_numpy() == pytest.approx(expected, abs=1e-12), column
     assert (seeds["value_acc_pp"] == 0).all() and (seeds["value_acc_se_pp"] == 0).all()
     assert (seeds["removal_cost_pp"] == 0).all()
+    from esper_ab.episodes import run_closed_loop
+
+    loop = run_closed_loop(config, replicate=0, cache_dir=tmp_path).table   # the gate in it
+    assert loop["final_heldout_acc"].to_numpy() == pytest.approx(expected, abs=1e-12)
 
 
 # -- identity in the cache key, contracts -----------------------------------------------
