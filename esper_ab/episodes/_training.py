@@ -190,10 +190,15 @@ class HeldOut:
         if self.default_acc:
             self.flags.append(flat[scored].argmax(dim=-1) == fy[scored])
         else:
-            n_correct, n_scored = self.plugin.counts(logits, y)
-            self.counts[0] += n_correct.to(self.counts.device).long()
-            self.counts[1] += n_scored.to(self.counts.device).long()
-            self.flags.append(self.plugin.flags(logits, y))
+            flags = self.plugin.flags(logits, y)
+            if self.plugin.derived_accuracy:          # correct alone: its sum and count
+                self.counts[0] += flags.sum()
+                self.counts[1] += flags.numel()
+            else:
+                n_correct, n_scored = self.plugin.counts(logits, y)
+                self.counts[0] += n_correct.to(self.counts.device).long()
+                self.counts[1] += n_scored.to(self.counts.device).long()
+            self.flags.append(flags)
 
     def result(self) -> Evaluation:
         # SYNC POINT: one copy per evaluation.

@@ -140,10 +140,15 @@ class WorkloadPlugin:
         """True when accuracy and per-target correctness are the argmax defaults."""
         return self.correct is None
 
+    @property
+    def derived_accuracy(self) -> bool:
+        """True when only ``correct`` is given: the accuracy is its sum and count."""
+        return self.correct is not None and self.accuracy is accuracy_counts
+
     def counts(self, logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """(number correct, number scored) of one batch: ``accuracy``, or the sum and count
         of ``correct`` when only that is given."""
-        if self.correct is not None and self.accuracy is accuracy_counts:
+        if self.derived_accuracy:
             flags = self.flags(logits, y)
             return flags.sum(), torch.tensor(flags.numel(), device=flags.device)
         n_correct, n_scored = self.accuracy(logits, y)
