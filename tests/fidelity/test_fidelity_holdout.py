@@ -266,7 +266,8 @@ def test_confirm_by_replay_refuses_an_overlap():
 def test_tune_sweep_confirms_on_held_out_replicates(tmp_path):
     from esper_ab.tune_driver.tune_runner import SweepOptions, run_sweep
 
-    spec = parse_sweep_spec(space(name="tune_holdout", num_samples=8, max_concurrent=2,
+    # 4 trials (a Tune trial and a child run each): enough for the 2 confirmed candidates
+    spec = parse_sweep_spec(space(name="tune_holdout", num_samples=4, max_concurrent=2,
                                   resources={"cpu": 1}, confirm={"top_k": 2}))
     out = run_sweep(spec, options=SweepOptions(tracking_uri=f"sqlite:///{tmp_path}/m.db",
                                                storage_dir=str(tmp_path), num_cpus=2,
