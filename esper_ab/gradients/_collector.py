@@ -76,13 +76,13 @@ def typed_parameters(group: ParamGroup) -> list[tuple[nn.Parameter, LayerType]]:
 class PendingStats:
     """One step's device-side values; turn many into GradStats with ``materialize``.
 
-    ``values`` holds one float64 tensor per (device, dtype) bucket, on its device;
-    ``targets`` says where each of its entries lands in the step's accumulator
+    ``values`` holds one float64 tensor per (device, dtype) bucket, on its device (a
+    list of Python floats for a CPU bucket, where reading is no sync); ``targets`` says where each of its entries lands in the step's accumulator
     ``[sum_sq per (group, type) | sum_abs per (group, type) | zero elements per group |
     non-finite elements per group]`` (added there by ``materialize``, not per step).
     """
 
-    values: tuple[torch.Tensor, ...]
+    values: tuple[torch.Tensor | list[float], ...]
     targets: tuple[tuple[int, ...], ...]
     n_with_grad: tuple[int, ...]      # per group; known on the host without a sync
 
@@ -98,12 +98,12 @@ class _Bucket:
     slots: tuple[torch.Tensor, ...]    # segment of each slot
     groups: tuple[torch.Tensor, ...]   # segment of each group
     bits: tuple[torch.Tensor, ...]     # the group segments viewed as integers
+    slot_group: tuple[int, ...]        # index in ``groups`` of each slot's group
     sums: torch.Tensor                 # [sum_sq per slot | sum_abs per slot], reused
     sq_out: tuple[torch.Tensor, ...]   # the elements of ``sums`` each slot's sums land in
     abs_out: tuple[torch.Tensor, ...]
     group_numel: torch.Tensor          # float64 element count of each group segment
     targets: tuple[int, ...]           # where the bucket's values land in the accumulator
-    no_nonfinite: torch.Tensor      # float64 zeros, one per group (the usual count)
     branch_free: bool                  # count without reading values (any non-CPU device)
 
 
@@ -167,11 +167,13 @@ class GradientCollector:
         """Turn pending accumulators into GradStats, one dict per step."""
         if not pending:
             return []
-        values = [v for p in pending for v in p.values]
-        if len({v.device for v in values}) > 1:
-            values = [v.cpu() for v in values]
+        on_device = [v for p in pending for v in p.values if isinstance(v, torch.Tensor)]
+        if len({v.device for v in on_device}) > 1:
+            on_device = [v.cpu() for v in on_device]
         # SYNC POINT: the collector's only device->host copy, one for all the steps.
-        flat = iter(torch.cat(values).cpu().tolist() if values else [])
+        read = iter(torch.cat(on_device).cpu().tolist() if on_device else [])
+        flat = iter([x for p in pending for v in p.values
+                     for x in (v if isinstance(v, list) else itertools.islice(read, len(v)))])
         n_acc = 2 * (self._n_slots + len(self.names))
         out = []
         for p in pending:
@@ -214,10 +216,10 @@ class GradientCollector:
                             for v, i in zip(buffer.split(sizes), idx, strict=True)),
                 slots=buffer.split(slot_sizes), groups=buffer.split(group_sizes),
                 bits=buffer.view(bits).split(group_sizes), sums=sums,
+                slot_group=tuple(group_ids.index(s // len(LAYER_TYPES)) for s in slot_ids),
                 sq_out=tuple(sums[:len(slot_ids)]), abs_out=tuple(sums[len(slot_ids):]),
                 group_numel=torch.tensor(group_sizes, dtype=torch.float64, device=device),
                 targets=tuple(target),
-                no_nonfinite=torch.zeros(len(group_ids), dtype=torch.float64, device=device),
                 branch_free=device.type != "cpu" or bool(self._branch_free)))
         return _Plan(key=key, buckets=tuple(buckets), n_with_grad=tuple(n_with_grad),
                      targets=tuple(b.targets for b in buckets))
@@ -245,37 +247,56 @@ def _runs(labels: list[int], sizes: list[int]) -> tuple[list[int], list[int]]:
     return [label for label, _ in runs], [size for _, size in runs]
 
 
-def _reduce(b: _Bucket, grads: Sequence[torch.Tensor]) -> torch.Tensor:
-    """``[sum_sq per slot | sum_abs per slot | zeros per group | non-finite per group]``
-    (float64, on the bucket's device): one fused copy into the flat buffer, then a fixed
-    number of operators per slot and group, never one per parameter.
+def _reduce(b: _Bucket, grads: Sequence[torch.Tensor]) -> torch.Tensor | list[float]:
+    """``[sum_sq per slot | sum_abs per slot | zeros per group | non-finite per group]``:
+    one fused copy into the flat buffer, then a fixed number of operators per slot and
+    group, never one per parameter. A float64 tensor on the bucket's device with no host
+    sync (``branch_free``: any accelerator), or Python floats on the CPU.
 
     Every sum is a plain ``torch.sum`` over a flat float32 (float64) segment: its cascade
     summation keeps float32 sums of ~1e6 gradients within ~1e-7 of the float64 value.
     (``torch._foreach_norm`` and ``torch._foreach_powsum`` on the gradients themselves
     were measured on the CPU: slower, and ``powsum`` off by ~2e-5 at 0.87M elements.)
-
-    Non-finite elements are counted only where they can exist: on a device without
-    reading a value (``branch_free``); on the CPU, where reading a value is no device
-    sync, only when the bucket's sum |g| is not finite (it can overflow with finite
-    values; the count then runs and gives 0). That one read is the CPU path's only one.
     """
     torch._foreach_copy_(b.views, grads)     # half precision is reduced in float32
     b.buffer.abs_()
     for seg, out in zip(b.slots, b.abs_out, strict=True):
         torch.sum(seg, 0, out=out)           # each sum in place: no stack, no cat
+    if not b.branch_free:
+        return _counted_on_cpu(b)
     # abs_ cleared the sign bit, so |g| is zero exactly where its integer view is zero
     # (and the integer count_nonzero is much faster on the CPU than the float one).
     zeros = b.group_numel - torch.stack([torch.count_nonzero(s) for s in b.bits])
-    if b.branch_free or not math.isfinite(b.sums[len(b.slots):].sum()):
-        nonfinite = b.group_numel - torch.stack([torch.count_nonzero(torch.isfinite(s))
-                                                 for s in b.groups])
-    else:
-        nonfinite = b.no_nonfinite
+    nonfinite = b.group_numel - torch.stack([torch.count_nonzero(torch.isfinite(s))
+                                             for s in b.groups])
     b.buffer.square_()                       # |g|^2 = g^2
     for seg, out in zip(b.slots, b.sq_out, strict=True):
         torch.sum(seg, 0, out=out)
     return torch.cat([b.sums.double(), zeros, nonfinite])   # a copy: ``sums`` is reused
+
+
+def _counted_on_cpu(b: _Bucket) -> list[float]:
+    """The rest of ``_reduce`` on the CPU, where reading a value is no device sync: two
+    reads per bucket (min |g|, then every sum), and a count runs only where a cheap bound
+    allows a non-zero result: zeros only where min |g| is not > 0, non-finite elements
+    only where a group's sum |g| is not finite (it can overflow with finite values; the
+    count then runs and gives 0)."""
+    low = b.buffer.amin().item() if len(b.buffer) else 1.0
+    zeros = ([0] * len(b.groups) if low > 0 else
+             [len(seg) - int(n) for seg, n in zip(
+                 b.groups, torch.stack([torch.count_nonzero(s) for s in b.bits]).tolist(),
+                 strict=True)])
+    b.buffer.square_()                       # |g|^2 = g^2
+    for seg, out in zip(b.slots, b.sq_out, strict=True):
+        torch.sum(seg, 0, out=out)
+    sums = b.sums.tolist()
+    abs_by_group = [0.0] * len(b.groups)
+    for g, v in zip(b.slot_group, sums[len(b.slots):], strict=True):
+        abs_by_group[g] += v
+    nonfinite = [0 if math.isfinite(total) else
+                 len(seg) - int(torch.count_nonzero(torch.isfinite(seg)))
+                 for seg, total in zip(b.groups, abs_by_group, strict=True)]
+    return sums + zeros + nonfinite
 
 
 def measure_groups(groups: Mapping[str, ParamGroup]) -> dict[str, GradStats]:
