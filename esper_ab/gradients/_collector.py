@@ -77,9 +77,10 @@ class PendingStats:
     """One step's device-side values; turn many into GradStats with ``materialize``.
 
     ``values`` holds one float64 tensor per (device, dtype) bucket, on its device (a
-    list of Python floats for a CPU bucket, where reading is no sync); ``targets`` says where each of its entries lands in the step's accumulator
-    ``[sum_sq per (group, type) | sum_abs per (group, type) | zero elements per group |
-    non-finite elements per group]`` (added there by ``materialize``, not per step).
+    list of Python floats for a CPU bucket, where reading is no sync); ``targets`` says
+    where each of its entries lands in the step's accumulator ``[sum_sq per (group, type)
+    | sum_abs per (group, type) | zero elements per group | non-finite elements per
+    group]`` (added there by ``materialize``, not per step).
     """
 
     values: tuple[torch.Tensor | list[float], ...]
