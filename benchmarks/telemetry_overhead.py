@@ -17,13 +17,19 @@ spread, and the *collect share*: median time inside ``collect()`` (plus the mate
 share) over the median plain step, a direct check of the ratio that contention barely
 moves. ``--aa`` makes the measured arm plain too: the ratio then shows the noise floor.
 
-On the CPU steps are timed with ``time.perf_counter`` at ``--threads`` threads (1 by
-default). On CUDA (measured when ``torch.cuda.is_available()``) steps are timed with CUDA
+On the CPU steps are timed at ``--threads`` threads (1 by default) with the process's CPU
+clock (``--clock cpu``, the default: ``time.process_time``), or with the wall clock
+(``--clock wall``: ``time.perf_counter``). On a machine shared with other work the wall
+clock also counts the time the process waits for a core, which lands on random steps
+of either arm: at load 8-10 on 2 cores wall-clock runs of the same code scattered from
+0.92 to 1.11. CPU time counts only the work the step does (contention still slows it
+through the caches, in both arms alike), so it measures the overhead, not the queue.
+On CUDA (measured when ``torch.cuda.is_available()``) steps are timed with CUDA
 events and there is no host sync inside a block but the measured arm's ``materialize``;
 one synchronize after each block's last event reads the events.
 
     python benchmarks/telemetry_overhead.py [--device auto|cpu|cuda] [--runs 3]
-        [--pairs 20] [--steps 3] [--threads 1] [--hosts cnn,gpt] [--aa]
+        [--pairs 20] [--steps 3] [--threads 1] [--hosts cnn,gpt] [--aa] [--clock cpu|wall]
 
 Target: ratio <= 1.02 on every host.
 """
@@ -76,15 +82,20 @@ class _FlatLogits(nn.Module):
 HOSTS: dict[str, Callable[[], tuple[nn.Module, Batch]]] = {"cnn": cnn, "gpt": transformer}
 
 
-class _Clock:
-    """Marks on the CPU clock, or CUDA events recorded on the stream (no host sync)."""
+CLOCKS: dict[str, Callable[[], float]] = {"cpu": time.process_time, "wall": time.perf_counter}
 
-    def __init__(self, device: torch.device):
+
+class _Clock:
+    """Marks on a host clock (process CPU time or wall time), or CUDA events recorded on
+    the stream (no host sync)."""
+
+    def __init__(self, device: torch.device, clock: str = "cpu"):
         self.cuda = device.type == "cuda"
+        self.host = CLOCKS[clock]
 
     def mark(self):
         if not self.cuda:
-            return time.perf_counter()
+            return self.host()
         event = torch.cuda.Event(enable_timing=True)
         event.record()
         return event
@@ -110,7 +121,7 @@ class RunResult:
 
 
 def one_run(build: Callable[[], tuple[nn.Module, Batch]], device: torch.device, *,
-            pairs: int, steps: int, aa: bool = False) -> RunResult:
+            pairs: int, steps: int, aa: bool = False, clock: str = "cpu") -> RunResult:
     torch.manual_seed(0)
     model, (x, y) = build()
     model.to(device)
@@ -118,7 +129,7 @@ def one_run(build: Callable[[], tuple[nn.Module, Batch]], device: torch.device, 
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     collector = GradientCollector({"host": model})
     loss_fn = nn.CrossEntropyLoss()
-    clock = _Clock(device)
+    clock = _Clock(device, clock)
     step_s: dict[bool, list[float]] = {True: [], False: []}
     collect_s: list[float] = []
     sync_s: list[float] = []
@@ -162,10 +173,10 @@ def one_run(build: Callable[[], tuple[nn.Module, Batch]], device: torch.device, 
 
 
 def measure_host(name: str, device: torch.device, *, runs: int, pairs: int, steps: int,
-                 aa: bool = False) -> dict:
+                 aa: bool = False, clock: str = "cpu") -> dict:
     """``runs`` independent runs: the ratio's median, min and max, and the step times."""
     load = os.getloadavg()[0]
-    results = [one_run(HOSTS[name], device, pairs=pairs, steps=steps, aa=aa)
+    results = [one_run(HOSTS[name], device, pairs=pairs, steps=steps, aa=aa, clock=clock)
                for _ in range(runs)]
     ratios = [r.ratio for r in results]
     return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios),
@@ -185,6 +196,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--hosts", default="cnn,gpt")
     ap.add_argument("--aa", action="store_true", help="A/A: no collection in either arm")
+    ap.add_argument("--clock", default="cpu", choices=sorted(CLOCKS),
+                    help="host clock on the CPU device: process CPU time (default) or wall")
     args = ap.parse_args()
     hosts = [h for h in args.hosts.split(",") if h]
     bad = [h for h in hosts if h not in HOSTS]
@@ -201,14 +214,15 @@ def main() -> None:
     if args.device != "cpu" and torch.cuda.is_available():
         devices.append(torch.device("cuda"))
     print(f"telemetry overhead (torch {torch.__version__}, {args.threads} CPU thread(s); "
-          f"{args.runs} runs x {args.pairs} block pairs x {args.steps} steps; target <= 1.02"
+          f"{args.runs} runs x {args.pairs} block pairs x {args.steps} steps; CPU steps on the "
+          f"{args.clock} clock; target <= 1.02"
           f"{'; A/A: no collection in either arm' if args.aa else ''})")
     for device in devices:
         label = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
         print(f"device {device} ({label})")
         for name in hosts:
             r = measure_host(name, device, runs=args.runs, pairs=args.pairs, steps=args.steps,
-                             aa=args.aa)
+                             aa=args.aa, clock=args.clock)
             n = sum(p.numel() for p in HOSTS[name]()[0].parameters())
             runs = " ".join(f"{v:.4f}" for v in r["runs"])
             print(f"  {name:<4} params={n:>8,}  plain step {r['plain_ms']:7.2f} ms  with "

@@ -319,6 +319,45 @@ def test_pending_steps_are_independent_of_the_reused_buffer():
     assert [s["g"].sum_abs for s in col.materialize(pending)] == [4.0, 8.0, 12.0]
 
 
+
+@pytest.mark.parametrize("branch_free", [None, True])
+def test_host_and_27_seeds_over_steps_with_changing_layouts_match_reference(branch_free):
+    """Incubation's shape: a host and 27 seeds, 28 groups. Three steps collected, then
+    materialized in one call; at step 1 a few seeds get no gradient and one has a zero
+    and a non-finite element, so each pending step carries its own layout. Every group of
+    every step is checked against the independent per-tensor float64 loop."""
+    torch.manual_seed(7)
+    host = SmallCNN()
+    seeds = {f"seed{k}": nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8))
+             for k in range(27)}
+    groups = {"host": host, **seeds}
+    col = _collector(groups, branch_free)
+    x, z = torch.randn(4, 3, 6, 6), torch.randn(2, 8, 5, 5)
+    pending, refs = [], []
+    for step in range(3):
+        for m in groups.values():
+            m.zero_grad(set_to_none=True)
+        idle = {3, 11, 26} if step == 1 else set()
+        loss = host(x).logsumexp(1).sum() + sum(
+            m(z).square().mean() * (k + 1) for k, m in enumerate(seeds.values()) if k not in idle)
+        loss.backward()
+        if step == 1:
+            seeds["seed5"][0].weight.grad[0, 0, 0, 0] = 0.0
+            seeds["seed5"][0].weight.grad[0, 0, 0, 1] = float("inf")
+        pending.append(col.collect())
+        refs.append({name: reference(typed_parameters(m)) for name, m in groups.items()})
+    for step, (stats, ref_step) in enumerate(zip(col.materialize(pending), refs, strict=True)):
+        for name, (ref, bt) in ref_step.items():
+            s = stats[name]
+            assert (s.n_with_grad, s.n_nonfinite, s.n_zero_elements) == (
+                ref["n_with_grad"], ref["n_nonfinite"], ref["n_zero"]), (step, name)
+            if ref["n_nonfinite"] == 0:
+                assert_matches(s, ref, bt)
+            else:
+                assert (step, name) == (1, "seed5") and not s.is_finite
+        assert [stats[f"seed{k}"].has_gradient for k in (3, 11, 26)] == [step != 1] * 3
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_collect_matches_reference_without_host_sync():

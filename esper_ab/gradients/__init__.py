@@ -12,9 +12,9 @@ metric is named for exactly what it is (ticket B7-PT-08):
 
 ``GradientCollector`` measures several groups (host, each seed) after ``backward()``
 and *before* clipping. Work is grouped by (device, dtype): one fused copy into a cached
-flat buffer, then in-place reductions per (group, layer type) segment; results accumulate
-on the device. Nothing syncs with the host until ``materialize()``, which turns many steps
-into ``GradStats`` with one copy. ``benchmarks/telemetry_overhead.py`` measures the cost.
+flat buffer, then in-place reductions per (group, layer type) segment; each step's values
+stay on the device (Python floats on the CPU). Nothing syncs with the host until
+``materialize()``, which turns many steps into ``GradStats`` with one copy. ``benchmarks/telemetry_overhead.py`` measures the cost.
 
 The package splits along its one heavy dependency: ``_stats`` (the statistics, their
 derived metrics and table columns; torch-free: all that replay, strategies and the gate
