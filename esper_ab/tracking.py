@@ -48,6 +48,7 @@ from esper_ab.study.report import png_bytes
 from esper_ab.study.spec import SweepSpec, parse_sweep_spec
 from esper_ab.study.studies import store_dir
 from esper_ab.study.writer import BackgroundWriter
+from esper_ab.trial import as_reference
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
@@ -361,7 +362,7 @@ class SweepTracker:
         decisions = gate = None
         folder = self._download(rid, TRIAL_DIR, str(tmp))
         if folder is not None and (folder / "decisions.csv").is_file():
-            decisions = pd.read_csv(folder / "decisions.csv")
+            decisions = as_reference(pd.read_csv(folder / "decisions.csv"))
         if folder is not None and (folder / "gate_config.json").is_file():
             gate = GateConfig.from_dict(json.loads((folder / "gate_config.json").read_text()))
         tags = run.data.tags
@@ -391,9 +392,8 @@ class SweepTracker:
 
     def log_sweep_summary(self, parent_id: str, result: SweepAnalysis, *, html: str,
                           figures: Mapping[str, Any]) -> None:
-        """The parent run as a result: report, plots, analysis, the baseline's and the
-        winner's (or best candidate's) metrics, the per-blueprint tables and the verdict as
-        the run's description (MLflow's note)."""
+        """The parent run as a result: report, plots, analysis, the reference's and the
+        winner's (or best) metrics, per-blueprint tables, the verdict as its note."""
         c = self.client
         self.log_report(parent_id, html)
         with tempfile.TemporaryDirectory() as tmp:

@@ -33,7 +33,7 @@ import pandas as pd
 from esper_ab.errors import DataError
 from esper_ab.gate import PRESETS, GateConfig
 from esper_ab.strategies import strategy_class
-from esper_ab.trial import BASELINE_LABEL
+from esper_ab.trial import BASELINE_LABEL, reference_name
 
 __all__ = ["CLOSED_LOOP_FORMAT", "ConfirmJob", "ConfirmRun", "Confirmation", "check_disjoint",
            "confirm_by_replay", "confirmation_spec", "format_confirmation", "judge",
@@ -173,6 +173,7 @@ class Confirmation:
     candidates: tuple[str, ...]
     decisions: pd.DataFrame
     sequential: Any | None = None       # esper_ab.stats.SequentialResult
+    preset: str = ""                    # the reference gate's preset (the space's baseline)
 
     @property
     def verdict(self) -> Any:
@@ -223,7 +224,8 @@ def judge(spec: Any, table: pd.DataFrame, *, fidelity: str, candidates: Sequence
     analysis = analyze(table, baseline=BASELINE_LABEL, alpha=spec.selection.alpha,
                        rule=spec.selection.rule(), n_boot=n_boot, n_perm=n_perm, seed=seed)
     return Confirmation(analysis, fidelity, tuple(spec.replicates), reps,
-                        tuple(spec.confirm_replicates), tuple(candidates), table)
+                        tuple(spec.confirm_replicates), tuple(candidates), table,
+                        preset=str(getattr(spec, "baseline", "") or ""))
 
 
 def sequential_state(spec: Any, table: pd.DataFrame, *, candidates: Sequence[str],
@@ -313,8 +315,9 @@ def format_confirmation(conf: Confirmation) -> str:
     focus = v.winner or max(conf.candidates, key=lambda c: float(
         overall.loc[c, conf.analysis.rule.objective]))
     base, cand = _per_blueprint(conf, BASELINE_LABEL), _per_blueprint(conf, focus)
-    both = pd.concat({"baseline": base, focus: cand[["pass_rate", "tpr", "fpr"]]}, axis=1)
-    lines += ["", f"Per blueprint on the confirmation replicates (baseline vs {focus}; "
+    ref = reference_name(conf.preset) if conf.preset else BASELINE_LABEL
+    both = pd.concat({BASELINE_LABEL: base, focus: cand[["pass_rate", "tpr", "fpr"]]}, axis=1)
+    lines += ["", f"Per blueprint on the confirmation replicates (the {ref} gate vs {focus}; "
                   "value = mean gain over the placebo, pp):",
               both.to_string(float_format=lambda x: f"{x:.3f}", na_rep="-")]
     return "\n".join(lines)
