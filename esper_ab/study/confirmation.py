@@ -300,9 +300,12 @@ def _per_blueprint(conf: Confirmation, label: str) -> pd.DataFrame:
     return rows[["n", "valuable", "value_pp", "pass_rate", "tpr", "fpr"]]
 
 
-def format_confirmation(conf: Confirmation) -> str:
-    """What the CLI prints: the confirmed verdict first, then the baseline's bias per
-    blueprint (value, pass rate, TPR/FPR) beside the winner's (or the best candidate's)."""
+def format_confirmation(conf: Confirmation, *, width: int | None = None) -> str:
+    """What the CLI prints: the confirmed verdict first, then the reference gate's bias per
+    blueprint (value, pass rate, TPR/FPR) beside the winner's (or the best candidate's), as
+    an aligned table (``esper_ab.console``: counts as integers, rates rounded, names whole)."""
+    from esper_ab.console import render_table
+
     v = conf.verdict
     stop = ""
     if len(conf.replicates) < len(conf.planned):
@@ -315,9 +318,20 @@ def format_confirmation(conf: Confirmation) -> str:
     focus = v.winner or max(conf.candidates, key=lambda c: float(
         overall.loc[c, conf.analysis.rule.objective]))
     base, cand = _per_blueprint(conf, BASELINE_LABEL), _per_blueprint(conf, focus)
+    arm = "win" if v.winner else "best"
     ref = reference_name(conf.preset) if conf.preset else BASELINE_LABEL
-    both = pd.concat({BASELINE_LABEL: base, focus: cand[["pass_rate", "tpr", "fpr"]]}, axis=1)
-    lines += ["", f"Per blueprint on the confirmation replicates (the {ref} gate vs {focus}; "
-                  "value = mean gain over the placebo, pp):",
-              both.to_string(float_format=lambda x: f"{x:.3f}", na_rep="-")]
+    cols = ["blueprint", "seeds", "valuable", "value pp", "pass ref", f"pass {arm}",
+            "TPR ref", f"TPR {arm}", "FPR ref", f"FPR {arm}"]
+    rows = [[bp, _count(b["n"]), _count(b["valuable"]), b["value_pp"],
+             *(x for m in ("pass_rate", "tpr", "fpr")
+               for x in (b[m], cand[m].get(bp, float("nan"))))]
+            for bp, b in base.iterrows()]
+    lines += ["", render_table(
+        cols, rows, numeric=cols[1:], keep=["blueprint"], width=width,
+        title=f"Per blueprint on the confirmation replicates: the {ref} gate (ref) vs "
+              f"{focus} ({arm}); value pp = mean gain over the placebo, in points")]
     return "\n".join(lines)
+
+
+def _count(v: Any) -> int | None:
+    return None if v is None or v != v else int(v)

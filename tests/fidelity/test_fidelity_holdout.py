@@ -183,7 +183,7 @@ def test_calibrating_candidates_are_confirmed_with_their_search_calibration(conf
         assert list(got["passed"]) == list(want["passed"])
     text = format_confirmation(conf)
     assert text.startswith("Confirmed verdict (replay on held-out replicates [4, 5, 6, 7, 8]")
-    assert "baseline" in text and "tpr" in text and "value_pp" in text
+    assert "reference" in text and "TPR ref" in text and "value pp" in text
 
 
 @pytest.mark.slow

@@ -69,7 +69,7 @@ def test_the_confirmation_names_the_reference_apart(sweep):
     _, sa, conf, table = sweep
     assert set(table["strategy"]) >= {BASELINE_LABEL, "t001-baseline"}
     text = format_confirmation(conf)
-    assert f"the {REF} gate" in text
+    assert f"the {REF} gate (ref)" in text
     assert _names_called_baseline(text) == [], text
 
 
