@@ -120,3 +120,31 @@ def test_analyze_redirected_to_a_file_is_plain_text(tmp_path, decisions):
     assert "\x1b" not in text and "..." not in text and "Overall" in text
     overall = text.split("\nOverall\n", 1)[1].split("\n\n", 1)[0]
     assert max(len(line) for line in overall.splitlines()) <= 100
+
+
+def test_the_observational_report_is_a_table_for_people():
+    """``analyze --observational``: a long blueprint name stays whole, counts are integers
+    equal to the table's by hand, the columns line up (it was hand-padded f-strings)."""
+    from esper_ab.stats import analyze_observational
+
+    long_bp = "a_blueprint_name_longer_than_twelve"
+    t = pd.DataFrame({
+        "replicate": ["r1", "r1", "r2", "r2", "r3", "r3"],
+        "blueprint": [long_bp, "b", long_bp, "b", long_bp, "b"],
+        "strategy": "s", "passed": [1, 0, 1, 1, 0, 0],
+        "pass_epoch": [12, np.nan, 16, 12, np.nan, np.nan],
+        "statistic": [0.5, 0.02, 1.5, 0.3, 0.01, 0.04], "g2_attempts": [4, 10, 5, 4, 10, 10]})
+    text = analyze_observational(t, n_boot=50, n_perm=50).format_table()
+    block = text.split("\n", 1)[1].split("\nblueprint x pass", 1)[0]
+    lines = block.splitlines()          # headers wrap between words, bottom-aligned
+    header = lines[next(i for i, x in enumerate(lines) if set(x.strip()) == {"─"}) - 1]
+    assert header.split()[:4] == ["blueprint", "n", "runs", "passes"]
+    rows = {line.split()[0]: line for line in _data_lines(block)}
+    assert set(rows) == {long_bp, "b"} and "..." not in text
+    for bp, line in rows.items():
+        d = t[t["blueprint"] == bp]
+        assert line.split()[1:4] == [str(len(d)), str(d["replicate"].nunique()),
+                                     str(int(d["passed"].sum()))]
+    ends = {line.index(cells[3]) + len(cells[3]) for line, cells in
+            ((ln, ln.split()) for ln in rows.values())}
+    assert ends == {header.index("passes") + len("passes")}   # right-aligned under its head
