@@ -21,7 +21,9 @@ def table_width() -> int:
 
 def fmt(value: Any, digits: int = 3) -> str:
     """A cell: floats rounded to ``digits`` places after the point (``digits`` significant
-    digits below 10**-digits), integral counts as integers, NaN as '-'."""
+    digits below 10**-digits), integral counts as integers, NaN / NA / NaT as '-'."""
+    if type(value).__name__ in ("NAType", "NaTType"):     # pandas' missing scalars
+        return "-"
     if hasattr(value, "item") and not isinstance(value, (str, bytes)):
         value = value.item()            # numpy scalars: int64 2 -> 2, float64 -> float
     if isinstance(value, bool) or value is None:
@@ -124,7 +126,8 @@ def render_frame(frame: Any, *, title: str | None = None, index: str | None = No
         keep += names
     for c in counts:
         if c in df.columns:
-            df[c] = [None if v is None or v != v else int(v) for v in df[c]]
+            df[c] = pd.Series([None if pd.isna(v) else int(v) for v in df[c]],
+                              index=df.index, dtype=object)
     numeric = [c for c in df.columns if c not in keep and _numeric(df[c])]
     rows = df.astype(object).where(df.notna(), None).itertuples(index=False, name=None)
     return render_table(list(df.columns), rows, title=title, numeric=numeric, keep=keep,

@@ -37,6 +37,17 @@ def test_cells_counts_are_integers_and_rates_are_rounded():
     assert rows == [["t001-baseline", "2", "0.500"], ["t002-exponent", "12", "0.988"]]
 
 
+def test_missing_values_of_every_kind_print_as_a_dash():
+    """pandas' nullable integers (pd.NA), NaN and None: '-' (the agreement table of a
+    multi-fidelity sweep has nullable rank columns)."""
+    frame = pd.DataFrame({"config": ["reference", "t001-a"],
+                          "closed_rank": pd.array([pd.NA, 2], dtype="Int64"),
+                          "replay": [float("nan"), 0.25]})
+    rows = [line.split() for line in _data_lines(render_frame(frame, counts=("closed_rank",)))]
+    assert rows == [["reference", "-", "-"], ["t001-a", "2", "0.250"]]
+    assert fmt(pd.NA) == "-" and fmt(pd.NaT) == "-"
+
+
 @pytest.mark.parametrize("width", [40, 60, 100])
 def test_nothing_is_cut_at_any_width(width):
     """Long names and headers at a narrow width: no ellipsis, every word whole (the table

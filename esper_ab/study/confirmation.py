@@ -334,4 +334,4 @@ def format_confirmation(conf: Confirmation, *, width: int | None = None) -> str:
 
 
 def _count(v: Any) -> int | None:
-    return None if v is None or v != v else int(v)
+    return None if pd.isna(v) else int(v)
