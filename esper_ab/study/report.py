@@ -335,9 +335,9 @@ def _confirmed_box(sa: SweepAnalysis, conf: Any | None = None) -> list[str]:
     focus = _confirmed_focus(conf, r.spec) if conf is not None else None
     if focus is not None:
         arm = "winner" if conf.verdict.winner else "best"
-        long = blueprint_table(conf.analysis, {BASELINE_LABEL: BASELINE_LABEL, arm: focus},
-                               conf.decisions)
-        wide = blueprint_wide(long, [BASELINE_LABEL, arm])
+        long = blueprint_table(conf.analysis, {"baseline": BASELINE_LABEL, arm: focus},
+                               conf.decisions)      # arms by role, as MLflow's metrics
+        wide = blueprint_wide(long, ["baseline", arm])
         keep = [c for c in wide.columns if c[0] in ("", "pass rate", "TPR", "FPR",
                                                     "realized value")]
         d = conf.decisions
@@ -363,7 +363,7 @@ def _blueprint_section(sa: SweepAnalysis) -> list[str]:
         return ["<h2>Per blueprint</h2><p id='per-blueprint'>No complete trial: nothing to "
                 "compare with the baseline.</p>"]
     prefix = arm_prefix(sa)
-    long = blueprint_table(sa.analysis, {BASELINE_LABEL: BASELINE_LABEL, prefix: focus.label},
+    long = blueprint_table(sa.analysis, {"baseline": BASELINE_LABEL, prefix: focus.label},
                            focus.decisions)
     ref = html.escape(reference_name(sa.record.spec.baseline))
     return [f"<h2>Per blueprint: the {ref} gate vs the {prefix} <code>"
@@ -371,7 +371,7 @@ def _blueprint_section(sa: SweepAnalysis) -> list[str]:
             "<p class='muted'>Mean value: of every seed of the blueprint (the same seeds for "
             "both gates). Realized value: the sum of the values of the seeds that passed. "
             "TPR: pass rate of the valuable seeds; FPR: of the others.</p>",
-            _table(blueprint_wide(long, [BASELINE_LABEL, prefix]), "per-blueprint")]
+            _table(blueprint_wide(long, ["baseline", prefix]), "per-blueprint")]
 
 
 def render_html(sa: SweepAnalysis, figures: dict[str, Figure], *,

@@ -40,10 +40,16 @@ def sweep():
 def _names_called_baseline(text: str) -> list[str]:
     """Every place ``text`` uses the bare word 'baseline' as a name: quoted, or alone in a
     table cell (the role word in prose, 'the baseline', and ``t001-baseline``,
-    ``esper_lite_baseline``, ``_vs_baseline`` are not names of the reference)."""
+    ``esper_lite_baseline``, ``_vs_baseline`` are not names of the reference; nor is the
+    role 'baseline' heading a report column beside the role 'winner' or 'best', as MLflow's
+    metric arms ``baseline.*`` / ``winner.*``)."""
     quoted = re.findall(r"['\"`]baseline['\"`]", text)
     cells = [c for c in re.split(r"\s{2,}|\|", text) if c.strip() == "baseline"]
-    html_cells = re.findall(r"<t[dh][^>]*>\s*baseline\s*</t[dh]>", text)
+    html_cells = re.findall(r"<td[^>]*>\s*baseline\s*</td>", text)
+    for row in re.findall(r"<tr>(.*?)</tr>", text, flags=re.S):      # header rows: roles
+        heads = re.findall(r"<th[^>]*>\s*(.*?)\s*</th>", row, flags=re.S)
+        if heads.count("baseline") != heads.count("winner") + heads.count("best"):
+            html_cells.append(row)
     return quoted + cells + html_cells
 
 

@@ -114,7 +114,7 @@ def test_the_per_blueprint_table_is_the_baseline_vs_the_winner(analysis, page):
     d = analysis.winner.decisions
     assert set(rows) == set(d["blueprint"])
     header = segment.split("</thead>", 1)[0]
-    assert header.count(">reference<") == header.count(">winner<") == 5
+    assert header.count(">baseline<") == header.count(">winner<") == 5
     for bp, r in rows.items():
         # columns: blueprint, seeds, valuable, mean value, pass rate (baseline, winner), ...
         base = d[(d["strategy"] == BASELINE_LABEL) & (d["blueprint"] == bp)]
