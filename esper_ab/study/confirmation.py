@@ -313,7 +313,7 @@ def format_confirmation(conf: Confirmation, *, width: int | None = None) -> str:
                 "(always-valid sequential test)")
     lines = [f"Confirmed verdict ({conf.fidelity.replace('_', ' ')} on held-out replicates "
              f"{list(conf.replicates)}{stop}; the search saw {list(conf.search_replicates)}):",
-             *(f"  {line}" for line in v.summary_lines() if line)]
+             *_wrapped(v.summary_lines(), width)]
     overall = conf.analysis.metrics.overall
     focus = v.winner or max(conf.candidates, key=lambda c: float(
         overall.loc[c, conf.analysis.rule.objective]))
@@ -331,6 +331,21 @@ def format_confirmation(conf: Confirmation, *, width: int | None = None) -> str:
         title=f"Per blueprint on the confirmation replicates: the {ref} gate (ref) vs "
               f"{focus} ({arm}); value pp = mean gain over the placebo, in points")]
     return "\n".join(lines)
+
+
+def _wrapped(lines: Sequence[str], width: int | None) -> list[str]:
+    """The verdict's lines, indented, wrapped between words at the tables' width."""
+    import textwrap
+
+    from esper_ab.console import table_width
+
+    out = []
+    for line in (x for x in lines if x):
+        lead = "  " + " " * (len(line) - len(line.lstrip()))
+        out += textwrap.wrap(line.strip(), width=width or table_width(), initial_indent=lead,
+                             subsequent_indent=lead + "    ", break_long_words=False,
+                             break_on_hyphens=False)
+    return out
 
 
 def _count(v: Any) -> int | None:

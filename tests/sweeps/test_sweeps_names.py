@@ -102,3 +102,18 @@ def test_decisions_written_by_earlier_versions_read_as_the_reference():
     # a table that already has the reference keeps a candidate that is literally 'baseline'
     mixed = pd.DataFrame({"strategy": [BASELINE_LABEL, "baseline"], "passed": [True, True]})
     assert list(as_reference(mixed)["strategy"]) == [BASELINE_LABEL, "baseline"]
+
+
+def test_the_confirmation_reads_in_100_columns(sweep):
+    """The confirmation off a terminal: the verdict's lines wrapped between words (every
+    word of the verdict kept, in order), the table aligned, nothing wider than 100."""
+    _, sa, conf, _ = sweep
+    text = format_confirmation(conf, width=100)
+    lines = text.splitlines()
+    assert max(map(len, lines[1:])) <= 100 and "..." not in text
+    verdict = " ".join(x for x in conf.verdict.summary_lines() if x).split()
+    assert " ".join(lines[1:]).split()[:len(verdict)] == verdict
+    head = next(i for i, x in enumerate(lines) if x.startswith("blueprint"))
+    rows = [x.split() for x in lines[head + 2:]]
+    assert {r[0] for r in rows} == set(conf.decisions["blueprint"])
+    assert all(r[1].isdigit() and r[2].isdigit() for r in rows)     # counts as integers
