@@ -48,6 +48,7 @@ from esper_ab.study.report import png_bytes
 from esper_ab.study.spec import SweepSpec, parse_sweep_spec
 from esper_ab.study.studies import store_dir
 from esper_ab.study.writer import BackgroundWriter
+from esper_ab.trial import as_reference
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
@@ -58,10 +59,9 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 ROLE, TRIAL_ID, END_REASON = "esper_ab.role", "esper_ab.trial_id", "esper_ab.end_reason"
 PARENT = "mlflow.parentRunId"
 # The experiment's kind, for MLflow clients that read it. MLflow 3.17's own UI does not: its
-# view (GenAI or model training) is the URL's ``workflowType`` query parameter, else the
-# browser's last choice (localStorage ``mlflow.workflowType``, default ``genai``); read from
-# its bundled JS (server/js, the workflow-type context). Hence ``ui_url`` links carry
-# ``?workflowType=machine_learning``.
+# view (GenAI or model training) is the URL's ``workflowType``, else the browser's last choice
+# (localStorage ``mlflow.workflowType``, default ``genai``; its bundled JS, the workflow-type
+# context). Hence ``ui_url`` links carry ``?workflowType=machine_learning``.
 EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 ML_VIEW = "workflowType=machine_learning"
 KIND_WORDS = {"winner": "winner", "not_better": "not better", "undecided": "undecided"}
@@ -70,8 +70,7 @@ EndStatus = Literal["FINISHED", "FAILED"]
 
 
 def ui_url(base: str, experiment_id: str, run_id: str | None = None) -> str:
-    """The MLflow UI's address of an experiment (or one of its runs), in the model-training
-    view."""
+    """The MLflow UI's address of an experiment (or run), in the model-training view."""
     page = f"{base.rstrip('/')}/#/experiments/{experiment_id}"
     return f"{page}/runs/{run_id}?{ML_VIEW}" if run_id else f"{page}?{ML_VIEW}"
 
@@ -361,7 +360,7 @@ class SweepTracker:
         decisions = gate = None
         folder = self._download(rid, TRIAL_DIR, str(tmp))
         if folder is not None and (folder / "decisions.csv").is_file():
-            decisions = pd.read_csv(folder / "decisions.csv")
+            decisions = as_reference(pd.read_csv(folder / "decisions.csv"))
         if folder is not None and (folder / "gate_config.json").is_file():
             gate = GateConfig.from_dict(json.loads((folder / "gate_config.json").read_text()))
         tags = run.data.tags
@@ -376,7 +375,9 @@ class SweepTracker:
 
     # -- the sweep summary -----------------------------------------------------------------
     def log_table(self, run_id: str, frame: pd.DataFrame, artifact_file: str) -> None:
-        """An MLflow table (the UI's table view), replaced when logged again (not appended)."""
+        """An MLflow table (the UI's table view: numbers as shown, 4 significant digits),
+        replaced when logged again (not appended)."""
+        frame = frame.apply(lambda c: c.map(rounded) if c.dtype.kind == "f" else c)
         folder, name = posixpath.split(artifact_file)
         if not any(f.path == artifact_file for f in self.client.list_artifacts(run_id, folder)):
             self.client.log_table(run_id, frame, artifact_file)
@@ -391,9 +392,8 @@ class SweepTracker:
 
     def log_sweep_summary(self, parent_id: str, result: SweepAnalysis, *, html: str,
                           figures: Mapping[str, Any]) -> None:
-        """The parent run as a result: report, plots, analysis, the baseline's and the
-        winner's (or best candidate's) metrics, the per-blueprint tables and the verdict as
-        the run's description (MLflow's note)."""
+        """The parent run as a result: report, plots, analysis, the reference's and the
+        winner's (or best) metrics, per-blueprint tables, the verdict as its note."""
         c = self.client
         self.log_report(parent_id, html)
         with tempfile.TemporaryDirectory() as tmp:

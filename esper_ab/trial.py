@@ -37,13 +37,34 @@ from esper_ab.stats import (
 from esper_ab.strategies import strategy_class
 
 __all__ = [
-    "BASELINE_LABEL", "CANDIDATE_LABEL", "Evidence", "TrialParams", "TrialResult", "TrialStep",
-    "batch_trial_metrics", "iter_trial", "metric_key", "result_from_step", "run_trial",
+    "BASELINE_LABEL", "CANDIDATE_LABEL", "LEGACY_BASELINE_LABEL", "Evidence", "TrialParams", "TrialResult", "TrialStep",
+    "as_reference", "batch_trial_metrics", "iter_trial", "metric_key", "reference_name",
+    "result_from_step", "run_trial",
     "trial_metrics", "write_trial_artifacts",
 ]
 
-BASELINE_LABEL = "baseline"
+# The reference gate's rows in every table a study analyses. Not a strategy name: a candidate
+# whose strategy is ``baseline`` is labelled ``t001-baseline`` and must never read as the
+# reference (tables of earlier versions used "baseline"; ``as_reference`` reads them).
+BASELINE_LABEL = "reference"
+LEGACY_BASELINE_LABEL = "baseline"
 CANDIDATE_LABEL = "candidate"
+
+
+def reference_name(preset: str) -> str:
+    """How text names the reference gate: ``reference (esper_lite_baseline)``."""
+    return f"{BASELINE_LABEL} ({preset})"
+
+
+def as_reference(decisions: pd.DataFrame) -> pd.DataFrame:
+    """``decisions`` with the reference's rows under ``BASELINE_LABEL``, also when an earlier
+    version wrote them under ``LEGACY_BASELINE_LABEL`` (a resumed or re-read sweep)."""
+    legacy = decisions["strategy"] == LEGACY_BASELINE_LABEL
+    if not legacy.any() or (decisions["strategy"] == BASELINE_LABEL).any():
+        return decisions
+    out = decisions.copy()
+    out.loc[legacy, "strategy"] = BASELINE_LABEL
+    return out
 Window = Literal["last", "mean", "median"]
 
 

@@ -139,7 +139,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"closed loop under {args.gate}:")
         cols = ["slot", "blueprint", "admitted", "blend_epoch", "final_heldout_acc",
                 "gain_vs_control_pp"]
-        print(loop.table[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        from esper_ab.console import render_frame
+
+        print(render_frame(loop.table[cols].reset_index(drop=True),
+                           counts=("slot", "blend_epoch")))
         path = f"{args.out}/{prefix}closed-loop.parquet"
         loop.table.to_parquet(path, index=False)
         print(f"closed-loop table: {path}")

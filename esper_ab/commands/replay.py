@@ -73,9 +73,11 @@ def run(args: argparse.Namespace) -> int:
           f"{s.wall_s:.1f} s ({s.configs_per_s:.0f} configs/s, {s.cpu_s:.1f} CPU-s), "
           f"sampler {spec.sampler.kind}, study {s.study_name!r}")
     cols = ["number", "label", *[f"g2.{o.metric}" for o in spec.objectives]]
-    print("\nBest configs (replay):")
-    print(rank_trials(spec, s.trials)[cols].head(10).to_string(
-        index=False, float_format=lambda v: f"{v:.4f}", max_colwidth=60))
+    from esper_ab.console import render_frame
+
+    print()
+    print(render_frame(rank_trials(spec, s.trials)[cols].head(10).reset_index(drop=True),
+                       counts=("number",), title="Best configs (replay):"))
     print()
     print(format_summary(out.analysis))
     if out.confirmation is not None:   # the held-out verdict is the sweep's

@@ -325,7 +325,10 @@ def _num(x: float, spec: str = ".2f") -> str:
 
 
 def format_observational(a: ObservationalAnalysis) -> str:
-    """The console report: one block per strategy, then what cannot be computed."""
+    """The console report: one block per strategy (its table by ``esper_ab.console``:
+    aligned, names whole), then what cannot be computed."""
+    from esper_ab.console import render_table
+
     pct = f"{a.ci_level:.0%}"
     out = []
     for strategy in list(a.tests["strategy"]) if len(a.tests) else []:
@@ -334,16 +337,14 @@ def format_observational(a: ObservationalAnalysis) -> str:
         dr = a.disparities[a.disparities["strategy"] == strategy].iloc[0]
         out.append(f"== {strategy}: {t['n_seeds']} seeds judged at G2 in {t['n_runs']} runs"
                    f" ({a.never_judged.get(strategy, 0)} never reached G2, left out)")
-        out.append(f"{'blueprint':<12}{'n':>4}{'runs':>6}{'pass':>6}  {'pass rate [' + pct + ' CI]':<24}"
-                   f"{'med. epoch':>11}  {'stat n':>6} {'min':>6} {'q25':>6} {'median':>6}"
-                   f" {'q75':>6} {'max':>6}")
-        for _, r in pb.iterrows():
-            rate = f"{r['pass_rate']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]"
-            out.append(f"{r['blueprint']:<12}{r['n']:>4}{r['runs']:>6}{r['passes']:>6}  "
-                       f"{rate:<24}{_num(r['median_pass_epoch'], '.1f'):>11}  "
-                       f"{r['stat_n']:>6} {_num(r['stat_min']):>6} "
-                       f"{_num(r['stat_q25']):>6} {_num(r['stat_median']):>6} "
-                       f"{_num(r['stat_q75']):>6} {_num(r['stat_max']):>6}")
+        cols = ["blueprint", "n", "runs", "passes", f"pass rate [{pct} CI]",
+                "median epoch", "stat n", "min", "q25", "median", "q75", "max"]
+        rows = [[r["blueprint"], int(r["n"]), int(r["runs"]), int(r["passes"]),
+                 f"{r['pass_rate']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]",
+                 _num(r["median_pass_epoch"], ".1f"), int(r["stat_n"]),
+                 *(_num(r[f"stat_{q}"]) for q in ("min", "q25", "median", "q75", "max"))]
+                for _, r in pb.iterrows()]
+        out.append(render_table(cols, rows, numeric=cols[1:], keep=["blueprint"]))
         out.append(f"blueprint x pass: {t['method']}: chi2 = {t['chi2']:.2f}, "
                    f"p = {t['pvalue']:.3g}, Cramer's V = {t['cramers_v']:.2f} "
                    f"({t['n_informative_runs']} of {t['n_runs']} runs informative)")

@@ -179,7 +179,7 @@ def format_analysis(a: Analysis) -> str:
         f"AUC [{lvl} CI]": [_ci(*r) for r in g[["auc", "auc_ci_low", "auc_ci_high"]].to_numpy()],
         "spearman_rho": g["spearman_rho"].map(_f),
     })
-    lines += [per.to_string(), "", "Overall"]
+    lines += [_frame(per, counts=("n", "unmeasured")), "", "Overall"]
     d = a.disparities
     ov = a.metrics.overall
     overall = pd.DataFrame({
@@ -189,10 +189,10 @@ def format_analysis(a: Analysis) -> str:
                                   d.loc[s, "balanced_accuracy_ci_high"]) for s in ov.index],
         "MCC": ov["mcc"].map(_f), "realized_utility": ov["realized_utility"].map(_f),
     }, index=ov.index)
-    lines += [overall.to_string(), "", f"Disparities across blueprints ({lvl} CI)"]
+    lines += [_frame(overall, counts=("n",)), "", f"Disparities across blueprints ({lvl} CI)"]
     disp = pd.DataFrame({m: [_ci(d.loc[s, m], d.loc[s, f"{m}_ci_low"], d.loc[s, f"{m}_ci_high"])
                              for s in d.index] for m in DISPARITY_METRICS}, index=d.index)
-    lines += [disp.to_string(), "", *_fairness_lines(a), ""]
+    lines += [_frame(disp), "", *_fairness_lines(a), ""]
     m = a.matched
     md = m.disparities
     lines.append(f"Matched comparison: every strategy re-thresholded to overall pass rate "
@@ -204,7 +204,7 @@ def format_analysis(a: Analysis) -> str:
         "pass_rate_gap": md["pass_rate_gap"].map(_f),
         "equalized_odds_gap": md["equalized_odds_gap"].map(_f),
     })
-    lines += [matched.to_string(), "", "Tests (two-sided; p raw and adjusted: Holm across "
+    lines += [_frame(matched), "", "Tests (two-sided; p raw and adjusted: Holm across "
               "strategies, BH across blueprint-level tests)"]
     rows = [t for t in a.tests if t.blueprint is None]
     tt = pd.DataFrame({
@@ -216,7 +216,7 @@ def format_analysis(a: Analysis) -> str:
         "p": [_p(t.pvalue) for t in rows],
         "p_adj": [_p(t.pvalue_adjusted) for t in rows],
     })
-    lines.append(tt.to_string(index=False) if len(tt) else "(none)")
+    lines.append(_frame(tt) if len(tt) else "(none)")
     bp = [t for t in a.tests if t.blueprint is not None]
     sig = [t for t in bp if t.pvalue_adjusted is not None and t.pvalue_adjusted < a.alpha]
     lines.append(f"Blueprint-level tests: {len(bp)}, {len(sig)} with BH-adjusted p < {a.alpha:g}"
@@ -246,5 +246,17 @@ def _fairness_lines(a: Analysis) -> list[str]:
     m = rule.fairness_metric
     cols[f"{m} debiased vs baseline"] = ft[f"{m}_vs_baseline"].map(lambda v: _f(v, "+.3f"))
     cols["p (less fair)"] = ft[f"{m}_vs_baseline_p"].map(_p)
-    lines.append(pd.DataFrame(cols, index=ft.index).to_string())
+    # one row per quantity, one column per strategy: the long labels stay whole on one line
+    lines.append(_frame(pd.DataFrame(cols, index=ft.index).T.rename_axis("gap")))
     return lines
+
+
+def _frame(frame: pd.DataFrame, *, counts: tuple[str, ...] = ()) -> str:
+    """A table for people (``esper_ab.console``): aligned, counts as integers, labels whole;
+    the index (strategy, blueprint) first, named."""
+    from esper_ab.console import render_frame
+
+    if frame.index.nlevels == 1 and frame.index.name is None and \
+            not isinstance(frame.index, pd.RangeIndex):
+        frame = frame.rename_axis("strategy")
+    return render_frame(frame, counts=counts)

@@ -149,8 +149,12 @@ def format_agreement(table: pd.DataFrame, ranks: Mapping[str, Any], *, objective
     cols = ["config", "search_rank", "closed_admits", "replay_admits", "admit_agreement",
             "epoch_agreement", "late_admits", f"replay_{objective}", f"closed_{objective}",
             "replay_rank", "closed_rank"]
-    lines = ["Replay vs closed loop (confirmation replicates; closed loop is authoritative):",
-             table[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"),
+    from esper_ab.console import render_frame
+
+    lines = [render_frame(table[cols], counts=("search_rank", "closed_admits", "replay_admits",
+                                               "late_admits", "replay_rank", "closed_rank"),
+                          title="Replay vs closed loop (confirmation replicates; closed loop "
+                                "is authoritative):"),
              f"rank agreement over {ranks['configs']} configs: Spearman "
              f"{_f(ranks['spearman_rho'])}, Kendall {_f(ranks['kendall_tau'])}; same best "
              f"config: {'yes' if ranks['same_best'] else 'no'}"]

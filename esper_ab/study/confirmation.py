@@ -33,7 +33,7 @@ import pandas as pd
 from esper_ab.errors import DataError
 from esper_ab.gate import PRESETS, GateConfig
 from esper_ab.strategies import strategy_class
-from esper_ab.trial import BASELINE_LABEL
+from esper_ab.trial import BASELINE_LABEL, reference_name
 
 __all__ = ["CLOSED_LOOP_FORMAT", "ConfirmJob", "ConfirmRun", "Confirmation", "check_disjoint",
            "confirm_by_replay", "confirmation_spec", "format_confirmation", "judge",
@@ -173,6 +173,7 @@ class Confirmation:
     candidates: tuple[str, ...]
     decisions: pd.DataFrame
     sequential: Any | None = None       # esper_ab.stats.SequentialResult
+    preset: str = ""                    # the reference gate's preset (the space's baseline)
 
     @property
     def verdict(self) -> Any:
@@ -223,7 +224,8 @@ def judge(spec: Any, table: pd.DataFrame, *, fidelity: str, candidates: Sequence
     analysis = analyze(table, baseline=BASELINE_LABEL, alpha=spec.selection.alpha,
                        rule=spec.selection.rule(), n_boot=n_boot, n_perm=n_perm, seed=seed)
     return Confirmation(analysis, fidelity, tuple(spec.replicates), reps,
-                        tuple(spec.confirm_replicates), tuple(candidates), table)
+                        tuple(spec.confirm_replicates), tuple(candidates), table,
+                        preset=str(getattr(spec, "baseline", "") or ""))
 
 
 def sequential_state(spec: Any, table: pd.DataFrame, *, candidates: Sequence[str],
@@ -298,9 +300,12 @@ def _per_blueprint(conf: Confirmation, label: str) -> pd.DataFrame:
     return rows[["n", "valuable", "value_pp", "pass_rate", "tpr", "fpr"]]
 
 
-def format_confirmation(conf: Confirmation) -> str:
-    """What the CLI prints: the confirmed verdict first, then the baseline's bias per
-    blueprint (value, pass rate, TPR/FPR) beside the winner's (or the best candidate's)."""
+def format_confirmation(conf: Confirmation, *, width: int | None = None) -> str:
+    """What the CLI prints: the confirmed verdict first, then the reference gate's bias per
+    blueprint (value, pass rate, TPR/FPR) beside the winner's (or the best candidate's), as
+    an aligned table (``esper_ab.console``: counts as integers, rates rounded, names whole)."""
+    from esper_ab.console import render_table
+
     v = conf.verdict
     stop = ""
     if len(conf.replicates) < len(conf.planned):
@@ -308,13 +313,40 @@ def format_confirmation(conf: Confirmation) -> str:
                 "(always-valid sequential test)")
     lines = [f"Confirmed verdict ({conf.fidelity.replace('_', ' ')} on held-out replicates "
              f"{list(conf.replicates)}{stop}; the search saw {list(conf.search_replicates)}):",
-             *(f"  {line}" for line in v.summary_lines() if line)]
+             *_wrapped(v.summary_lines(), width)]
     overall = conf.analysis.metrics.overall
     focus = v.winner or max(conf.candidates, key=lambda c: float(
         overall.loc[c, conf.analysis.rule.objective]))
     base, cand = _per_blueprint(conf, BASELINE_LABEL), _per_blueprint(conf, focus)
-    both = pd.concat({"baseline": base, focus: cand[["pass_rate", "tpr", "fpr"]]}, axis=1)
-    lines += ["", f"Per blueprint on the confirmation replicates (baseline vs {focus}; "
-                  "value = mean gain over the placebo, pp):",
-              both.to_string(float_format=lambda x: f"{x:.3f}", na_rep="-")]
+    arm = "win" if v.winner else "best"
+    ref = reference_name(conf.preset) if conf.preset else BASELINE_LABEL
+    cols = ["blueprint", "seeds", "valuable", "value pp", "pass ref", f"pass {arm}",
+            "TPR ref", f"TPR {arm}", "FPR ref", f"FPR {arm}"]
+    rows = [[bp, _count(b["n"]), _count(b["valuable"]), b["value_pp"],
+             *(x for m in ("pass_rate", "tpr", "fpr")
+               for x in (b[m], cand[m].get(bp, float("nan"))))]
+            for bp, b in base.iterrows()]
+    lines += ["", render_table(
+        cols, rows, numeric=cols[1:], keep=["blueprint"], width=width,
+        title=f"Per blueprint on the confirmation replicates: the {ref} gate (ref) vs "
+              f"{focus} ({arm}); value pp = mean gain over the placebo, in points")]
     return "\n".join(lines)
+
+
+def _wrapped(lines: Sequence[str], width: int | None) -> list[str]:
+    """The verdict's lines, indented, wrapped between words at the tables' width."""
+    import textwrap
+
+    from esper_ab.console import table_width
+
+    out = []
+    for line in (x for x in lines if x):
+        lead = "  " + " " * (len(line) - len(line.lstrip()))
+        out += textwrap.wrap(line.strip(), width=width or table_width(), initial_indent=lead,
+                             subsequent_indent=lead + "    ", break_long_words=False,
+                             break_on_hyphens=False)
+    return out
+
+
+def _count(v: Any) -> int | None:
+    return None if pd.isna(v) else int(v)

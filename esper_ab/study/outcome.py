@@ -225,7 +225,7 @@ def _note(*, title: str, kind: str, lines: list[str], spec: Any, metrics: Mappin
     if focus is not None and metrics:
         shown = dict.fromkeys([spec.selection.objective, *(o.metric for o in spec.objectives),
                                spec.selection.fairness_metric, "pass_rate", "tpr", "fpr"])
-        out += ["", f"| | baseline (`{spec.baseline}`) | {prefix} (`{focus}`) |",
+        out += ["", f"| | {BASELINE_LABEL} (`{spec.baseline}`) | {prefix} (`{focus}`) |",
                 "| --- | --- | --- |"]
         fair = spec.selection.fairness_metric       # raw and debiased gaps, each labelled
         shown = {**{m: m for m in shown}, fair: f"{fair} (raw)",

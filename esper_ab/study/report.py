@@ -40,7 +40,7 @@ from esper_ab.study.outcome import (
     verdict_kind,
     verdict_lines,
 )
-from esper_ab.trial import BASELINE_LABEL, CANDIDATE_LABEL
+from esper_ab.trial import BASELINE_LABEL, CANDIDATE_LABEL, reference_name
 
 __all__ = ["pass_rate_ci", "png_bytes", "render_html", "sweep_figures"]
 
@@ -77,7 +77,7 @@ def _labelled_arms(sa: SweepAnalysis) -> list[tuple[str, str, pd.DataFrame]]:
     if t is None or t.decisions is None:
         return []
     d = t.decisions
-    return [(f"baseline ({sa.record.spec.baseline})", BASELINE_LABEL,
+    return [(reference_name(sa.record.spec.baseline), BASELINE_LABEL,
              d[d["strategy"] == BASELINE_LABEL]),
             (t.label, t.label, d[d["strategy"] == CANDIDATE_LABEL])]
 
@@ -193,7 +193,7 @@ def _value_figure(sa: SweepAnalysis) -> Figure:
             if missing:
                 ax.text(0.02, 0.02, f"{missing} unmeasured", transform=ax.transAxes, fontsize=6)
             if j == 0:
-                ax.set_ylabel(f"{'baseline' if i == 0 else label[:24]}\nseed value",
+                ax.set_ylabel(f"{BASELINE_LABEL if i == 0 else label[:24]}\nseed value",
                               fontsize=8)
             if i == len(arms) - 1:
                 ax.set_xlabel("statistic", fontsize=8)
@@ -227,7 +227,8 @@ def _pareto_figure(sa: SweepAnalysis) -> Figure:
     base = trials[0].metrics
     bx, by = base.get(f"g2.{m1}.baseline"), base.get(f"g2.{m2}.baseline")
     if bx is not None and by is not None and math.isfinite(bx) and math.isfinite(by):
-        ax.scatter([bx], [by], marker="*", s=150, c="k", label="baseline")
+        ax.scatter([bx], [by], marker="*", s=150, c="k",
+                   label=reference_name(sa.record.spec.baseline))
     if sa.winner is not None:
         ax.scatter([sa.winner.objective(m1)], [sa.winner.objective(m2)], marker="s",
                    s=90, facecolors="none", edgecolors="C2", linewidths=2, label="winner")
@@ -335,17 +336,18 @@ def _confirmed_box(sa: SweepAnalysis, conf: Any | None = None) -> list[str]:
     if focus is not None:
         arm = "winner" if conf.verdict.winner else "best"
         long = blueprint_table(conf.analysis, {"baseline": BASELINE_LABEL, arm: focus},
-                               conf.decisions)
+                               conf.decisions)      # arms by role, as MLflow's metrics
         wide = blueprint_wide(long, ["baseline", arm])
         keep = [c for c in wide.columns if c[0] in ("", "pass rate", "TPR", "FPR",
                                                     "realized value")]
         d = conf.decisions
-        fig = _pass_rate_figure(sa, [(f"baseline ({r.spec.baseline})",
+        fig = _pass_rate_figure(sa, [(reference_name(r.spec.baseline),
                                       d[d["strategy"] == BASELINE_LABEL]),
                                      (focus, d[d["strategy"] == focus])],
                                 title="Pass rate per blueprint, confirmation replicates")
         out += [f"<p>Per blueprint on the {len(conf.replicates)} confirmation replicates "
-                f"{esc(str(list(conf.replicates)))}: the baseline vs the {arm} "
+                f"{esc(str(list(conf.replicates)))}: the {esc(reference_name(r.spec.baseline))} "
+                f"gate vs the {arm} "
                 f"<code>{esc(focus)}</code> (TPR: pass rate of the valuable seeds; FPR: of "
                 "the others; realized value: the summed value of the seeds that passed).</p>",
                 _table(wide[keep], "confirmed-per-blueprint"),
@@ -363,7 +365,8 @@ def _blueprint_section(sa: SweepAnalysis) -> list[str]:
     prefix = arm_prefix(sa)
     long = blueprint_table(sa.analysis, {"baseline": BASELINE_LABEL, prefix: focus.label},
                            focus.decisions)
-    return [f"<h2>Per blueprint: the baseline vs the {prefix} <code>"
+    ref = html.escape(reference_name(sa.record.spec.baseline))
+    return [f"<h2>Per blueprint: the {ref} gate vs the {prefix} <code>"
             f"{html.escape(focus.label)}</code></h2>",
             "<p class='muted'>Mean value: of every seed of the blueprint (the same seeds for "
             "both gates). Realized value: the sum of the values of the seeds that passed. "

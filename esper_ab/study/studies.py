@@ -12,7 +12,9 @@ fidelities never share a history).
 ``Lockstep`` makes a seeded sampler's draws independent of the order in which concurrent
 trials end: configs are asked in rounds of ``max_concurrent``, a round starts only once the
 study knows every trial of the previous one, and an end within a round that is still being
-asked is told once the round is full.
+asked is told once the round is full. Both Tune paths use it: a trial per config
+(``resume.DurableSearch``) and batched trials (``tune_driver.batches.BatchPlanner``: a
+round is ``max_concurrent`` batches).
 
 ``BatchedJournalBackend`` buffers journal writes and appends them with one ``fsync`` per
 ``flush()``: the plain file backend pays one ``fsync`` per operation (about 5 ms per trial,

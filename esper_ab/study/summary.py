@@ -57,22 +57,24 @@ def format_summary(result: SweepAnalysis) -> str:
     rounded, wrapped between words)."""
     from esper_ab.console import render_table
     from esper_ab.study.outcome import ranked_leaderboard
+    from esper_ab.trial import BASELINE_LABEL, reference_name
 
     lines = [f"sweep {result.record.spec.name!r}: run {result.record.sweep_run_id} in "
              f"experiment {result.record.experiment!r}, {len(result.record.trials)} trial(s)"]
     if result.analysis is not None:
         g = result.analysis.metrics.by_group
         focus = result.winner or result.selected[0]
-        base, cand = g.loc["baseline"], g.loc[focus.label]
+        base, cand = g.loc[BASELINE_LABEL], g.loc[focus.label]
         arm = "win" if result.winner else "best"
-        cols = ["blueprint", "seeds", "unmeas.", "pass base", f"pass {arm}", "TPR base",
-                f"TPR {arm}", "FPR base", f"FPR {arm}"]
+        cols = ["blueprint", "seeds", "unmeas.", "pass ref", f"pass {arm}", "TPR ref",
+                f"TPR {arm}", "FPR ref", f"FPR {arm}"]
         rows = [[bp, int(b["n"]), int(b["n_unmeasured"]), b["pass_rate"],
                  cand.loc[bp, "pass_rate"], b["tpr"], cand.loc[bp, "tpr"], b["fpr"],
                  cand.loc[bp, "fpr"]] for bp, b in base.iterrows()]
         lines += ["", render_table(cols, rows, numeric=cols[1:], keep=["blueprint"],
-                                   title=f"Per blueprint: the baseline vs {focus.label} "
-                                         f"({arm})")]
+                                   title="Per blueprint: the "
+                                         f"{reference_name(result.record.spec.baseline)} "
+                                         f"gate (ref) vs {focus.label} ({arm})")]
     board = ranked_leaderboard(result)
     metrics = [o.metric for o in result.record.spec.objectives]
     lines += ["", render_table(

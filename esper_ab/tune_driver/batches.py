@@ -7,7 +7,10 @@ one trial per config, tagged with its Tune trial and sweep run), the worker repl
 config over every replicate and scores them all in one pass (``trainables.score_configs``: the in-process
 search's batched scoring, ``trial.batch_trial_metrics``), and the driver appends the batch's
 rows to ``batches.jsonl`` in the sweep folder (fsync) *before* it tells Optuna each config's
-objective(s): a config final in Optuna has its row on disk. Ray Tune stays the scheduler: the
+objective(s): a config final in Optuna has its row on disk. With a ``Lockstep``
+(``esper_ab.study.studies``; the Tune driver always passes one) batches are asked in rounds
+of ``max_concurrent``, as the per-config path asks configs: a seeded sampler draws the same
+configs whatever order the batches end in. Ray Tune stays the scheduler: the
 batches run wherever the cluster has room, with Tune's retries.
 
 MLflow gets the compact layout of the in-process replay sweep: the parent run holds the table
@@ -41,6 +44,7 @@ from esper_ab.study.space import define_by_run, grid_points, params_from_flat
 from esper_ab.study.spec import SweepSpec
 from esper_ab.study.studies import (
     BatchedJournalBackend,
+    Lockstep,
     optuna_directions,
     optuna_sampler,
     optuna_storage,
@@ -91,12 +95,15 @@ class BatchPlanner:
 
     def __init__(self, spec: SweepSpec, folder: Path, *, sweep_run: str, seed: int,
                  batch_size: int, n_configs: int, grid: bool = True,
-                 on_told: Callable[[int], None] | None = None) -> None:
+                 on_told: Callable[[int], None] | None = None,
+                 lockstep: Lockstep | None = None) -> None:
         import optuna
 
         self.spec, self.folder, self.sweep_run = spec, Path(folder), sweep_run
         self.batch_size, self.n_configs = batch_size, n_configs
         self.on_told = on_told
+        self.lockstep = lockstep    # batches asked in rounds (keys: Tune trial ids)
+        self._ends: dict[str, list[dict[str, Any]]] = {}   # rows on disk, tells held
         self.backend = BatchedJournalBackend(self.folder / "optuna.journal")
         seeded = spec.model_copy(update={"sampler": spec.sampler.model_copy(
             update={"seed": seed})})
@@ -113,10 +120,16 @@ class BatchPlanner:
         self.open: dict[str, list[int]] = {}      # Tune trial id -> its Optuna numbers
         self.ask_s = self.tell_s = 0.0
 
+    @property
+    def done(self) -> bool:
+        """Every config of the budget asked."""
+        return self.asked >= self.n_configs
+
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        """The config of the next Tune trial: ``{"batch": [items]}`` (None: budget spent)."""
+        """The config of the next Tune trial: ``{"batch": [items]}`` (None: budget spent,
+        see ``done``, or the lockstep waits for the previous round's ends)."""
         n = min(self.batch_size, self.n_configs - self.asked)
-        if n <= 0:
+        if n <= 0 or (self.lockstep is not None and not self.lockstep.may_ask()):
             return None
         t0 = time.perf_counter()
         items = []
@@ -130,12 +143,14 @@ class BatchPlanner:
         self.asked += n
         self.open[trial_id] = [it["number"] for it in items]
         self.ask_s += time.perf_counter() - t0
+        if self.lockstep is not None:      # ends of this round held until it was asked
+            for tid in self.lockstep.asked(trial_id):
+                self._tell(tid)
         return {"batch": items}
 
     def complete(self, trial_id: str, result: dict[str, Any] | None, error: bool) -> None:
-        """Record a finished Tune trial: its rows on disk first, then Optuna's tells."""
-        from optuna.trial import TrialState
-
+        """Record a finished Tune trial: its rows on disk first, then Optuna's tells (held,
+        under a lockstep, until the trial's round has been asked in full)."""
         numbers = self.open.pop(trial_id, [])
         if not numbers:
             return
@@ -148,6 +163,17 @@ class BatchPlanner:
         for row in rows:
             row["reason"] = _row_reason(self.spec, row)
         _append_rows(self.folder, rows)
+        self._ends[trial_id] = rows
+        self.tell_s += time.perf_counter() - t0
+        for tid in (self.lockstep.ended(trial_id) if self.lockstep is not None
+                    else [trial_id]):
+            self._tell(tid)
+
+    def _tell(self, trial_id: str) -> None:
+        from optuna.trial import TrialState
+
+        t0 = time.perf_counter()
+        rows = self._ends.pop(trial_id)
         for row in rows:
             values = _objective_values(self.spec, row["metrics"])
             if row["reason"]:
@@ -156,6 +182,8 @@ class BatchPlanner:
                 self.study.tell(row["number"], values if len(values) > 1 else values[0])
         self.backend.flush()
         self.tell_s += time.perf_counter() - t0
+        if self.lockstep is not None:
+            self.lockstep.told(trial_id)
         if self.on_told is not None:
             self.on_told(len(rows))
 

@@ -111,7 +111,8 @@ class _BatchSearch(Searcher):
         self.planner = planner
 
     def suggest(self, trial_id: str) -> dict | None:
-        return self.planner.suggest(trial_id) or Searcher.FINISHED
+        config = self.planner.suggest(trial_id)   # None: spent, or the lockstep waits
+        return Searcher.FINISHED if config is None and self.planner.done else config
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:
@@ -301,7 +302,9 @@ def _tuner(spec: SweepSpec, life: Any, trainable: Any, watch: ScheduleWatch, n: 
     if batch > 1:
         searcher, callback = _BatchSearch(BatchPlanner(
             spec, life.folder, sweep_run=life.parent, seed=seed, batch_size=batch,
-            n_configs=remaining, grid=not options.resume)), _BatchWatch(watch)
+            n_configs=remaining, grid=not options.resume,
+            lockstep=Lockstep(spec.max_concurrent, math.ceil(remaining / batch)))), \
+            _BatchWatch(watch)
         remaining = watch.total = math.ceil(remaining / batch)
     else:
         searcher = _searcher(spec, storage, sweep_run=life.parent, seed=seed,

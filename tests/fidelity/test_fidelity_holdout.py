@@ -23,6 +23,7 @@ from esper_ab.gate import PRESETS, GateConfig
 from esper_ab.replay import ReplayEvidence, synthetic_traces
 from esper_ab.study.confirmation import format_confirmation
 from esper_ab.study.spec import parse_sweep_spec
+from esper_ab.trial import BASELINE_LABEL
 
 SYNTH = {"epochs": 12, "steps_per_epoch": 2, "seeds_per_blueprint": 2, "seed": 3}
 SPACE = {
@@ -159,7 +160,7 @@ def test_replay_search_and_confirmation_are_disjoint(confirmed):
 def test_holm_runs_over_the_k_confirmed_candidates_only(confirmed):
     spec, _, gates, conf, *_ = confirmed
     assert list(conf.candidates) == list(gates) and len(gates) == spec.confirm.top_k
-    assert set(conf.analysis.strategies) == {"baseline", *conf.candidates}
+    assert set(conf.analysis.strategies) == {BASELINE_LABEL, *conf.candidates}
     name = f"{spec.selection.objective}_vs_baseline"
     tests = [t for t in conf.analysis.tests if t.name == name and t.blueprint is None]
     assert sorted(t.strategy for t in tests) == sorted(conf.candidates)
@@ -182,7 +183,7 @@ def test_calibrating_candidates_are_confirmed_with_their_search_calibration(conf
         assert list(got["passed"]) == list(want["passed"])
     text = format_confirmation(conf)
     assert text.startswith("Confirmed verdict (replay on held-out replicates [4, 5, 6, 7, 8]")
-    assert "baseline" in text and "tpr" in text and "value_pp" in text
+    assert "reference" in text and "TPR ref" in text and "value pp" in text
 
 
 @pytest.mark.slow
@@ -219,7 +220,7 @@ def test_the_replay_sweep_logs_the_confirmed_verdict_as_the_sweeps(tmp_path, cap
     metrics = client.get_run(out.sweep_run_id).data.metrics
     # the headline metrics are the confirmation's; the search stage's are prefixed search.
     assert metrics["baseline.balanced_accuracy"] == pytest.approx(float(
-        conf.analysis.metrics.overall.loc["baseline", "balanced_accuracy"]), rel=5e-4)
+        conf.analysis.metrics.overall.loc[BASELINE_LABEL, "balanced_accuracy"]), rel=5e-4)
     assert "search.baseline.balanced_accuracy" in metrics
     assert not any(k.startswith("confirm.baseline") for k in metrics)
     assert "tables/confirm_per_blueprint.json" in {
@@ -256,7 +257,7 @@ def test_confirm_by_replay_refuses_an_overlap():
     ev = evidence([0, 1, 2, 3])
     with pytest.raises(DataError, match="lacks replicates"):
         confirm_by_replay(spec, ev, {})
-    table = ev.decisions(PRESETS[spec.baseline], label="baseline", replicates=[2, 3])
+    table = ev.decisions(PRESETS[spec.baseline], label=BASELINE_LABEL, replicates=[2, 3])
     with pytest.raises(DataError, match=r"\[2, 3\] were also searched"):
         judge(spec, table, fidelity="replay", candidates=[])
 

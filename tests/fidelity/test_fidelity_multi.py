@@ -13,6 +13,7 @@ from fidelity_helpers import space
 
 from esper_ab.fidelity.multi import MultiFidelityOptions, run_multi_fidelity
 from esper_ab.study.spec import parse_sweep_spec
+from esper_ab.trial import BASELINE_LABEL
 
 pytestmark = pytest.mark.slow
 
@@ -33,8 +34,8 @@ def test_multi_fidelity_end_to_end(recorded, ray_local, tmp_path):
     assert roles == {"sweep": {"multi"}, "trial": {"replay"}, "confirmation": {"closed_loop"}}
     kids = df[df["tags.esper_ab.role"] == "confirmation"]
     assert len(kids) == 2 and set(kids["tags.esper_ab.device"]) == {"cpu"}
-    assert set(kids["tags.esper_ab.label"]) == {"baseline", out.agreement["config"].iloc[
-        (out.agreement["config"] != "baseline").to_numpy().argmax()]}
+    assert set(kids["tags.esper_ab.label"]) == {BASELINE_LABEL, out.agreement["config"].iloc[
+        (out.agreement["config"] != BASELINE_LABEL).to_numpy().argmax()]}
 
     # The search saw only its replicates; the closed loop ran only the held-out ones.
     conf = out.confirmation
@@ -49,7 +50,7 @@ def test_multi_fidelity_end_to_end(recorded, ray_local, tmp_path):
     inside = ~ps["late_admit"]
     assert ps.loc[inside, "admit_agree"].all()
     assert ps["epoch_agree"].dropna().all()
-    base = out.agreement.set_index("config").loc["baseline"]
+    base = out.agreement.set_index("config").loc[BASELINE_LABEL]
     assert base["closed_admits"] > 0 and base["epoch_agreement"] == 1.0
     # A seed the loop never admits leaves the control host: its gain is exactly 0.
     assert (ps.loc[~ps["closed_admitted"].astype(bool), "closed_gain_pp"] == 0.0).all()
@@ -94,7 +95,7 @@ def test_multi_fidelity_end_to_end(recorded, ray_local, tmp_path):
         path, doc = export_winner(tracker, "fid_multi", out.sweep_run_id,
                                   str(tmp_path / "w.yaml"), force=True)
         assert doc.evidence.fidelity == "multi"
-        assert doc.evidence.trial in set(out.agreement["config"]) - {"baseline"}
+        assert doc.evidence.trial in set(out.agreement["config"]) - {BASELINE_LABEL}
 
     # Run again (a fresh sweep folder, so a fresh search that picks the same finalists, and
     # the same cache): every closed-loop run now comes from the cache.

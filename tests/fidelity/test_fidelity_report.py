@@ -14,6 +14,7 @@ from esper_ab.study.agreement import (
     rank_agreement,
     render_fidelity_html,
 )
+from esper_ab.trial import BASELINE_LABEL
 
 
 def _predicted():
@@ -49,7 +50,7 @@ def test_per_seed_agreement_by_hand():
 
 
 def _table(replay, closed):
-    return pd.DataFrame({"config": ["baseline", "t001-a", "t002-b", "t003-c"],
+    return pd.DataFrame({"config": [BASELINE_LABEL, "t001-a", "t002-b", "t003-c"],
                          "replay_realized_utility": replay,
                          "closed_realized_utility": closed})
 

@@ -13,6 +13,7 @@ from fidelity_helpers import space
 
 from esper_ab.fidelity.replay_sweep import ReplaySweepOptions, run_replay_sweep
 from esper_ab.study.spec import parse_sweep_spec
+from esper_ab.trial import BASELINE_LABEL
 
 
 def _runs(uri: str, experiment: str) -> pd.DataFrame:
@@ -54,7 +55,7 @@ def test_replay_sweep_logs_like_any_sweep(evidence, tmp_path):
         decisions = pd.read_csv(client.download_artifacts(kid, "trial/decisions.csv", tmp))
     assert len(trials) == 200 and "g2.realized_utility" in trials.columns
     assert "data:image/png;base64," in page
-    assert set(decisions["strategy"]) == {"candidate", "baseline"}
+    assert set(decisions["strategy"]) == {"candidate", BASELINE_LABEL}
     assert out.analysis is not None and out.reason.startswith("replay search of 200 configs")
 
 

@@ -22,7 +22,7 @@ from esper_ab.gate import PRESETS, GateConfig
 from esper_ab.replay import PLANTED_BLUEPRINTS, ReplayEvidence, synthetic_traces
 from esper_ab.study.confirmation import judge
 from esper_ab.study.spec import parse_sweep_spec
-from esper_ab.trial import batch_trial_metrics
+from esper_ab.trial import BASELINE_LABEL, batch_trial_metrics
 
 SEARCH, CONFIRM, TRUTH = list(range(6)), list(range(6, 16)), list(range(100, 120))
 SPEC = parse_sweep_spec({
@@ -55,7 +55,7 @@ def study(i: int, **world) -> tuple[str, float | None]:
     traces = synthetic_traces(replicates=SEARCH + CONFIRM, seeds_per_blueprint=2, seed=i,
                               first_order_signal=None, **world)
     search = ReplayEvidence(traces.subset(SEARCH), folds=2)
-    parts = [search.decisions(BASE, label="baseline", replicates=SEARCH)]
+    parts = [search.decisions(BASE, label=BASELINE_LABEL, replicates=SEARCH)]
     parts += [search.decisions(g, label=k, replicates=SEARCH) for k, g in CANDIDATES.items()]
     scores = batch_trial_metrics(pd.concat(parts, ignore_index=True), labels=list(CANDIDATES))
     top = sorted(CANDIDATES, key=lambda k: -np.nan_to_num(
@@ -63,7 +63,7 @@ def study(i: int, **world) -> tuple[str, float | None]:
     gates = {k: search.fit_calibration(CANDIDATES[k], replicates=SEARCH) for k in top}
     held = ReplayEvidence(traces.subset(CONFIRM), folds=2)
     table = pd.concat([held.decisions(g, label=k, replicates=CONFIRM)
-                       for k, g in {"baseline": BASE, **gates}.items()], ignore_index=True)
+                       for k, g in {BASELINE_LABEL: BASE, **gates}.items()], ignore_index=True)
     verdict = judge(SPEC, table, fidelity="replay", candidates=top, n_boot=50,
                     n_perm=200, seed=i).verdict
     if verdict.winner is None:

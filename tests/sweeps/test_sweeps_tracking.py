@@ -28,7 +28,7 @@ from esper_ab.study.space import space_summary
 from esper_ab.study.spec import parse_sweep_spec
 from esper_ab.study.summary import format_summary, summarize_sweep
 from esper_ab.tracking import BackgroundWriter, SweepTracker
-from esper_ab.trial import TrialParams, run_trial
+from esper_ab.trial import BASELINE_LABEL, TrialParams, run_trial
 
 # pass_rate_gap: the equalized-odds gap needs >= 10 valuable and non-valuable seeds per
 # blueprint, more than 8 replicates x 2 seeds give
@@ -137,7 +137,7 @@ def test_the_parent_run_reads_like_a_result(store, tmp_path):
     metrics, tags = run.data.metrics, run.data.tags
     decisions = pd.read_csv(client.download_artifacts(ids[0], "trial/decisions.csv",
                                                       str(tmp_path)))
-    for label, arm in (("baseline", "baseline"), ("candidate", "winner")):
+    for label, arm in ((BASELINE_LABEL, "baseline"), ("candidate", "winner")):
         rows = decisions[decisions["strategy"] == label]
         pooled = _rates(rows)
         # summary metrics are rounded to 4 significant digits, as shown
@@ -395,7 +395,7 @@ def test_the_console_summary_is_aligned_rounded_and_whole(store, tmp_path):
               (ln for ln in lines[head + 2:head + 2 + len(rows)])}
     assert len(starts) == 1                            # 'pass base' right-aligned
     for bp, cells in rows.items():
-        base = _rates(d[(d["strategy"] == "baseline") & (d["blueprint"] == bp)])
+        base = _rates(d[(d["strategy"] == BASELINE_LABEL) & (d["blueprint"] == bp)])
         win = _rates(d[(d["strategy"] == "candidate") & (d["blueprint"] == bp)])
         assert cells[3] == f"{base['pass_rate']:.3f}" and cells[4] == f"{win['pass_rate']:.3f}"
         assert cells[6] == ("-" if math.isnan(win["tpr"]) else f"{win['tpr']:.3f}")

@@ -12,7 +12,7 @@ from sklearn.metrics import balanced_accuracy_score, confusion_matrix
 from esper_ab.export import calibration_hash
 from esper_ab.gate import PRESETS, Gate
 from esper_ab.replay import ReplayEvidence, synthetic_traces
-from esper_ab.trial import TrialParams, iter_trial, metric_key, run_trial
+from esper_ab.trial import BASELINE_LABEL, TrialParams, iter_trial, metric_key, run_trial
 
 TRACES = synthetic_traces(replicates=range(4), epochs=12, steps_per_epoch=2,
                           seeds_per_blueprint=2, seed=3)
@@ -97,8 +97,8 @@ def test_baseline_rows_are_shared_by_every_trial(result):
     other = run_trial(TrialParams("raw", {}, threshold=0.5), ReplayEvidence(TRACES),
                       baseline="esper_lite_baseline", n_boot=20, n_perm=20)
     cols = ["replicate", "seed_id", "passed", "statistic"]
-    a = result.decisions[result.decisions["strategy"] == "baseline"][cols].reset_index(drop=True)
-    b = other.decisions[other.decisions["strategy"] == "baseline"][cols].reset_index(drop=True)
+    a = result.decisions[result.decisions["strategy"] == BASELINE_LABEL][cols].reset_index(drop=True)
+    b = other.decisions[other.decisions["strategy"] == BASELINE_LABEL][cols].reset_index(drop=True)
     pd.testing.assert_frame_equal(a, b)
     base_rate = a["passed"].mean()
     assert result.metrics["g2.pass_rate.baseline"] == pytest.approx(base_rate)
