@@ -26,7 +26,7 @@ each strategy:
    Trials 7:177) and each rate by its empirical-Bayes posterior mean ``mu + tau^2 / (tau^2 +
    v_b) (r_b - mu)`` (Efron & Morris 1975, JASA 70:311; Morris 1983, JASA 78:47): a plausible
    set of true rates, all equal when the blueprints differ no more than noise explains.
-4. **Bias correction.** ``debiased = max(0, raw - bias)``, where ``raw`` is the max − min of
+4. **Bias correction.** ``debiased = clip(raw - bias, 0, 1)``, where ``raw`` is the max − min of
    the observed rates and ``bias = E[max − min of N(shrunk_b, v_b)] − (max − min of
    shrunk_b)`` is the bias of the range estimator at that configuration: a parametric
    bootstrap bias correction (Efron & Tibshirani 1993, *An Introduction to the Bootstrap*,
@@ -159,7 +159,9 @@ def fairness_gaps(m: np.ndarray, eligible: np.ndarray, n_rep: int) -> tuple[np.n
     swap = lambda a: np.moveaxis(a, -1, -2)  # noqa: E731  (rates first, blueprints last)
     bias = expected_range(swap(np.where(ok, shrunk, 0.0)), np.sqrt(swap(v)), swap(ok)) \
         - np.nan_to_num(_range(shrunk, ok))
-    debiased = np.where(np.isnan(raw), np.nan, np.maximum(0.0, raw - bias))
+    # In [0, 1] like the rates: the bias is >= 0 in exact arithmetic (Jensen), but its
+    # numerical integration can land a hair below 0 when the raw gap is already 1.
+    debiased = np.where(np.isnan(raw), np.nan, np.clip(raw - bias, 0.0, 1.0))
     return _metrics(raw), _metrics(debiased)
 
 

@@ -187,3 +187,19 @@ def test_fpr_parity_sees_blueprints_with_no_valuable_seed():
     assert c.gap_raw == pytest.approx(1.0) and c.gap > 0.9 and c.fairness == "unfair"
     assert v.kind == "not_better" and v.winner is None
     assert "TPR and FPR: a, b; FPR only: c (0 valuable seed(s) < min_valuable 4)" in v.details[-1]
+
+
+def test_a_debiased_gap_never_exceeds_1():
+    # The CNN flagship's confirmation (36 held-out replicates, the reference gate and one
+    # candidate): the candidate passes every seed of three blueprints and none of two, so its
+    # raw pass-rate gap is exactly 1. The numerically integrated bias of the range came out a
+    # hair below 0 there, and the "debiased" gap read 1.001, outside [0, 1] and above its
+    # own CI [0.993, 1.000].
+    from pathlib import Path
+    table = pd.read_csv(Path(__file__).parent / "data" / "cnn_flagship_confirm_two_gates.csv.gz")
+    t = analyze(table, n_boot=200, n_perm=100).fairness.table
+    assert (t.loc["t002-baseline", [f"{m}_raw" for m in
+                                    ("pass_rate_gap", "equalized_odds_gap")]] == 1.0).all()
+    for m in ("equalized_odds_gap", "equal_opportunity_gap", "pass_rate_gap"):
+        assert ((t[m] >= 0) & (t[m] <= 1)).all(), t[m]
+        assert (t[m] <= t[f"{m}_ci_high"] + 1e-12).all(), t[[m, f"{m}_ci_high"]]
