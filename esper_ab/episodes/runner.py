@@ -188,6 +188,11 @@ class EpisodeResult:
     seeds: pd.DataFrame
     trace: pd.DataFrame
     timings: EpisodeTimings
+    # torch's intra-op threads when the episode was computed: float sums are split by
+    # thread, so another count rounds differently and values move by up to ~1 pp
+    # (docs/PERFORMANCE.md). Recording runs one thread per CPU of its task (default 1).
+    threads: int | None = None
+    torch_version: str | None = None
 
     def save(self, directory: str | Path) -> tuple[Path, Path]:
         """Write ``<workload>-r<replicate>-seeds.parquet`` / ``-trace.parquet`` (+ json)."""
@@ -202,7 +207,8 @@ def _meta(result: EpisodeResult) -> dict[str, Any]:
 
     return {"format": EPISODE_FORMAT, "replicate": result.replicate, "device": result.device,
             "config": _jsonable(result.config),
-            "timings": dataclasses.asdict(result.timings)}
+            "timings": dataclasses.asdict(result.timings),
+            "threads": result.threads, "torch": result.torch_version}
 
 
 def resolve_device(device: str = "cpu"):
@@ -245,7 +251,8 @@ def run_episode(config: EpisodeConfig, *, replicate: int,
                                      float(t.get("incubate_s", 0.0)),
                                      float(t.get("value_s", 0.0)),
                                      bool(t.get("pretrain_cached", False)), loaded=True)
-            return EpisodeResult(config, replicate, dev.type, seeds, trace, timings)
+            return EpisodeResult(config, replicate, dev.type, seeds, trace, timings,
+                                 meta.get("threads"), meta.get("torch"))
     result = _compute_episode(config, replicate=replicate, device=dev, cache_root=root,
                               progress=progress)
     if root is not None:
@@ -263,6 +270,8 @@ def run_episode(config: EpisodeConfig, *, replicate: int,
 
 def _compute_episode(config: EpisodeConfig, *, replicate: int, device, cache_root: Path | None,
                      progress: Progress | None) -> EpisodeResult:
+    import torch
+
     from esper_ab.episodes._incubation import (
         IncubationSettings,
         SeedKey,
@@ -321,7 +330,8 @@ def _compute_episode(config: EpisodeConfig, *, replicate: int, device, cache_roo
                                                                      decision.acc),
                        trace=trace)
     timings = EpisodeTimings(t1 - t0, t2 - t1, t3 - t2, pretrain_cached, loaded=False)
-    return EpisodeResult(config, replicate, device.type, table, trace, timings)
+    return EpisodeResult(config, replicate, device.type, table, trace, timings,
+                         torch.get_num_threads(), torch.__version__)
 
 
 def record_episode(config: EpisodeConfig, *, replicate: int, out_dir: str | Path,
