@@ -189,8 +189,10 @@ class EpisodeResult:
     trace: pd.DataFrame
     timings: EpisodeTimings
     # torch's intra-op threads when the episode was computed: float sums are split by
-    # thread, so another count rounds differently and values move by up to ~1 pp
-    # (docs/PERFORMANCE.md). Recording runs one thread per CPU of its task (default 1).
+    # thread, so another count rounds differently and 120 training steps amplify it (the
+    # CNN flagship's replicate 20, 1 vs 2 threads: seed values moved by a median 0.15 pp,
+    # at most 6.8 pp, and 2 of 27 valuable labels flipped; docs/PERFORMANCE.md). Recording
+    # runs one thread per CPU of its task (default 1); the cache key leaves the count out.
     threads: int | None = None
     torch_version: str | None = None
 
