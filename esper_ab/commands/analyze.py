@@ -14,8 +14,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "pass_epoch, statistic, value, valuable), print the per-blueprint table, "
                     "the tests and the verdict, and optionally write them as JSON.")
     p.add_argument("decisions", metavar="DECISIONS.csv", help="the decisions table")
-    p.add_argument("--baseline", default="baseline", metavar="NAME",
-                   help="name of the baseline strategy (default: %(default)s)")
+    p.add_argument("--baseline", default=None, metavar="NAME",
+                   help="name of the baseline strategy (default: 'reference', the label "
+                        "esper-ab's sweeps give the reference gate, when the table has it; "
+                        "else 'baseline')")
     p.add_argument("--alpha", type=float, default=0.05,
                    help="significance level (default: %(default)s)")
     p.add_argument("--json", dest="json_out", metavar="OUT", default=None,
@@ -62,6 +64,15 @@ def _not_observational(path: str) -> None:
                           "--observational to analyze it")
 
 
+def _default_baseline(table) -> str:
+    """A sweep's decisions name the reference gate ``reference`` (a candidate of the
+    ``baseline`` strategy is ``tNNN-baseline``); a user's own table may say ``baseline``."""
+    from esper_ab.trial import BASELINE_LABEL, LEGACY_BASELINE_LABEL
+
+    names = set(table["strategy"].astype(str))
+    return BASELINE_LABEL if BASELINE_LABEL in names else LEGACY_BASELINE_LABEL
+
+
 def run(args: argparse.Namespace) -> int:
     from esper_ab.commands._options import existing_file
 
@@ -86,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
              "min_valuable": args.min_valuable, "min_non_valuable": args.min_non_valuable}
     rule = SelectionRule(**{k: v for k, v in given.items() if v is not None})
     table = load_decisions_csv(args.decisions)
-    result = analyze(table, baseline=args.baseline, alpha=args.alpha, rule=rule,
+    baseline = args.baseline or _default_baseline(table)
+    result = analyze(table, baseline=baseline, alpha=args.alpha, rule=rule,
                      n_boot=args.n_boot, n_perm=args.n_perm, seed=args.seed)
     print(result.format_table())
     write_json(result, args.json_out)

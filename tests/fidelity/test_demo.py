@@ -31,7 +31,7 @@ def test_demo_ends_with_a_confirmed_three_way_verdict(tmp_path, monkeypatch, cap
              "Verdict: undecided": "undecided"}
     kind = next(v for k, v in kinds.items() if verdict.startswith(k))
     table = out.split("Per blueprint on the confirmation replicates", 1)[1]
-    for column in ("value_pp", "pass_rate", "tpr", "fpr"):
+    for column in ("value pp", "pass ref", "TPR ref", "FPR ref"):   # reference vs best
         assert column in table
     for bp in ("attention", "bottleneck", "conv_light", "depthwise", "norm"):
         assert bp in table

@@ -16,6 +16,7 @@ ppo        ppo_seed3 bottleneck (pruned), conv_small | ppo_strict conv_small (pr
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -204,7 +205,7 @@ def test_cli_ingest_then_observational_analysis_and_plots(tmp_path, capsys):
                  "--json", str(tmp_path / "obs.json")]) == 0
     report = capsys.readouterr().out
     assert "== esper_lite_strict: 48 seeds judged at G2 in 16 runs" in report
-    assert "attention      7     7     0  0.00 [0.00, 0.35]" in report
+    assert re.search(r"\nattention +7 +7 +0 +0\.00 \[0\.00, 0\.35\] ", report), report
     assert "exact over 19683 arrangements" in report
     assert "not computed: TPR, FPR, the equalized-odds gaps and the verdict" in report
     for name in ("pass_rate_by_blueprint.png", "statistic_by_blueprint.png"):

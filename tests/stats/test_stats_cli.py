@@ -85,3 +85,18 @@ def test_unknown_baseline_exits_2(csv_path):
     proc = _run(str(csv_path))  # default baseline name "baseline" is not in this table
     assert proc.returncode == 2
     assert "--baseline" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("names", [("reference", "t002-baseline"), ("baseline", "t002-x")])
+def test_the_default_baseline_is_a_sweeps_reference_else_baseline(csv_path, tmp_path, names):
+    # A sweep's decisions label the reference gate 'reference', and a candidate of the
+    # 'baseline' strategy 't002-baseline'; a user's own table may say 'baseline'.
+    import pandas as pd
+    table = pd.read_csv(csv_path)
+    table["strategy"] = table["strategy"].map({"sqrt": names[0], "mean_abs": names[1]})
+    path = tmp_path / "renamed.csv"
+    table.to_csv(path, index=False)
+    out = tmp_path / "out.json"
+    proc = _run(str(path), "--json", str(out), "--n-boot", "100", "--n-perm", "100")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(out.read_text())["baseline"] == names[0]
