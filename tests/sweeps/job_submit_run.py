@@ -17,14 +17,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 def main(folder: str, space: str, port: int) -> int:
     sys.path.insert(0, str(REPO / "jobs"))
-    import socket
-
     from ray.cluster_utils import Cluster
     from submit import submit_sweep, wait
+    from sweep_helpers import free_port
 
-    with socket.socket() as s:      # the job agent's own port: Ray's default (52365) is
-        s.bind(("127.0.0.1", 0))    # fixed, so a second head on the machine (another suite
-        agent_port = s.getsockname()[1]   # beside this one) never gets its job agent
+    # The job agent's own port: Ray's default (52365) is fixed, so a second head on the
+    # machine (another suite beside this one) never gets its job agent; and a bind(0)
+    # probe's port can be handed out again before the agent binds it (free_port).
+    agent_port = free_port()
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 2, "include_dashboard": True, "dashboard_host": "127.0.0.1",
         "dashboard_port": port, "dashboard_agent_listen_port": agent_port})
@@ -33,7 +33,9 @@ def main(folder: str, space: str, port: int) -> int:
             f"http://127.0.0.1:{port}", space,
             ["--tracking-uri", f"sqlite:///{folder}/mlflow.db", "--storage-dir",
              f"{folder}/state", "--verbose", "0"],
-            python=sys.executable, working_dir=str(REPO))
+            python=sys.executable, working_dir=str(REPO),
+            agent_wait=150)     # with the job's 300 s, inside the test's 500 s: a failure
+                                # is reported, not killed
         status = wait(client, job_id, timeout_s=300, poll_s=1.0)
         logs = client.get_job_logs(job_id)
         print(json.dumps({"status": status, "job_id": job_id, "head": logs[:2000],

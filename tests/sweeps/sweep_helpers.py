@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import random
 import socket
 from pathlib import Path
 from typing import Any
@@ -40,9 +41,27 @@ def write_space(folder: Path, **overrides: Any) -> Path:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free on every interface, drawn below the kernel's ephemeral range: a port
+    the kernel hands out for bind(0) can be handed out again, to another process or to
+    Ray's own components, between this probe and its use (a Ray head beside another suite
+    once lost its job agent's port that way: 'address already in use')."""
+    low = 20000
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            ephemeral_low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768
+    high = max(low + 1000, ephemeral_low - 1)
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randint(low, high)
+        try:
+            with socket.socket() as s:
+                s.bind(("0.0.0.0", port))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError(f"no free port in {low}-{high}")
 
 
 class CrashingEvidence(ReplayEvidence):
