@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import html
 import re
-import subprocess
-import tempfile
 
 import pytest
 from report_helpers import sweep_analysis
-from test_report_browser import chromium  # noqa: F401  (the fixture: installs or skips)
+from test_report_browser import chromium, dump_dom  # noqa: F401  (chromium: the fixture)
 
 from esper_ab.study.outcome import parent_tables
 from esper_ab.study.space import space_summary
@@ -29,15 +27,7 @@ TABLE = "tables/per_blueprint.json"
 
 
 def _dom(browser: str, url: str) -> str:
-    with tempfile.TemporaryDirectory(prefix="esper_ab_chromium_") as profile:
-        done = subprocess.run(
-            [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--disable-extensions", "--window-size=1400,1200", "--virtual-time-budget=30000",
-             f"--user-data-dir={profile}", "--dump-dom", url],
-            capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout
+    return dump_dom(browser, url, window="1400,1200", budget_ms=30000, timeout=300)
 
 
 def _text(fragment: str) -> str:

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import html
 import re
-import subprocess
-import tempfile
 
 import pytest
 from sweep_helpers import space
-from test_report_browser import chromium  # noqa: F401  (the fixture: installs or skips)
+from test_report_browser import chromium, dump_dom  # noqa: F401  (chromium: the fixture)
 
 from esper_ab.study.space import space_summary
 from esper_ab.study.spec import parse_sweep_spec
@@ -27,15 +25,8 @@ pytestmark = pytest.mark.slow        # an mlflow server and a browser start
 
 def _page_text(browser: str, url: str) -> str:
     """The text Chromium renders at ``url`` (scripts run, a fresh profile: no stored view)."""
-    with tempfile.TemporaryDirectory(prefix="esper_ab_chromium_") as profile:
-        done = subprocess.run(
-            [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--disable-extensions", "--window-size=1280,1200", "--virtual-time-budget=20000",
-             f"--user-data-dir={profile}", "--dump-dom", url],
-            capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stderr[-2000:]
-    body = re.sub(r"<script.*?</script>|<style.*?</style>", "", done.stdout, flags=re.S)
+    body = dump_dom(browser, url)
+    body = re.sub(r"<script.*?</script>|<style.*?</style>", "", body, flags=re.S)
     return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", body)))
 
 

@@ -92,6 +92,23 @@ def chromium() -> str:
     return path
 
 
+
+def dump_dom(browser: str, url: str, *, window: str = "1280,1200", budget_ms: int = 20000,
+             timeout: int = 180) -> str:
+    """The DOM Chromium renders at ``url`` after its scripts ran, in a fresh profile (no
+    stored view)."""
+    with tempfile.TemporaryDirectory(prefix="esper_ab_chromium_") as profile:
+        done = subprocess.run(
+            [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--disable-extensions", f"--window-size={window}",
+             f"--virtual-time-budget={budget_ms}", f"--user-data-dir={profile}", "--dump-dom",
+             url],
+            capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
 def _load(chromium: str, page: Path) -> tuple[dict, str]:
     """The probe's report and Chromium's log of ``page`` (a copy with the probe added)."""
     text = page.read_text(encoding="utf-8")
