@@ -175,30 +175,26 @@ class HeldOut:
 
     def add(self, logits: Tensor, y: Tensor) -> None:
         rows = logits.shape[0]
-        if self.default_loss or self.default_acc:
+        if self.default_loss:
             flat, fy = logits, y
             if flat.dim() == 3:
                 flat, fy = flat.reshape(-1, flat.shape[-1]), fy.reshape(-1)
             scored = fy != IGNORE_INDEX
-        if self.default_loss:
             self.loss_sum += F.cross_entropy(flat[scored], fy[scored], reduction="sum").double()
             if not self.default_acc:
                 self.counts[2] += scored.sum()
         else:
             self.loss_sum += self.plugin.loss(logits, y).detach().double() * rows
             self.counts[2] += rows
-        if self.default_acc:
-            self.flags.append(flat[scored].argmax(dim=-1) == fy[scored])
-        else:
-            flags = self.plugin.flags(logits, y)
-            if self.plugin.derived_accuracy:          # correct alone: its sum and count
-                self.counts[0] += flags.sum()
-                self.counts[1] += flags.numel()
-            else:
-                n_correct, n_scored = self.plugin.counts(logits, y)
-                self.counts[0] += n_correct.to(self.counts.device).long()
-                self.counts[1] += n_scored.to(self.counts.device).long()
-            self.flags.append(flags)
+        flags = self.plugin.flags(logits, y)          # argmax (correct_flags) by default
+        if self.plugin.derived_accuracy:              # correct alone: its sum and count
+            self.counts[0] += flags.sum()
+            self.counts[1] += flags.numel()
+        elif not self.default_acc:
+            n_correct, n_scored = self.plugin.counts(logits, y)
+            self.counts[0] += n_correct.to(self.counts.device).long()
+            self.counts[1] += n_scored.to(self.counts.device).long()
+        self.flags.append(flags)
 
     def result(self) -> Evaluation:
         # SYNC POINT: one copy per evaluation.
