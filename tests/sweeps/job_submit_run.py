@@ -34,7 +34,7 @@ def main(folder: str, space: str, port: int) -> int:
             ["--tracking-uri", f"sqlite:///{folder}/mlflow.db", "--storage-dir",
              f"{folder}/state", "--verbose", "0"],
             python=sys.executable, working_dir=str(REPO),
-            agent_wait=150)     # with the job's 300 s, inside the test's 500 s: a failure
+            agent_wait=300)     # with the job's 300 s, inside the test's 720 s: a failure
                                 # is reported, not killed
         status = wait(client, job_id, timeout_s=300, poll_s=1.0)
         logs = client.get_job_logs(job_id)

@@ -21,7 +21,7 @@ def test_sweep_runs_as_a_ray_job(tmp_path):
     space = write_space(tmp_path, name="as_job", num_samples=2, replicates=2)
     proc = subprocess.run([sys.executable, str(HERE / "job_submit_run.py"), str(tmp_path),
                            str(space), str(free_port())],
-                          cwd=HERE, capture_output=True, text=True, timeout=500)
+                          cwd=HERE, capture_output=True, text=True, timeout=720)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     info = json.loads(proc.stdout.strip().splitlines()[-1])
     assert info["status"] == "SUCCEEDED", info["logs"]
