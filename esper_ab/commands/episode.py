@@ -58,6 +58,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "extracted cifar-10-batches-py folder")
     p.add_argument("--size", default="default", choices=("default", "tiny"),
                    help="tiny: a seconds-long smoke episode")
+    p.add_argument("--forks", default="batched", choices=("batched", "serial"),
+                   help="value forks trained together where the host allows (the CNN host; "
+                        "default) or one at a time, as episodes recorded before 7 Dec 2026")
     add_cache_dir(p)
     p.add_argument("--closed-loop", action="store_true",
                    help="also run the gate in the loop (each seed blends when it passes)")
@@ -118,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     usable_dir(args.out, "--out")
     usable_dir(args.cache_dir, "--cache-dir")
     config = episode_config(args.workload, size=args.size, data_dir=args.data_dir,
-                            slots=tuple(args.slot))
+                            slots=tuple(args.slot), forks=args.forks)
     with progress_for(args, min_interval_s=5.0) as progress:   # off a terminal: a line / 5 s
         result = record_episode(config, replicate=args.replicate, out_dir=args.out,
                                 cache_dir=args.cache_dir, device=args.device, progress=progress)

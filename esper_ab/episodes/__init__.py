@@ -15,12 +15,15 @@ Importing this package does not import torch; the runner loads the torch parts w
 """
 
 from esper_ab.episodes.runner import (
+    BATCHED_FORMAT,
     DEFAULT_CACHE_DIR,
     EPISODE_FORMAT,
     ClosedLoopResult,
     EpisodeConfig,
     EpisodeResult,
     episode_config,
+    episode_format,
+    episode_key,
     gate_decisions,
     record_episode,
     resolve_device,
@@ -38,6 +41,7 @@ from esper_ab.episodes.tables import (
 )
 
 __all__ = [
+    "BATCHED_FORMAT",
     "DEFAULT_CACHE_DIR",
     "EPISODE_FORMAT",
     "META_FILE",
@@ -47,6 +51,8 @@ __all__ = [
     "EpisodeConfig",
     "EpisodeResult",
     "episode_config",
+    "episode_format",
+    "episode_key",
     "gate_decisions",
     "has_tables",
     "install_cache_folder",

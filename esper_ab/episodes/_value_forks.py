@@ -119,11 +119,11 @@ def measure_values(workload: Workload, incubated: Incubated, incubation: Incubat
     """(control placebo fork, one fork per seed) — no seed is skipped (no censoring).
 
     ``batched=True`` trains every fork together as one wide network (``_stacked``; the CNN
-    host only); the default runs them one at a time. The two agree up to float32 rounding
-    grown over the fork's optimizer steps (values within ~1.3 pp, the tolerance is in
-    ``tests/episodes/test_batched_forks.py``), which is not equality: batching stays opt-in
-    until it is the default under a new ``EPISODE_FORMAT`` with the findings rerun, so a
-    cached episode and a fresh one never differ silently.
+    host only, other hosts run one at a time); ``False`` runs them one at a time. The two
+    agree up to float32 rounding grown over the fork's optimizer steps (values within
+    ~1.3 pp; the tolerance is pinned by ``tests/episodes/test_batched_forks.py``), which is
+    not equality: the episode's format (``runner.episode_format``, in its cache key) says
+    which path computed it, so a cached episode and a fresh one never differ silently.
     """
     keys: Sequence[SeedKey] = incubated.keys
     if batched and not stacked.supports(workload.build_host()):

@@ -21,6 +21,7 @@ incubation step) and is cached on disk, so a second call with the same config is
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import shutil
 import time
@@ -56,7 +57,13 @@ __all__ = [
 ]
 
 DEFAULT_CACHE_DIR = Path(".esper_ab_cache")
-EPISODE_FORMAT = "episode-v1"  # bump when the tables or the procedure change
+# bump when the tables or the procedure change. An episode's format is part of its cache key:
+# "episode-v1" value forks trained one at a time (every episode before 7 December 2026, and
+# any host that cannot be stacked), "episode-v2" the CNN host's forks trained together
+# (``_stacked``; values within float rounding of v1's, docs/PERFORMANCE.md).
+EPISODE_FORMAT = "episode-v1"
+BATCHED_FORMAT = "episode-v2"
+Forks = Literal["batched", "serial"]
 Ramp = Literal["linear", "sigmoid"]
 Size = Literal["default", "tiny"]
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
@@ -85,6 +92,10 @@ class EpisodeConfig:
     grad_clip: float = 5.0
     margin_pp: float = 1.0
     eval_batch_size: int = 1024
+    # "batched": the value forks are trained together where the host can be stacked (the
+    # CNN host), else one at a time; "serial": always one at a time (reproduces episodes
+    # recorded before batching, and serves their caches). Keyed through ``episode_format``.
+    forks: Forks = dataclasses.field(default="batched", metadata={"keyed_by_format": True})
 
     def __post_init__(self) -> None:
         for name in ("steps_per_epoch", "incubation_epochs", "batch_size", "eval_batch_size"):
@@ -93,6 +104,8 @@ class EpisodeConfig:
         for name in ("blend_epochs", "horizon_epochs"):
             if getattr(self, name) < 0:
                 raise bad_value(f"EpisodeConfig.{name}", getattr(self, name), "use 0 or more")
+        if self.forks not in ("batched", "serial"):
+            raise bad_value("EpisodeConfig.forks", self.forks, "use 'batched' or 'serial'")
         if self.ramp not in ("linear", "sigmoid"):
             raise bad_value("EpisodeConfig.ramp", self.ramp, "use 'linear' or 'sigmoid'")
         for name in ("host_lr", "seed_lr"):
@@ -127,6 +140,25 @@ class EpisodeConfig:
 
     def replace(self, **changes: Any) -> EpisodeConfig:
         return dataclasses.replace(self, **changes)
+
+    @functools.cached_property
+    def batched_forks(self) -> bool:
+        """True when this episode's value forks are trained together: ``forks`` asks for it
+        and the workload's host can be stacked."""
+        from esper_ab.episodes import _stacked
+
+        return self.forks == "batched" and _stacked.supports(
+            self.workload.plugin.build_host(self.workload))
+
+
+def episode_format(config: EpisodeConfig) -> str:
+    """The format an episode of ``config`` is recorded in (part of its cache key)."""
+    return BATCHED_FORMAT if config.batched_forks else EPISODE_FORMAT
+
+
+def episode_key(config: EpisodeConfig, replicate: int, device_type: str) -> str:
+    """The cache key of one replicate of ``config`` recorded on ``device_type``."""
+    return config_hash(config, replicate, device_type, episode_format(config))
 
 
 def episode_config(workload: str, *, size: Size = "default", data_dir: str | None = None,
@@ -207,7 +239,8 @@ class EpisodeResult:
 def _meta(result: EpisodeResult) -> dict[str, Any]:
     from esper_ab.episodes.workloads import jsonable as _jsonable
 
-    return {"format": EPISODE_FORMAT, "replicate": result.replicate, "device": result.device,
+    return {"format": episode_format(result.config), "forks": "batched" if
+            result.config.batched_forks else "serial", "replicate": result.replicate, "device": result.device,
             "config": _jsonable(result.config),
             "timings": dataclasses.asdict(result.timings),
             "threads": result.threads, "torch": result.torch_version}
@@ -241,7 +274,7 @@ def run_episode(config: EpisodeConfig, *, replicate: int,
     dev = resolve_device(device)
     config.validate()
     root = _cache_root(cache_dir)
-    key = config_hash(config, replicate, dev.type, EPISODE_FORMAT)
+    key = episode_key(config, replicate, dev.type)
     if root is not None:
         from esper_ab.episodes.tables import cached_tables, read_tables
 
@@ -323,7 +356,8 @@ def _compute_episode(config: EpisodeConfig, *, replicate: int, device, cache_roo
             progress("value", done[0], len(keys) + 1)
 
     control, outcomes = measure_values(workload, incubated, settings, forks,
-                                       replicate=replicate, device=device, on_fork=on_fork)
+                                       replicate=replicate, device=device, on_fork=on_fork,
+                                       batched=config.batched_forks)
     t3 = time.perf_counter()
     trace = trace_table(incubated, replicate=replicate, workload=config.workload.name)
     table = seed_table(incubated, control, outcomes, replicate=replicate,

@@ -61,13 +61,11 @@ def episode_jobs(spec: SweepSpec, *, replicates: list[int] | None = None) -> lis
 
 def _cache_folder(job: EpisodeJob, cache_dir: Path) -> Path | None:
     """The cache folder holding this episode (recorded on any device type), if any."""
-    from esper_ab.episodes.runner import EPISODE_FORMAT
+    from esper_ab.episodes.runner import episode_key
     from esper_ab.episodes.tables import cached_tables
-    from esper_ab.episodes.workloads import config_hash
 
     for device in ("cpu", "cuda"):
-        folder = cache_dir / "episodes" / config_hash(job.config, job.replicate, device,
-                                                      EPISODE_FORMAT)
+        folder = cache_dir / "episodes" / episode_key(job.config, job.replicate, device)
         if cached_tables(folder):    # verified against its index (episodes._cache)
             return folder
     return None

@@ -102,7 +102,8 @@ def _jsonable(value: object) -> object:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         fields = {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)
                   if not (f.metadata.get("hash_unless_name")
-                          and getattr(value, f.name) in ("", getattr(value, "name", "")))}
+                          and getattr(value, f.name) in ("", getattr(value, "name", "")))
+                  and not f.metadata.get("keyed_by_format")}
         return {"__type__": type(value).__name__, **fields}
     if isinstance(value, tuple | list):
         return [_jsonable(v) for v in value]
