@@ -60,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="tiny: a seconds-long smoke episode")
     p.add_argument("--forks", default="batched", choices=("batched", "serial"),
                    help="value forks trained together where the host allows (the CNN host; "
-                        "default) or one at a time, as episodes recorded before 7 Dec 2026")
+                        "default) or one at a time (every episode before batching)")
     add_cache_dir(p)
     p.add_argument("--closed-loop", action="store_true",
                    help="also run the gate in the loop (each seed blends when it passes)")
@@ -129,7 +129,8 @@ def run(args: argparse.Namespace) -> int:
     source = ("loaded from the cache" if t.loaded else
               f"{t.total_s:.1f} s: pretrain {t.pretrain_s:.1f}"
               f"{' (cached)' if t.pretrain_cached else ''}, incubate {t.incubate_s:.1f}, "
-              f"value forks {t.value_s:.1f}")
+              f"value forks {t.value_s:.1f}, "
+              f"{'together' if config.batched_forks else 'one at a time'}")
     print(f"{config.workload.name} replicate {args.replicate} on {result.device} ({source})")
     print(format_summary(summarize(result, gate), gate_name=args.gate))
     prefix = f"{config.workload.name}-r{args.replicate}-"

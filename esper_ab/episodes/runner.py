@@ -58,8 +58,8 @@ __all__ = [
 
 DEFAULT_CACHE_DIR = Path(".esper_ab_cache")
 # bump when the tables or the procedure change. An episode's format is part of its cache key:
-# "episode-v1" value forks trained one at a time (every episode before 7 December 2026, and
-# any host that cannot be stacked), "episode-v2" the CNN host's forks trained together
+# "episode-v1" value forks trained one at a time (every episode before batching became the
+# default, and any host that cannot be stacked), "episode-v2" the CNN host's forks together
 # (``_stacked``; values within float rounding of v1's, docs/PERFORMANCE.md).
 EPISODE_FORMAT = "episode-v1"
 BATCHED_FORMAT = "episode-v2"

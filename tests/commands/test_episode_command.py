@@ -31,6 +31,7 @@ def test_tiny_episode_writes_tables_and_prints_the_summary(tmp_path):
     assert "dead at birth" in lines["conv_small"]
     assert "pass @ epoch 10" in lines["bottleneck"]
     assert "control" in lines["placebo"]
+    assert "value forks" in text and ", together)" in text   # the CNN host: batched forks
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -52,6 +53,7 @@ def test_bad_inputs_exit_2_with_one_line(tmp_path, args, needle):
     (["--workload", "synthetic-cnn", "--replicate", "0", "--gate", "nope.yaml"], "nope.yaml"),
     (["--workload", "synthetic-cnn"], "--replicate"),
     (["--workload", "synthetic-cnn", "--replicate", "0", "--device", "tpu"], "device='tpu'"),
+    (["--workload", "synthetic-cnn", "--replicate", "0", "--forks", "both"], "'both'"),
 ])
 def test_bad_inputs_in_process(tmp_path, capsys, args, needle):
     from esper_ab.cli import main
