@@ -173,6 +173,12 @@ def headline_for(kind: str, best: Any, cands: Sequence[Any], *, baseline: str, r
                     f"eligible ({len(excluded)} excluded: "
                     + "; ".join(f"{c.strategy}: {c.why.split(';')[0]}" for c in excluded[:3])
                     + ("; ..." if len(excluded) > 3 else "") + ")")
+            if excluded and all(c.not_better for c in excluded):
+                # the margin answers too: none would be better even if it were eligible
+                top = max(excluded, key=lambda c: c.equivalence_ci[1])
+                head += (f"; and none gains {rule.margin:g} or more in {obj} either "
+                         f"(largest upper {1 - 2 * alpha:.0%} CI limit "
+                         f"{_f(top.equivalence_ci[1], '+.3f')}, {top.strategy})")
     if kind != "winner":
         lines += [_status_line(c, rule, alpha) for c in others]
     lines.append(f"  blueprints: {left_out} (a blueprint enters TPR with >= "

@@ -192,3 +192,29 @@ def test_the_analysis_text_labels_its_gaps_and_prints_no_negative_zero():
     assert "-0.000" not in text
     assert "equalized_odds_gap debiased [95% CI]" in text and "equalized_odds_gap_raw" in text
     assert "equalized_odds_gap debiased vs baseline" in text
+
+
+def test_when_every_candidate_is_unfair_the_headline_also_says_whether_the_margin_holds():
+    """The flagship's situation: every candidate is excluded as unfair. The headline then
+    says too whether a gain of ``margin`` is ruled out for all of them, citing the largest
+    upper limit, which is checked against each candidate's own interval."""
+    rule = SelectionRule()
+    # candidates with the baseline's own (unfair) rates: excluded, and no gain
+    same = _verdict([UB4, UB4, UB4], [UB4, UB4, UB4], R=30, K=2, table_seed=[11, 0],
+                    rule=rule)
+    assert same.kind == "not_better" and all(c.status == "excluded" for c in same.candidates)
+    uppers = {c.strategy: c.equivalence_ci[1] for c in same.candidates}
+    assert all(u < rule.margin for u in uppers.values())
+    m = re.search(rf"; and none gains {rule.margin:g} or more in balanced_accuracy either "
+                  r"\(largest upper 90% CI limit ([+-][\d.]+), (\w+)\)", same.headline)
+    assert m, same.headline
+    assert m.group(2) == max(uppers, key=uppers.get)
+    assert float(m.group(1)) == pytest.approx(max(uppers.values()), abs=5e-4)
+    _check_common(same)
+    # an unfair candidate that gains a lot: excluded, but the margin is not ruled out for it,
+    # and the headline claims nothing about the margin
+    big = _verdict([UB4, [0.5, 0.95, 0.95, 0.95]], [UB4, [0.1] * 4], R=30, K=2,
+                   table_seed=[2, 0])
+    (c,) = big.candidates
+    assert c.status == "excluded" and not c.not_better and c.equivalence_ci[1] >= rule.margin
+    assert "none gains" not in big.headline
