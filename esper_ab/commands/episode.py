@@ -118,10 +118,11 @@ def run(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(max(1, args.threads))
     gate = Gate(load_gate_config(args.gate))
-    usable_dir(args.out, "--out")
-    usable_dir(args.cache_dir, "--cache-dir")
+    # the workload (a name or module:attribute) and its slots first: a bad one creates no folder
     config = episode_config(args.workload, size=args.size, data_dir=args.data_dir,
                             slots=tuple(args.slot), forks=args.forks)
+    usable_dir(args.out, "--out")
+    usable_dir(args.cache_dir, "--cache-dir")
     with progress_for(args, min_interval_s=5.0) as progress:   # off a terminal: a line / 5 s
         result = record_episode(config, replicate=args.replicate, out_dir=args.out,
                                 cache_dir=args.cache_dir, device=args.device, progress=progress)

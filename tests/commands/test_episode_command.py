@@ -61,3 +61,15 @@ def test_bad_inputs_in_process(tmp_path, capsys, args, needle):
     assert main(["episode", *args, "--size", "tiny", "--cache-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and needle in err[0]
+
+
+@pytest.mark.parametrize("workload", ["mnist", "no_such_module_xyz:WORKLOAD"])
+def test_a_bad_workload_creates_no_output_or_cache_folder(tmp_path, capsys, workload):
+    from esper_ab.cli import main
+
+    out, cache = tmp_path / "new-out", tmp_path / "new-cache"
+    assert main(["episode", "--workload", workload, "--replicate", "0", "--size", "tiny",
+                 "--out", str(out), "--cache-dir", str(cache)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and workload in err[0]
+    assert not out.exists() and not cache.exists()
