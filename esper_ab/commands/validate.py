@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{args.space}: ok -- sweep {spec.name!r}, experiment {spec.experiment_name!r}, "
           f"fidelity {spec.fidelity}, traces {spec.traces.source}")
     print(f"  {len(spec.workloads)} workload(s): "
-          + ", ".join(f"{w.name} slots {w.slot_list}" for w in spec.workloads))
+          + ", ".join(f"{w.name} slots {w.slot_list} ({_forks(w)})" for w in spec.workloads))
     for c in contracts:
         print(f"  contract of {c.workload}: ok -- slots "
               + ", ".join(f"{s} (width {c.slot_widths[s]})" for s in c.slots)
@@ -88,3 +88,12 @@ def run(args: argparse.Namespace) -> int:
     for k, v in space_summary(spec).items():
         print(f"    {k}: {json.dumps(v)}")
     return 0
+
+
+def _forks(entry) -> str:
+    """How the workload's episodes measure seed value, and the format (cache key) that gives."""
+    from esper_ab.episodes import episode_format
+
+    config = entry.episode_config()
+    how = "together" if config.batched_forks else "one at a time"
+    return f"value forks {how}, episode format {episode_format(config)}"

@@ -112,3 +112,22 @@ def test_each_format_has_its_cache_folder_and_names_itself(both_episodes):
     again = run_episode(config, replicate=1, cache_dir=cache)
     assert again.timings.loaded
     pd.testing.assert_frame_equal(again.seeds, batched.seeds)
+
+
+def test_validate_says_how_each_workload_measures_value(capsys, tmp_path):
+    from pathlib import Path
+
+    from esper_ab.cli import main
+
+    spaces = Path(__file__).resolve().parents[2] / "search_spaces"
+    space = tmp_path / "serial.yaml"
+    space.write_text((spaces / "g2_fairness_cnn.yaml").read_text().replace(
+        "  - name: synthetic-cnn\n", "  - name: synthetic-cnn\n    episode: {forks: serial}\n"))
+    lines = {}
+    for name, path in (("cnn", spaces / "g2_fairness_cnn.yaml"),
+                       ("seq", spaces / "g2_fairness_transformer.yaml"), ("serial", space)):
+        assert main(["validate", str(path)]) == 0
+        (lines[name],) = [x for x in capsys.readouterr().out.splitlines() if "workload(s):" in x]
+    assert "(value forks together, episode format episode-v2)" in lines["cnn"]
+    assert "(value forks one at a time, episode format episode-v1)" in lines["seq"]
+    assert "(value forks one at a time, episode format episode-v1)" in lines["serial"]
