@@ -121,6 +121,24 @@ def test_planner_writes_rows_before_it_tells(tmp_path, evidence):
     assert len(ranked) == (table["state"] == "COMPLETE").sum()
 
 
+def test_planner_times_its_first_batch_of_asks(tmp_path):
+    planner = BatchPlanner(_spec(), tmp_path, sweep_run="R", seed=0, batch_size=4, n_configs=12)
+    assert planner.first_ask_s == 0.0
+    planner.suggest("t0")
+    first = planner.first_ask_s
+    assert first > 0 and first == planner.ask_s
+    planner.suggest("t1")
+    assert planner.first_ask_s == first and planner.ask_s > first
+
+
+def test_the_sweep_setup_hook_records_its_imports():
+    from esper_ab.tune_driver import trainables
+
+    before = len(trainables._SETUP_S)
+    trainables.warm_worker()
+    assert len(trainables._SETUP_S) == before + 1 and trainables._SETUP_S[-1] >= 0
+
+
 @pytest.mark.slow
 def test_a_batched_sweep_on_local_ray(ray_local, tmp_path):
     from esper_ab.tune_driver.tune_runner import SweepOptions, run_sweep
@@ -150,3 +168,13 @@ def test_a_batched_sweep_on_local_ray(ray_local, tmp_path):
     mine = [t for t in study.trials if t.user_attrs.get(SWEEP_RUN) == out.sweep_run_id]
     assert len(mine) == MIN_BATCHED and all(t.state.is_finished() for t in mine)
     assert len({t.user_attrs[TUNE_TRIAL_ID].split("#")[0] for t in mine}) == 4   # 4 batches
+    # The start's parts: every phase timed, in order within Tuner.fit.
+    ph = out.phases
+    assert set(ph) == {"connect_s", "tracking_storage_s", "evidence_s", "schedulable_tuner_s",
+                       "first_running_s", "first_result_s", "first_ask_s"}
+    assert all(v >= 0 for v in ph.values())
+    assert ph["first_running_s"] <= ph["first_result_s"] <= out.fit_wall_s
+    firsts = [r for p in (out.sweep_dir / "tune").rglob("result.json")
+              for r in map(json.loads, p.read_text().splitlines()) if r["worker_start_s"] > 0]
+    assert firsts and all(r["worker_setup_s"] >= 0 and r["evidence_fetch_s"] >= 0
+                          for r in firsts)
