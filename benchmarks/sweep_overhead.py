@@ -11,10 +11,9 @@ configs):
 A trial's compute is its own work (replay + batched scoring of its configs); the rest -- Ray
 scheduling, the trial workers' start (process + imports), Optuna asks and tells, reports --
 is overhead. The fixed start cost is printed in parts: Ray connect, MLflow run + Optuna
-storage, Tuner construction, Tuner.fit to the first trial actor up and to the first trial
-result, each worker's process age when its first batch began (and its setup hook's imports),
-the evidence fetch, the first batch's Optuna asks, and the imports of a trial worker timed in
-a fresh process. Then the same configs (enqueued in a fresh study) run through the in-process
+storage, Tuner construction, Tuner.fit to the first trial result, each worker's process age
+when its first batch began (and its setup hook's imports), the evidence fetch, the first
+batch's Optuna asks, and the imports of a trial worker timed in a fresh process. Then the same configs (enqueued in a fresh study) run through the in-process
 search (``esper_ab.study.replay_search.search_replay``):
 
     search stage ratio = wall(Tuner.fit) / wall(in-process search)
@@ -213,7 +212,6 @@ def main() -> None:
     print(f"    run_sweep to Tuner.fit: MLflow run + Optuna storage "
           f"{ph.get('tracking_storage_s', 0):.2f} s, schedulable check + Tuner construction "
           f"{ph.get('schedulable_tuner_s', 0):.2f} s")
-    print(f"    Tuner.fit -> first trial actor up          {ph.get('first_running_s', 0):6.2f} s")
     print(f"    Tuner.fit -> first trial result            {ph.get('first_result_s', 0):6.2f} s")
     print(f"    first batch's Optuna asks                  {ph.get('first_ask_s', 0):6.2f} s")
     for r in sorted(firsts, key=lambda r: r["worker_start_s"]):

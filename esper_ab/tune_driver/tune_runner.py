@@ -116,19 +116,20 @@ class _BatchSearch(Searcher):
         config = self.planner.suggest(trial_id)   # None: spent, or the lockstep waits
         return Searcher.FINISHED if config is None and self.planner.done else config
 
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if "batch_rows" in result:   # told at the report: Tune stages the next round's
+            self.planner.complete(trial_id, result, False)   # trial on this live actor
+
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:
-        self.planner.complete(trial_id, result, error)
+        self.planner.complete(trial_id, result, error)   # no-op once told at the result
 
 
 class _BatchWatch(Callback):
     """The schedule watch of a batched sweep (MLflow is written after ``fit``)."""
 
     def __init__(self, watch: ScheduleWatch) -> None:
-        self.watch, self.first = watch, {}   # first trial running / result: perf_counter
-
-    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.first.setdefault("running", time.perf_counter())   # its actor is up
+        self.watch, self.first = watch, {}   # when the first trial result came: perf_counter
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.first.setdefault("result", time.perf_counter())
