@@ -16,14 +16,20 @@ FLAGSHIP = Path(__file__).resolve().parent.parent / "search_spaces" / "g2_fairne
 
 
 def flagship_space(*, configs: int, concurrency: int, traces_dir: str | None = None,
-                   name: str | None = None) -> dict[str, Any]:
+                   name: str | None = None, seeds_per_blueprint: int = 1,
+                   confirm: bool = True) -> dict[str, Any]:
+    """``seeds_per_blueprint`` (synthetic traces only) scales every config's replay work;
+    ``confirm=False`` leaves out the held-out confirmation (its replicates and stage)."""
     data = yaml.safe_load(FLAGSHIP.read_text())
     data.update(num_samples=configs, max_concurrent=concurrency, resources={"cpu": 1})
     if name:
         data.update(name=name, experiment=name)
+    if not confirm:
+        data["replicates"] = {"search": data["replicates"]["search"]}
     data["traces"] = ({"source": "directory", "path": traces_dir} if traces_dir else
                       {"source": "synthetic", "synthetic": {
-                          "epochs": 12, "steps_per_epoch": 10, "seeds_per_blueprint": 1}})
+                          "epochs": 12, "steps_per_epoch": 10,
+                          "seeds_per_blueprint": seeds_per_blueprint}})
     return data
 
 

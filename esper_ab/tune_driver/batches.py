@@ -53,7 +53,7 @@ from esper_ab.study.studies import (
 from esper_ab.trial import Evidence, TrialParams, metric_key
 
 __all__ = ["BATCH_ROWS", "MAX_BATCH", "MIN_BATCHED", "BatchPlanner", "batch_size",
-           "batch_size_for", "batch_slots", "log_batched_search", "read_rows", "trials_table"]
+           "batch_size_for", "batch_slots", "compute_total", "log_batched_search", "read_rows", "trials_table"]
 
 BATCH_ROWS = "batches.jsonl"
 MAX_BATCH = 64          # as the in-process search: TPE asks a batch from one history
@@ -118,7 +118,7 @@ class BatchPlanner:
                 self.study.enqueue_trial(point)
         self.asked = 0
         self.open: dict[str, list[int]] = {}      # Tune trial id -> its Optuna numbers
-        self.ask_s = self.tell_s = 0.0
+        self.ask_s = self.tell_s = self.first_ask_s = 0.0
 
     @property
     def done(self) -> bool:
@@ -143,6 +143,7 @@ class BatchPlanner:
         self.asked += n
         self.open[trial_id] = [it["number"] for it in items]
         self.ask_s += time.perf_counter() - t0
+        self.first_ask_s = self.first_ask_s or self.ask_s    # the first batch's asks
         if self.lockstep is not None:      # ends of this round held until it was asked
             for tid in self.lockstep.asked(trial_id):
                 self._tell(tid)
@@ -237,6 +238,12 @@ def trials_table(spec: SweepSpec, rows: Sequence[dict[str, Any]]
         out["reason"] = row["reason"]
         table.append(out)
     return pd.DataFrame(table), params
+
+
+def compute_total(results: Any) -> float:
+    """The sum of ``trial_compute_s`` over Tune's results (a ``ResultGrid``)."""
+    return sum(float(v) for r in results
+               if isinstance(v := (r.metrics or {}).get("trial_compute_s"), int | float))
 
 
 def batch_slots(spec: SweepSpec, cpu_per_trial: float) -> int:

@@ -41,10 +41,16 @@ from esper_ab.trial import (
 __all__ = ["TuneHooks", "batch_trial", "config_trial", "score_configs", "warm_worker"]
 
 
+_SETUP_S: list[float] = []   # how long this process's setup hook took (empty: it never ran)
+
+
 def warm_worker() -> None:
     """Ray worker setup hook of a sweep: what every trial needs, once per worker process."""
+    t0 = time.perf_counter()
     import esper_ab.replay  # noqa: F401
     import esper_ab.stats  # noqa: F401
+
+    _SETUP_S.append(time.perf_counter() - t0)
 
 
 @dataclass(frozen=True)
@@ -115,10 +121,12 @@ def batch_trial(config: dict[str, Any], *, spec: SweepSpec, evidence_ref: list,
     The evidence comes by reference and a worker keeps it (with the replay engine's caches,
     warm) for the next batches it runs (``reuse_actors``). A worker's first batch also
     reports how old its process was (``worker_start_s``: process start and imports, before
-    any work) and how long the evidence took to arrive (``evidence_fetch_s``)."""
-    key, started, fetch = evidence_ref[0].hex(), 0.0, 0.0
+    any work), how long of that its setup hook's imports took (``worker_setup_s``) and how
+    long the evidence took to arrive (``evidence_fetch_s``)."""
+    key, started, fetch, setup = evidence_ref[0].hex(), 0.0, 0.0, 0.0
     if key not in _WORKER_EVIDENCE:   # this worker's first batch: its start-up, the fetch
         started = time.time() - psutil.Process().create_time()
+        setup = sum(_SETUP_S)
         t0 = time.perf_counter()
         _WORKER_EVIDENCE.clear()
         _WORKER_EVIDENCE[key] = ray.get(evidence_ref[0])
@@ -127,7 +135,8 @@ def batch_trial(config: dict[str, Any], *, spec: SweepSpec, evidence_ref: list,
     rows = score_configs(spec, _WORKER_EVIDENCE[key], config["batch"])
     hooks.report({"batch_rows": json.dumps(rows, allow_nan=True), "configs": len(rows),
                   "trial_compute_s": time.perf_counter() - t0, "worker_start_s": started,
-                  "evidence_fetch_s": fetch, "replicates_evaluated": len(spec.replicates),
+                  "worker_setup_s": setup, "evidence_fetch_s": fetch,
+                  "replicates_evaluated": len(spec.replicates),
                   **_where("cpu", "replay scores on the CPU")})
 
 

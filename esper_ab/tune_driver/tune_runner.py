@@ -61,12 +61,13 @@ from esper_ab.study.spec import SweepSpec
 from esper_ab.study.studies import Lockstep, optuna_sampler, optuna_storage, sweep_study_name
 from esper_ab.tracking import TRIAL_ID, BackgroundWriter, SweepTracker
 from esper_ab.trial import Evidence
-from esper_ab.tune_driver.batches import BatchPlanner, batch_size, log_batched_search
+from esper_ab.tune_driver.batches import BatchPlanner, batch_size, compute_total, log_batched_search
 from esper_ab.tune_driver.trainables import TuneHooks, batch_trial, config_trial
 
 __all__ = ["SweepIncomplete", "SweepOptions", "SweepOutcome", "run_sweep"]
 
 RESULT_KEYS = ("replicates_evaluated", "trial_compute_s")
+START_PHASES = ("connect_s", "tracking_storage_s", "evidence_s", "schedulable_tuner_s")
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,7 @@ class SweepOutcome:
     fit_wall_s: float                     # Tuner.fit() alone
     trial_compute_s: float                # sum of the trials' own compute
     confirmation: Any | None = None       # the held-out verdict (esper_ab.study.holdout)
+    phases: dict[str, float] = field(default_factory=dict)   # the start's parts, seconds
 
 
 # -- the trial: esper_ab.tune_driver.trainables, run with Tune's hooks (workers import it alone) --
@@ -114,16 +116,23 @@ class _BatchSearch(Searcher):
         config = self.planner.suggest(trial_id)   # None: spent, or the lockstep waits
         return Searcher.FINISHED if config is None and self.planner.done else config
 
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if "batch_rows" in result:   # told at the report: Tune stages the next round's
+            self.planner.complete(trial_id, result, False)   # trial on this live actor
+
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:
-        self.planner.complete(trial_id, result, error)
+        self.planner.complete(trial_id, result, error)   # no-op once told at the result
 
 
 class _BatchWatch(Callback):
     """The schedule watch of a batched sweep (MLflow is written after ``fit``)."""
 
     def __init__(self, watch: ScheduleWatch) -> None:
-        self.watch = watch
+        self.watch, self.first = watch, {}   # when the first trial result came: perf_counter
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.first.setdefault("result", time.perf_counter())
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
         self.watch.step([t.status for t in trials])
@@ -132,7 +141,6 @@ class _BatchWatch(Callback):
         self.watch.finished(trial, trials)
 
     on_trial_error = on_trial_complete
-
 
 
 # -- tracking from the driver --------------------------------------------------------------
@@ -284,10 +292,10 @@ RESUME_HINT = "'esper-ab sweep SPACE.yaml --resume'"
 
 def _tuner(spec: SweepSpec, life: Any, trainable: Any, watch: ScheduleWatch, n: int,
            study: Any, storage: Any, options: SweepOptions,
-           batch: int = 1) -> tuple[Any, Any] | None:
-    """A fresh ``Tuner`` (and its tracking callback) for the trials still to run (None:
-    none left); on ``--resume`` the study is reconciled with MLflow first. ``batch`` > 1:
-    each Tune trial scores that many configs (``_BatchSearch``)."""
+           batch: int = 1) -> tuple[Any, Any, Any] | None:
+    """A fresh ``Tuner``, its callback and ``BatchPlanner`` (None off batches) for the trials
+    still to run (None: none left); on ``--resume`` the study is reconciled with MLflow
+    first. ``batch`` > 1: each Tune trial scores that many configs (``_BatchSearch``)."""
     remaining, seed = n, spec.sampler.seed
     if options.resume:
         plan = reconcile(study, trial_runs(life.tracker, life.parent), sweep_run=life.parent,
@@ -299,8 +307,9 @@ def _tuner(spec: SweepSpec, life: Any, trainable: Any, watch: ScheduleWatch, n: 
     watch.total = remaining
     if remaining == 0:
         return None
+    planner = None
     if batch > 1:
-        searcher, callback = _BatchSearch(BatchPlanner(
+        searcher, callback = _BatchSearch(planner := BatchPlanner(
             spec, life.folder, sweep_run=life.parent, seed=seed, batch_size=batch,
             n_configs=remaining, grid=not options.resume,
             lockstep=Lockstep(spec.max_concurrent, math.ceil(remaining / batch)))), \
@@ -323,7 +332,7 @@ def _tuner(spec: SweepSpec, life: Any, trainable: Any, watch: ScheduleWatch, n: 
             name=run_name, storage_path=str((life.folder / "tune").resolve()),
             failure_config=FailureConfig(max_failures=spec.failure.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=1),
-            callbacks=[callback], verbose=options.verbose)), callback
+            callbacks=[callback], verbose=options.verbose)), callback, planner
 
 
 def run_sweep(spec: SweepSpec, *, evidence: Evidence | None = None,
@@ -347,6 +356,7 @@ def run_sweep(spec: SweepSpec, *, evidence: Evidence | None = None,
                                    verbose=options.verbose,
                                    setup_hook="esper_ab.tune_driver.trainables.warm_worker"),
                        shutdown_ray)
+        marks = [t_start, time.perf_counter()]   # then: storage, evidence, Tuner (START_PHASES)
         life.at_exit(quiet_tune_console(options.verbose))   # no Tune table unless verbose
         cache = Path(options.cache_dir) if options.cache_dir else \
             life.folder.parent / ".esper_ab_cache"
@@ -364,20 +374,27 @@ def run_sweep(spec: SweepSpec, *, evidence: Evidence | None = None,
                               "experiment": spec.experiment_name})
         storage = optuna_storage(spec, life.folder)
         study = open_study(spec, storage, life.parent)
+        marks.append(time.perf_counter())
         if evidence is None:
             evidence = sweep_evidence(spec, cache_dir=cache, progress=options.progress,
                                       schedule_timeout_s=watch.timeout_s,
                                       verbose=options.verbose)
+        marks.append(time.perf_counter())
         ensure_schedulable(plan, what="a trial", timeout_s=watch.timeout_s)
         batch = batch_size(spec, n, plan.cpu, options.batch_size)
         todo = _tuner(spec, life, _trainable_for(spec, evidence, options, plan, batch), watch,
                       n, study, storage, options, batch)
         t_fit, grid = time.perf_counter(), []
+        marks.append(t_fit)
+        phases = {k: marks[i + 1] - marks[i] for i, k in enumerate(START_PHASES)}
         if todo is not None:
             with life.fitting():
                 grid = todo[0].fit()
             if batch == 1:
                 todo[1].writer.drain()
+            else:
+                phases.update({f"first_{k}_s": t - t_fit for k, t in todo[1].first.items()},
+                              first_ask_s=todo[2].first_ask_s)
         fit_wall = time.perf_counter() - t_fit
         if life.interrupted:
             raise KeyboardInterrupt
@@ -386,7 +403,7 @@ def run_sweep(spec: SweepSpec, *, evidence: Evidence | None = None,
             raise SweepIncomplete(f"Tune returned with {done} of {n} trial(s) ended: resume "
                                   f"with {RESUME_HINT}")
         if batch > 1:
-            log_batched_search(life, spec, evidence, study, fit_wall, _compute_total(grid))
+            log_batched_search(life, spec, evidence, study, fit_wall, compute_total(grid))
         analysis = summarize_sweep(life.tracker, spec.experiment_name, life.parent,
                                    n_boot=options.n_boot, n_perm=options.n_perm, log=True,
                                    progress=options.progress)
@@ -400,9 +417,4 @@ def run_sweep(spec: SweepSpec, *, evidence: Evidence | None = None,
         life.finish(reason)
         return SweepOutcome(life.parent, spec.experiment_name, "FINISHED", reason, analysis,
                             life.folder, time.perf_counter() - t_start, fit_wall,
-                            _compute_total(grid), confirmation)
-
-
-def _compute_total(grid: Any) -> float:
-    return sum(float(v) for r in grid
-               if isinstance(v := (r.metrics or {}).get("trial_compute_s"), int | float))
+                            compute_total(grid), confirmation, phases)

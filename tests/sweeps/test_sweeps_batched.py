@@ -121,6 +121,44 @@ def test_planner_writes_rows_before_it_tells(tmp_path, evidence):
     assert len(ranked) == (table["state"] == "COMPLETE").sum()
 
 
+def test_planner_times_its_first_batch_of_asks(tmp_path):
+    planner = BatchPlanner(_spec(), tmp_path, sweep_run="R", seed=0, batch_size=4, n_configs=12)
+    assert planner.first_ask_s == 0.0
+    planner.suggest("t0")
+    first = planner.first_ask_s
+    assert first > 0 and first == planner.ask_s
+    planner.suggest("t1")
+    assert planner.first_ask_s == first and planner.ask_s > first
+
+
+def test_the_tune_searcher_writes_and_tells_a_batch_at_its_report(tmp_path, evidence):
+    """Rows on disk and Optuna told when the batch reports, before its Tune trial ends (Tune
+    then stages the next round while the actor lives); the trial's end is then a no-op."""
+    from esper_ab.tune_driver.tune_runner import _BatchSearch
+
+    spec = _spec()
+    planner = BatchPlanner(spec, tmp_path, sweep_run="R", seed=0, batch_size=4, n_configs=8)
+    search = _BatchSearch(planner)
+    batch = search.suggest("t0")["batch"]
+    rows = score_configs(spec, evidence, batch)
+    search.on_trial_result("t0", {"configs": 4})              # no rows: nothing happens
+    assert not (tmp_path / BATCH_ROWS).exists()
+    search.on_trial_result("t0", {"batch_rows": json.dumps(rows, allow_nan=True)})
+    lines = (tmp_path / BATCH_ROWS).read_text().splitlines()
+    assert [json.loads(x)["number"] for x in lines] == [it["number"] for it in batch]
+    assert all(planner.study.trials[it["number"]].state.is_finished() for it in batch)
+    search.on_trial_complete("t0", {"batch_rows": json.dumps(rows, allow_nan=True)})
+    assert (tmp_path / BATCH_ROWS).read_text().splitlines() == lines   # not written twice
+
+
+def test_the_sweep_setup_hook_records_its_imports():
+    from esper_ab.tune_driver import trainables
+
+    before = len(trainables._SETUP_S)
+    trainables.warm_worker()
+    assert len(trainables._SETUP_S) == before + 1 and trainables._SETUP_S[-1] >= 0
+
+
 @pytest.mark.slow
 def test_a_batched_sweep_on_local_ray(ray_local, tmp_path):
     from esper_ab.tune_driver.tune_runner import SweepOptions, run_sweep
@@ -150,3 +188,12 @@ def test_a_batched_sweep_on_local_ray(ray_local, tmp_path):
     mine = [t for t in study.trials if t.user_attrs.get(SWEEP_RUN) == out.sweep_run_id]
     assert len(mine) == MIN_BATCHED and all(t.state.is_finished() for t in mine)
     assert len({t.user_attrs[TUNE_TRIAL_ID].split("#")[0] for t in mine}) == 4   # 4 batches
+    # The start's parts: every phase timed, in order within Tuner.fit.
+    ph = out.phases
+    assert set(ph) == {"connect_s", "tracking_storage_s", "evidence_s", "schedulable_tuner_s",
+                       "first_result_s", "first_ask_s"}
+    assert all(v >= 0 for v in ph.values()) and ph["first_result_s"] <= out.fit_wall_s
+    firsts = [r for p in (out.sweep_dir / "tune").rglob("result.json")
+              for r in map(json.loads, p.read_text().splitlines()) if r["worker_start_s"] > 0]
+    assert firsts and all(r["worker_setup_s"] >= 0 and r["evidence_fetch_s"] >= 0
+                          for r in firsts)
