@@ -37,6 +37,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/peer_tune.py
 	$(BIN)/python benchmarks/time_to_verdict.py
 	$(BIN)/python benchmarks/episode_time.py
+	$(BIN)/python benchmarks/episode_profile.py --replicate 1
+	$(BIN)/python benchmarks/episode_flops.py
 	$(BIN)/python benchmarks/flagship_end_to_end.py
 
 clean:
