@@ -11,7 +11,9 @@ batch) with ``torch.utils.flop_counter`` and times, on one thread, in one run:
 
 Then the episode's work per phase (pretraining, the forks' training, the held-out
 evaluation of every fork with its seed on and off) and the time that work would take at
-the GEMM rate: the arithmetic floor of an episode on this core.
+the GEMM rate: the arithmetic floor of an episode on this core. Last, the stacked forks'
+convolution shapes alone (28 groups, the flagship's batch), forward + backward, as the
+grouped convolution the forks use and as im2col + batched GEMM over the fork axis.
 
     python benchmarks/episode_flops.py
 """
@@ -90,6 +92,34 @@ def main() -> None:
         print(f"  {name:<30} {flops / 1e9:6.1f} GFLOP  {flops / gemm:5.2f} s at the GEMM rate")
     print(f"  {'episode':<30} {total / 1e9:6.1f} GFLOP  {total / gemm:5.2f} s at the GEMM rate "
           "(the arithmetic floor on this core)")
+    conv_shapes(k, len(x))
+
+
+def conv_shapes(k: int, b: int) -> None:
+    """Grouped convolution (channels-last, as ``_stacked``) against unfold + bmm, per shape."""
+    import torch
+    import torch.nn.functional as F
+
+    print(f"the forks' convolutions alone ({k} groups, batch {b}, forward + backward):")
+    for cin, cout, hw in ((8, 16, 16), (16, 32, 8), (8, 16, 8), (16, 32, 4)):
+        x = torch.randn(b, k * cin, hw, hw).contiguous(
+            memory_format=torch.channels_last).requires_grad_()
+        w = torch.randn(k * cout, cin, 3, 3).requires_grad_()
+        xb = torch.randn(k, b, cin, hw, hw).requires_grad_()
+        wb = torch.randn(k, cout, cin * 9).requires_grad_()
+
+        def grouped(x=x, w=w) -> None:
+            F.conv2d(x, w, padding=1, groups=k).sum().backward()
+
+        def im2col(xb=xb, wb=wb, cin=cin, hw=hw) -> None:
+            cols = F.unfold(xb.reshape(k * b, cin, hw, hw), 3, padding=1)
+            cols = cols.reshape(k, b, cin * 9, hw * hw).permute(0, 2, 1, 3)
+            torch.bmm(wb, cols.reshape(k, cin * 9, b * hw * hw)).sum().backward()
+
+        flops = 3 * 2 * k * b * cout * cin * 9 * hw * hw      # forward, grad input, grad weight
+        tg, ti = _cpu_time(grouped, 10), _cpu_time(im2col, 5)
+        print(f"  {cin:>2} -> {cout:>2} channels at {hw:>2} x {hw:<2}: grouped "
+              f"{flops / tg / 1e9:5.1f} GFLOP/s, im2col + bmm {flops / ti / 1e9:5.1f} GFLOP/s")
 
 
 if __name__ == "__main__":
