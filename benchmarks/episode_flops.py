@@ -15,11 +15,15 @@ the GEMM rate: the arithmetic floor of an episode on this core. Last, the stacke
 convolution shapes alone (28 groups, the flagship's batch), forward + backward, as the
 grouped convolution the forks use and as im2col + batched GEMM over the fork axis.
 
-    python benchmarks/episode_flops.py
+    python benchmarks/episode_flops.py [--compile]
+
+``--compile`` also times the stacked step under ``torch.compile`` (inductor: its compile
+time, then its steps), against the eager step, in the same run.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import time
 
@@ -36,6 +40,9 @@ def _cpu_time(fn, n: int) -> float:
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--compile", action="store_true", help="time the stacked step compiled")
+    args = ap.parse_args()
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -93,6 +100,19 @@ def main() -> None:
     print(f"  {'episode':<30} {total / 1e9:6.1f} GFLOP  {total / gemm:5.2f} s at the GEMM rate "
           "(the arithmetic floor on this core)")
     conv_shapes(k, len(x))
+    if args.compile:
+        def loss(batch):
+            return _stacked.stacked_loss(stacked(batch, hook), y)
+
+        t0 = time.process_time()
+        compiled = torch.compile(loss)
+        compiled(x).backward()
+        t_compile = time.process_time() - t0
+        eager = _cpu_time(lambda: loss(x).backward(), 20)
+        fast = _cpu_time(lambda: compiled(x).backward(), 20)
+        print(f"torch.compile of the stacked step: compile {t_compile:.1f} CPU-s (this "
+              f"process), then {fast * 1e3:.1f} ms per step against {eager * 1e3:.1f} eager "
+              f"({fast / eager:.2f})")
 
 
 def conv_shapes(k: int, b: int) -> None:
