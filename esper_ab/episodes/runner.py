@@ -240,9 +240,11 @@ class EpisodeResult:
 def _meta(result: EpisodeResult) -> dict[str, Any]:
     from esper_ab.episodes.workloads import jsonable as _jsonable
 
-    return {"format": episode_format(result.config), "forks": "batched" if
-            result.config.batched_forks else "serial", "replicate": result.replicate, "device": result.device,
-            "config": _jsonable(result.config),
+    config = result.config
+    return {"format": episode_format(config),
+            "forks": "batched" if config.batched_forks else "serial",
+            "replicate": result.replicate, "device": result.device,
+            "config": _jsonable(config),
             "timings": dataclasses.asdict(result.timings),
             "threads": result.threads, "torch": result.torch_version}
 

@@ -55,8 +55,10 @@ def episode_jobs(spec: SweepSpec, *, replicates: list[int] | None = None) -> lis
     """Every workload x replicate of the space, search and confirmation replicates both
     (``replicates`` overrides them)."""
     reps = spec.all_replicates if replicates is None else replicates
-    return [EpisodeJob(entry.name, int(r), entry.episode_config())
-            for entry in spec.workloads for r in reps]
+    # one config per workload, shared by its replicates: it is validated once, and whether
+    # its forks are batched (a host build, cached on the config) is decided once
+    configs = [(entry.name, entry.episode_config()) for entry in spec.workloads]
+    return [EpisodeJob(name, int(r), config) for name, config in configs for r in reps]
 
 
 def _cache_folder(job: EpisodeJob, cache_dir: Path) -> Path | None:
