@@ -17,13 +17,14 @@ CPU seconds come from ``time.process_time`` (the machine may be loaded; wall tim
 printed too). The batched forks' values are checked against the serial ones.
 
     python benchmarks/episode_profile.py [--replicate 0] [--threads 1] [--device cpu]
-                                         [--ops] [--no-serial]
+                                         [--ops] [--no-serial] [--mmap]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import time
 from contextlib import contextmanager
 
@@ -32,6 +33,7 @@ import torch
 
 from esper_ab.episodes import _value_forks as value_forks
 from esper_ab.episodes._incubation import IncubationSettings, SeedKey, incubate
+from esper_ab.episodes._memory import reused_buffers
 from esper_ab.episodes._training import pretrain_host
 from esper_ab.episodes.runner import episode_config, resolve_device
 from esper_ab.episodes.workloads import build_workload
@@ -74,6 +76,15 @@ def _restore(originals) -> None:
 
 
 def run(args) -> dict:
+    """The phases with large buffers kept in the heap, as ``run_episode`` runs them
+    (``--mmap`` leaves glibc's defaults: the page faults of the code before 7 Dec)."""
+    if args.mmap:
+        return _run(args)
+    with reused_buffers():
+        return _run(args)
+
+
+def _run(args) -> dict:
     device = resolve_device(args.device)
     config = episode_config("synthetic-cnn", slots=FLAGSHIP_SLOTS)
     workload = build_workload(config.workload, seed=args.replicate).to(device)
@@ -157,6 +168,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--ops", action="store_true", help="also split operator vs Python time")
     parser.add_argument("--no-serial", action="store_true", help="skip the one-at-a-time forks")
+    parser.add_argument("--mmap", action="store_true",
+                        help="leave glibc's malloc thresholds as they are (large buffers "
+                             "mapped and faulted in anew, as before 7 Dec)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     out = run(args)
@@ -165,6 +179,10 @@ def main() -> None:
           "loaded machine; compare within one run)")
     print(f"synthetic-cnn flagship episode, {out['n_seeds']} seeds, replicate {args.replicate},"
           f" {args.threads} thread(s), device {args.device}")
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    print(f"process: user {usage.ru_utime:.2f} s, system {usage.ru_stime:.2f} s, "
+          f"{usage.ru_minflt} minor page faults (large buffers "
+          f"{'mapped anew' if args.mmap else 'kept in the heap'})")
     print(f"{'phase':28s} {'CPU-s':>8s} {'wall s':>8s}")
     for name in clock.cpu:
         print(f"{name:28s} {clock.cpu[name]:8.2f} {clock.wall[name]:8.2f}")

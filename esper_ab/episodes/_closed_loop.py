@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 
 from esper_ab.episodes._incubation import SeedKey, germinate, load_host
+from esper_ab.episodes._memory import reused_buffers
 from esper_ab.episodes._training import (
     BatchStream,
     BlendHook,
@@ -97,6 +98,7 @@ def _run(workload: Workload, start, key: SeedKey | None, config, *, gate, replic
             "final_heldout_loss": final.loss}
 
 
+@reused_buffers()
 def closed_loop(config, *, replicate: int, gate, device: torch.device,
                 cache_root: Path | None, progress=None) -> pd.DataFrame:
     workload = build_workload(config.workload, seed=replicate).to(device)

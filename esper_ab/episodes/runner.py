@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 import pandas as pd
 
+from esper_ab.episodes._memory import reused_buffers
 from esper_ab.episodes.blueprints import PLACEBO
 from esper_ab.episodes.decisions import gate_decisions, summarize
 from esper_ab.episodes.workloads import (
@@ -306,6 +307,7 @@ def run_episode(config: EpisodeConfig, *, replicate: int,
     return result
 
 
+@reused_buffers()
 def _compute_episode(config: EpisodeConfig, *, replicate: int, device, cache_root: Path | None,
                      progress: Progress | None) -> EpisodeResult:
     import torch
