@@ -403,7 +403,7 @@ class SweepTracker:
         c.log_text(parent_id, result.leaderboard.to_csv(index=False), "sweep/leaderboard.csv")
         if result.analysis is not None:
             c.log_dict(parent_id, result.analysis.to_dict(), "sweep/analysis.json")
-            c.log_text(parent_id, result.analysis.format_table(), "sweep/analysis.txt")
+            c.log_text(parent_id, result.analysis_text(), "sweep/analysis.txt")
             c.log_text(parent_id, result.decisions.to_csv(index=False), "sweep/decisions.csv")
         metrics = parent_metrics(result)
         if result.record.spec.confirm_fidelity == "replay":   # the confirmation's come plain

@@ -60,6 +60,12 @@ class TrialRecord:
             and self.decisions is not None
 
 
+# the analysis of a sweep's trials from the files it writes beside each other (its --out
+# folder; sweep/ in MLflow): the same rule and resampling, so the same verdict
+REPRODUCE = ("reproduce this analysis: esper-ab analyze decisions.csv --settings-from "
+             "analysis.json")
+
+
 @dataclass(frozen=True)
 class SweepRecord:
     """A sweep as tracked: its parent run, resolved spec and trials."""
@@ -92,6 +98,12 @@ class SweepAnalysis:
     def decisions(self) -> pd.DataFrame | None:
         """The combined decisions table the analysis ran on."""
         return None if not self.selected else _combined(self.selected)
+
+    def analysis_text(self) -> str:
+        """The analysis as text (``analysis.txt``), ending with the command that reproduces
+        it from the ``decisions.csv`` and ``analysis.json`` written beside it."""
+        return (f"{self.analysis.format_table()}\n\n{REPRODUCE}\n" if self.analysis is not None
+                else "")
 
     @property
     def kind(self) -> str:

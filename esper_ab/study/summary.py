@@ -46,7 +46,8 @@ def summarize_sweep(tracker: SweepTracker, experiment: str, sweep_run_id: str | 
         if result.analysis is not None:
             (folder / "analysis.json").write_text(
                 json.dumps(result.analysis.to_dict(), indent=1, allow_nan=True))
-            (folder / "analysis.txt").write_text(result.analysis.format_table())
+            (folder / "analysis.txt").write_text(result.analysis_text())
+            result.decisions.to_csv(folder / "decisions.csv", index=False)
     tick("analysis", 4, 4)
     return result
 

@@ -4,6 +4,7 @@ each command a subprocess in a fresh folder; nothing in esper-ab names the workl
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -49,9 +50,13 @@ def test_record_replay_sweep_and_analyze_the_example_package(shapes_installed, t
     table = pd.read_csv(decisions[0])
     assert set(table["blueprint"]) == {"gain", "mixer", "smooth"}
 
-    out = _run(["analyze", str(decisions[0]), "--n-boot", "200", "--n-perm", "200",
+    # beside it, the sweep's own analysis: its settings reproduce the sweep's verdict
+    sibling = decisions[0].with_name("analysis.json")
+    out = _run(["analyze", str(decisions[0]), "--settings-from", str(sibling),
                 "--json", "analysis.json"], tmp_path)
     assert out.startswith("Verdict:") and (tmp_path / "analysis.json").is_file()
+    mine = json.loads((tmp_path / "analysis.json").read_text())
+    assert mine["verdict"] == json.loads(sibling.read_text())["verdict"]
 
     out = _run(["sweep", str(SPACE), "--smoke-test", "--tracking-uri",
                 f"sqlite:///{tmp_path}/sweep.db"], tmp_path)

@@ -100,3 +100,52 @@ def test_the_default_baseline_is_a_sweeps_reference_else_baseline(csv_path, tmp_
     proc = _run(str(path), "--json", str(out), "--n-boot", "100", "--n-perm", "100")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(out.read_text())["baseline"] == names[0]
+    # a sweep's table judged by the defaults may disagree with the sweep: say how to match it
+    assert ("--settings-from analysis.json" in proc.stderr) == (names[0] == "reference")
+
+
+def test_settings_from_reuses_an_earlier_analysis_and_flags_still_win(csv_path, tmp_path):
+    """What a sweep writes beside its decisions.csv: the analysis JSON of its own rule and
+    resampling (written here by the library, not by the CLI under test)."""
+    import pandas as pd
+
+    from esper_ab.stats import SelectionRule, analyze
+
+    rule = SelectionRule(margin=0.1, min_valuable=2, min_non_valuable=3, max_gap=0.3)
+    earlier = analyze(pd.read_csv(csv_path), baseline="sqrt", alpha=0.1, rule=rule,
+                      n_boot=150, n_perm=120, seed=5).to_dict()
+    path = tmp_path / "analysis.json"
+    path.write_text(json.dumps(earlier))
+    out = tmp_path / "again.json"
+    proc = _run(str(csv_path), "--settings-from", str(path), "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    again = json.loads(out.read_text())
+    assert (again["baseline"], again["alpha"]) == ("sqrt", 0.1)
+    assert again["settings"] == earlier["settings"]      # rule, n_boot, n_perm and seed
+    assert again["verdict"] == earlier["verdict"]
+    assert again["tests"] == earlier["tests"]
+    assert proc.stdout.splitlines()[0] == earlier["verdict"]["headline"]
+
+    proc = _run(str(csv_path), "--settings-from", str(path), "--min-valuable", "7",
+                "--n-perm", "100", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    settings = json.loads(out.read_text())["settings"]
+    assert (settings["rule"]["min_valuable"], settings["rule"]["margin"]) == (7, 0.1)
+    assert (settings["n_perm"], settings["n_boot"], settings["seed"]) == (100, 150, 5)
+
+
+@pytest.mark.parametrize("content, needle", [
+    (None, "does not exist"),
+    ("{not json", "not an analysis's JSON"),
+    ('{"verdict": {}}', "no 'settings'"),
+    ('{"settings": {"n_boot": 10, "n_perm": 10, "seed": 0, "rule": {"colour": 1}}, '
+     '"alpha": 0.05, "ci_level": 0.95, "baseline": "sqrt"}', "colour"),
+])
+def test_settings_from_refuses_what_is_not_an_analysis(csv_path, tmp_path, content, needle):
+    path = tmp_path / "settings.json"
+    if content is not None:
+        path.write_text(content)
+    proc = _run(str(csv_path), "--settings-from", str(path), "--json", str(tmp_path / "o.json"))
+    assert proc.returncode == 2 and not (tmp_path / "o.json").exists()
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert "--settings-from" in proc.stderr and needle in proc.stderr

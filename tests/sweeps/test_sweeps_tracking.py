@@ -340,6 +340,15 @@ def test_report_command_rebuilds_from_mlflow(store, tmp_path, capsys):
     assert "pareto_front.png" not in files           # one objective: a ranking, not a front
     again = json.loads((tmp_path / "rep" / "analysis.json").read_text())
     assert again["verdict"]["winner"] == result.analysis.verdict.winner
+    # the folder reproduces its own verdict with the command its analysis.txt ends with
+    rep = tmp_path / "rep"
+    command = (rep / "analysis.txt").read_text().strip().splitlines()[-1]
+    assert command.endswith("esper-ab analyze decisions.csv --settings-from analysis.json")
+    assert main(["analyze", str(rep / "decisions.csv"), "--settings-from",
+                 str(rep / "analysis.json"), "--json", str(tmp_path / "re.json")]) == 0
+    redone = json.loads((tmp_path / "re.json").read_text())
+    assert redone["verdict"] == again["verdict"] and redone["settings"] == again["settings"]
+    assert redone["settings"]["n_perm"] == 500                # the report's, not the default
     assert main(["report", "--experiment", "nope", "--tracking-uri", tracker.uri,
                  "--out", str(tmp_path / "r2")]) == 2
     assert capsys.readouterr().err.count("\n") == 1
