@@ -11,9 +11,10 @@ Every block is timed whole; the run's ratio is the median over its block pairs o
 (a block of 3 steps overstates the materialize share: an epoch has more steps). Pairing
 neighbouring blocks cancels the slow drift of a shared machine (once page faults are gone,
 see below, successive steps' times correlate at 0.5-0.7), and the median drops the pairs a
-preemption hit. Until 7 Dec the ratio was (median measured step + median materialize /
-steps) / median plain step, with 20 pairs: it compares steps far apart in time, and its
-runs scattered about twice as widely (still printed as "ratio of medians").
+preemption hit. Up to commit 4865c51 the ratio was (median measured step + median
+materialize / steps) / median plain step, with 20 pairs; it compares steps far apart in
+time (still printed as "ratio of medians"). A/A runs of the old benchmark at load ~6 gave
+CNN 0.956-1.021 and GPT 1.004-1.012; this one gave 0.996-1.006 and 0.996-1.004.
 
 Each host gets ``--runs`` runs in one invocation (a fresh model each); the line prints
 their median and spread, and the *collect share*: median time inside ``collect()`` (plus
@@ -144,7 +145,7 @@ class _Clock:
 class RunResult:
     """One run. ``ratio`` is the figure: the median over block pairs of (measured block,
     its materialize included) / (plain block next to it). ``ratio_of_medians`` is the figure
-    before 7 Dec: (median measured step + median materialize / steps) / median plain step.
+    up to 4865c51: (median measured step + median materialize / steps) / median plain step.
     ``collect_share`` is the time inside ``collect`` (and the materialize share) over the
     plain step, a direct check of the ratio."""
 
@@ -282,7 +283,7 @@ def main() -> None:
             print(f"  {name:<4} params={n:>8,}  plain step {r['plain_ms']:7.2f} ms  with "
                   f"collection {r['measured_ms']:7.2f} ms  ratio median {r['median']:.4f} "
                   f"[min {r['min']:.4f}, max {r['max']:.4f}]  runs: {runs}  collect share "
-                  f"{r['collect_share']:.2%}  (ratio of medians, the figure before 7 Dec: "
+                  f"{r['collect_share']:.2%}  (ratio of medians, the figure up to 4865c51: "
                   f"{' '.join(f'{v:.4f}' for v in r['of_medians'])}; minor page faults per "
                   f"step {r['faults_per_step']:.0f}; load {r['load_before']:.2f} -> "
                   f"{r['load_after']:.2f})")
