@@ -4,18 +4,30 @@ Both arms run fwd + bwd + AdamW on the same model and batch; the measured arm al
 ``GradientCollector.collect()`` after backward (the per-step path of an episode) and
 materializes once per block (the per-epoch sync). One run alternates blocks of the two
 arms in pairs whose order flips from pair to pair (AB BA AB ...), so drift hits both arms.
-Every step is timed; the run's ratio is
+Every block is timed whole; the run's ratio is the median over its block pairs of
 
-    (median measured step + median materialize / steps per block) / median plain step
+    (measured block, its materialize included) / (the plain block next to it)
 
-(a block of 3 steps overstates the materialize share: an epoch has more steps).
+(a block of 3 steps overstates the materialize share: an epoch has more steps). Pairing
+neighbouring blocks cancels the slow drift of a shared machine (once page faults are gone,
+see below, successive steps' times correlate at 0.5-0.7), and the median drops the pairs a
+preemption hit. Up to commit 4865c51 the ratio was (median measured step + median
+materialize / steps) / median plain step, with 20 pairs; it compares steps far apart in
+time (still printed as "ratio of medians"). A/A runs of the old benchmark at load ~6 gave
+CNN 0.956-1.021 and GPT 1.004-1.012; this one gave 0.996-1.006 and 0.996-1.004.
 
-Medians of single steps keep the figure steady on a shared machine, where preemption
-inflates a random few steps (block sums swing by several percent there). Each host gets
-``--runs`` runs in one invocation (a fresh model each); the line prints their median and
-spread, and the *collect share*: median time inside ``collect()`` (plus the materialize
-share) over the median plain step, a direct check of the ratio that contention barely
-moves. ``--aa`` makes the measured arm plain too: the ratio then shows the noise floor.
+Each host gets ``--runs`` runs in one invocation (a fresh model each); the line prints
+their median and spread, and the *collect share*: median time inside ``collect()`` (plus
+the materialize share) over the median plain step, a direct check of the ratio that
+contention barely moves. ``--aa`` makes the measured arm plain too: the ratio then shows
+the noise floor.
+
+glibc returns the freed activations of every step to the kernel and faults them in again
+on the next (on the GPT host ~1,200-1,900 minor page faults and 3-5 ms of system time per
+step, varying from step to step in both arms). ``--malloc steady`` (the default) restarts
+the process once with glibc tunables that keep freed memory in the process; the step
+time's spread went from 4-5% to ~2%. The plain step gets a little faster, so the ratio, if
+anything, rises. ``--malloc default`` measures as before.
 
 On the CPU steps are timed at ``--threads`` threads (1 by default) with the process's CPU
 clock (``--clock cpu``, the default: ``time.process_time``), or with the wall clock
@@ -29,7 +41,8 @@ events and there is no host sync inside a block but the measured arm's ``materia
 one synchronize after each block's last event reads the events.
 
     python benchmarks/telemetry_overhead.py [--device auto|cpu|cuda] [--runs 3]
-        [--pairs 20] [--steps 3] [--threads 1] [--hosts cnn,gpt] [--aa] [--clock cpu|wall]
+        [--pairs 40] [--steps 3] [--threads 1] [--hosts cnn,gpt] [--aa] [--clock cpu|wall]
+        [--malloc steady|default]
 
 Target: ratio <= 1.02 on every host.
 """
@@ -38,7 +51,10 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import operator
 import os
+import platform
+import resource
 import statistics
 import sys
 import time
@@ -84,6 +100,22 @@ HOSTS: dict[str, Callable[[], tuple[nn.Module, Batch]]] = {"cnn": cnn, "gpt": tr
 
 CLOCKS: dict[str, Callable[[], float]] = {"cpu": time.process_time, "wall": time.perf_counter}
 
+# ``--malloc steady``: see the module docstring.
+STEADY_MALLOC = "glibc.malloc.trim_threshold=4294967296:glibc.malloc.mmap_threshold=33554432"
+
+
+def steady_malloc_env(environ: dict[str, str]) -> dict[str, str] | None:
+    """The environment to restart with for ``--malloc steady``, or None: already set, or
+    not glibc (where the tunables mean nothing)."""
+    if platform.libc_ver()[0] != "glibc" or STEADY_MALLOC in environ.get("GLIBC_TUNABLES", ""):
+        return None
+    tunables = ":".join(t for t in (environ.get("GLIBC_TUNABLES", ""), STEADY_MALLOC) if t)
+    return {**environ, "GLIBC_TUNABLES": tunables}
+
+
+def minor_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
 
 class _Clock:
     """Marks on a host clock (process CPU time or wall time), or CUDA events recorded on
@@ -111,13 +143,18 @@ class _Clock:
 
 @dataclass(frozen=True)
 class RunResult:
-    """One run. ``ratio`` is the figure; ``collect_share`` is the time inside ``collect``
-    (and the materialize share) over the plain step, a direct check of the ratio."""
+    """One run. ``ratio`` is the figure: the median over block pairs of (measured block,
+    its materialize included) / (plain block next to it). ``ratio_of_medians`` is the figure
+    up to 4865c51: (median measured step + median materialize / steps) / median plain step.
+    ``collect_share`` is the time inside ``collect`` (and the materialize share) over the
+    plain step, a direct check of the ratio."""
 
     ratio: float
+    ratio_of_medians: float
     collect_share: float
     plain_s: float
     measured_s: float
+    faults_per_step: float             # minor page faults per timed step, both arms
 
 
 def one_run(build: Callable[[], tuple[nn.Module, Batch]], device: torch.device, *,
@@ -131,6 +168,7 @@ def one_run(build: Callable[[], tuple[nn.Module, Batch]], device: torch.device, 
     loss_fn = nn.CrossEntropyLoss()
     clock = _Clock(device, clock)
     step_s: dict[bool, list[float]] = {True: [], False: []}
+    block_s: dict[bool, list[float]] = {True: [], False: []}   # steps + materialize
     collect_s: list[float] = []
     sync_s: list[float] = []
 
@@ -154,22 +192,28 @@ def one_run(build: Callable[[], tuple[nn.Module, Batch]], device: torch.device, 
         clock.settle()
         starts = [m[0] for m in marks] + [end]
         step_s[measured].extend(clock.seconds(a, b) for a, b in itertools.pairwise(starts))
+        block_s[measured].append(clock.seconds(starts[0], done))
         if measured:
             collect_s.extend(clock.seconds(b, c) for _, b, c in marks)
             sync_s.append(clock.seconds(end, done))
 
     block(True), block(False)  # warm-up: allocator, layout cache, kernels
-    for kept in (step_s[True], step_s[False], collect_s, sync_s):
+    for kept in (*step_s.values(), *block_s.values(), collect_s, sync_s):
         kept.clear()
+    faults = minor_faults()
     for p in range(pairs):
         for arm in ((False, True) if p % 2 == 0 else (True, False)):
             block(arm)
+    faults = minor_faults() - faults
     plain = statistics.median(step_s[False])
     sync = statistics.median(sync_s) / steps
     measured = statistics.median(step_s[True]) + sync
-    return RunResult(ratio=measured / plain,
+    return RunResult(ratio=statistics.median(itertools.starmap(
+                         operator.truediv, zip(block_s[True], block_s[False], strict=True))),
+                     ratio_of_medians=measured / plain,
                      collect_share=(statistics.median(collect_s) + sync) / plain,
-                     plain_s=plain, measured_s=measured)
+                     plain_s=plain, measured_s=measured,
+                     faults_per_step=faults / (2 * pairs * steps))
 
 
 def measure_host(name: str, device: torch.device, *, runs: int, pairs: int, steps: int,
@@ -181,6 +225,8 @@ def measure_host(name: str, device: torch.device, *, runs: int, pairs: int, step
     ratios = [r.ratio for r in results]
     return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios),
             "runs": ratios, "collect_share": statistics.median(r.collect_share for r in results),
+            "of_medians": [r.ratio_of_medians for r in results],
+            "faults_per_step": statistics.median(r.faults_per_step for r in results),
             "plain_ms": 1e3 * statistics.median(r.plain_s for r in results),
             "measured_ms": 1e3 * statistics.median(r.measured_s for r in results),
             "load_before": load, "load_after": os.getloadavg()[0]}
@@ -191,13 +237,16 @@ def main() -> None:
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                     help="auto: the CPU, and CUDA too when it is available")
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--pairs", type=int, default=20, help="block pairs per run")
+    ap.add_argument("--pairs", type=int, default=40, help="block pairs per run")
     ap.add_argument("--steps", type=int, default=3, help="training steps per block")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--hosts", default="cnn,gpt")
     ap.add_argument("--aa", action="store_true", help="A/A: no collection in either arm")
     ap.add_argument("--clock", default="cpu", choices=sorted(CLOCKS),
                     help="host clock on the CPU device: process CPU time (default) or wall")
+    ap.add_argument("--malloc", default="steady", choices=["steady", "default"],
+                    help="steady (default): restart once with glibc tunables that keep freed "
+                         "memory in the process (no page faults per step); default: as is")
     args = ap.parse_args()
     hosts = [h for h in args.hosts.split(",") if h]
     bad = [h for h in hosts if h not in HOSTS]
@@ -209,13 +258,19 @@ def main() -> None:
         print("--device=cuda: torch.cuda.is_available() is False; use --device cpu or auto",
               file=sys.stderr)
         raise SystemExit(2)
+    env = steady_malloc_env(dict(os.environ)) if args.malloc == "steady" else None
+    if env is not None:  # before any timing: glibc reads its tunables at process start
+        sys.stdout.flush()
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)
     torch.set_num_threads(args.threads)
     devices = [] if args.device == "cuda" else [torch.device("cpu")]
     if args.device != "cpu" and torch.cuda.is_available():
         devices.append(torch.device("cuda"))
     print(f"telemetry overhead (torch {torch.__version__}, {args.threads} CPU thread(s); "
           f"{args.runs} runs x {args.pairs} block pairs x {args.steps} steps; CPU steps on the "
-          f"{args.clock} clock; target <= 1.02"
+          f"{args.clock} clock; malloc {args.malloc}"
+          f"{' (' + os.environ.get('GLIBC_TUNABLES', 'not glibc') + ')' if args.malloc == 'steady' else ''}"
+          f"; target <= 1.02"
           f"{'; A/A: no collection in either arm' if args.aa else ''})")
     for device in devices:
         label = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
@@ -228,7 +283,9 @@ def main() -> None:
             print(f"  {name:<4} params={n:>8,}  plain step {r['plain_ms']:7.2f} ms  with "
                   f"collection {r['measured_ms']:7.2f} ms  ratio median {r['median']:.4f} "
                   f"[min {r['min']:.4f}, max {r['max']:.4f}]  runs: {runs}  collect share "
-                  f"{r['collect_share']:.2%}  (load {r['load_before']:.2f} -> "
+                  f"{r['collect_share']:.2%}  (ratio of medians, the figure up to 4865c51: "
+                  f"{' '.join(f'{v:.4f}' for v in r['of_medians'])}; minor page faults per "
+                  f"step {r['faults_per_step']:.0f}; load {r['load_before']:.2f} -> "
                   f"{r['load_after']:.2f})")
     if args.device == "auto" and not torch.cuda.is_available():
         print("device cuda: skipped (torch.cuda.is_available() is False)")

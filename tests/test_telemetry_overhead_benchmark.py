@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,3 +39,50 @@ def test_one_run_on_each_host_clock(clock, monkeypatch):
 
 def test_cpu_clock_is_the_process_cpu_time():
     assert bench.CLOCKS == {"cpu": time.process_time, "wall": time.perf_counter}
+
+
+def test_ratio_is_the_median_of_paired_blocks(monkeypatch):
+    """A counting clock (each read one tick later) and a collect() that costs 5 more ticks:
+    every measured block spans 9 ticks and every plain block 4 (start, before, after, end,
+    done), so each pair's ratio is 9/4; the ratio of medians is (8 + 1) / 3."""
+    now = {"t": 0}
+
+    def tick():
+        now["t"] += 1
+        return float(now["t"])
+
+    real_collect = bench.GradientCollector.collect
+
+    def costly_collect(self):
+        now["t"] += 5
+        return real_collect(self)
+
+    monkeypatch.setitem(bench.CLOCKS, "cpu", tick)
+    monkeypatch.setattr(bench.GradientCollector, "collect", costly_collect)
+    r = bench.one_run(bench.cnn, torch.device("cpu"), pairs=3, steps=1)
+    assert r.ratio == 9 / 4
+    assert r.ratio_of_medians == (8 + 1) / 3
+    assert r.collect_share == (6 + 1) / 3
+    assert r.faults_per_step >= 0
+
+
+def test_steady_malloc_env_adds_the_glibc_tunables_once(monkeypatch):
+    monkeypatch.setattr(bench.platform, "libc_ver", lambda: ("glibc", "2.36"))
+    env = bench.steady_malloc_env({"PATH": "/bin", "GLIBC_TUNABLES": "glibc.x=1"})
+    assert env == {"PATH": "/bin", "GLIBC_TUNABLES": f"glibc.x=1:{bench.STEADY_MALLOC}"}
+    assert bench.steady_malloc_env(env) is None                    # already restarted
+    assert bench.steady_malloc_env({})["GLIBC_TUNABLES"] == bench.STEADY_MALLOC
+    monkeypatch.setattr(bench.platform, "libc_ver", lambda: ("", ""))
+    assert bench.steady_malloc_env({}) is None                     # not glibc: as is
+
+
+@pytest.mark.skipif(bench.platform.libc_ver()[0] != "glibc", reason="glibc only")
+def test_script_restarts_itself_with_steady_malloc():
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    out = subprocess.run([sys.executable, str(_PATH), "--device", "cpu", "--hosts", "cnn",
+                          "--runs", "1", "--pairs", "1", "--steps", "1"], env=env,
+                         capture_output=True, text=True, timeout=300, check=True).stdout
+    header = out.splitlines()[0]
+    assert f"malloc steady ({bench.STEADY_MALLOC})" in header
+    assert out.count("telemetry overhead (") == 1                 # printed once, after exec
+    assert "cnn " in out and "ratio median" in out

@@ -99,6 +99,7 @@ class _Bucket:
     slots: tuple[torch.Tensor, ...]    # segment of each slot
     groups: tuple[torch.Tensor, ...]   # segment of each group
     bits: tuple[torch.Tensor, ...]     # the group segments viewed as integers
+    all_bits: torch.Tensor             # the whole buffer viewed as integers
     slot_group: tuple[int, ...]        # index in ``groups`` of each slot's group
     sums: torch.Tensor                 # [sum_sq per slot | sum_abs per slot], reused
     sq_out: tuple[torch.Tensor, ...]   # the elements of ``sums`` each slot's sums land in
@@ -106,6 +107,7 @@ class _Bucket:
     group_numel: torch.Tensor          # float64 element count of each group segment
     targets: tuple[int, ...]           # where the bucket's values land in the accumulator
     branch_free: bool                  # count without reading values (any non-CPU device)
+    direct: bool                       # |g| straight into the buffer, one op per gradient
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,9 @@ class GradientCollector:
 
     Per step and (device, dtype), ``collect`` copies the gradients into one flat buffer with
     a single ``torch._foreach_copy_`` and reduces it in place: ``abs_``, a sum per
-    (group, type) slot, element counts per group, ``square_``, a sum per slot. The layout is
+    (group, type) slot, element counts per group, ``square_``, a sum per slot. (On the CPU,
+    float32/float64 gradients of a large average size are written as ``|g|`` by one ``abs``
+    each instead of the copy and ``abs_``: the same values, one pass fewer.) The layout is
     built on the first call and rebuilt only when which parameters have a gradient, or
     their device or dtype, changes; its buffer is one float32 copy of the gradients.
     """
@@ -205,6 +209,11 @@ class GradientCollector:
                          else (torch.float32, torch.int32))
             sizes = [grads[i].numel() for i in idx]    # type: ignore[union-attr]
             buffer = torch.empty(sum(sizes), dtype=red, device=device)
+            # One ``abs`` per gradient into the buffer replaces the fused copy and a whole
+            # pass of ``abs_``, where the gradients already have the buffer's dtype and are
+            # large enough on average that per-operator overhead does not eat the pass.
+            direct = (dtype == red and device.type == "cpu"
+                      and sum(sizes) >= _DIRECT_MIN_AVG_NUMEL * len(idx))
             slot_ids, slot_sizes = _runs([self._slot[i] for i in idx], sizes)
             group_ids, group_sizes = _runs([self._group_of[i] for i in idx], sizes)
             sums = torch.empty(2 * len(slot_ids), dtype=red, device=device)
@@ -216,12 +225,14 @@ class GradientCollector:
                 views=tuple(v.view(grads[i].shape)     # type: ignore[union-attr]
                             for v, i in zip(buffer.split(sizes), idx, strict=True)),
                 slots=buffer.split(slot_sizes), groups=buffer.split(group_sizes),
-                bits=buffer.view(bits).split(group_sizes), sums=sums,
+                bits=buffer.view(bits).split(group_sizes), all_bits=buffer.view(bits),
+                sums=sums,
                 slot_group=tuple(group_ids.index(s // len(LAYER_TYPES)) for s in slot_ids),
                 sq_out=tuple(sums[:len(slot_ids)]), abs_out=tuple(sums[len(slot_ids):]),
                 group_numel=torch.tensor(group_sizes, dtype=torch.float64, device=device),
                 targets=tuple(target),
-                branch_free=device.type != "cpu" or bool(self._branch_free)))
+                branch_free=device.type != "cpu" or bool(self._branch_free),
+                direct=direct))
         return _Plan(key=key, buckets=tuple(buckets), n_with_grad=tuple(n_with_grad),
                      targets=tuple(b.targets for b in buckets))
 
@@ -239,6 +250,11 @@ class GradientCollector:
 
 
 _first = operator.itemgetter(0)
+# ``direct`` buckets: at least this many elements per gradient on average. Measured on the
+# CPU right after a backward pass: with the GPT host's 52 gradients (16.7k elements each on
+# average) a collect takes 0.86-0.92 of the time; for the CNN host's 11 (583 each) one
+# ``abs`` per gradient was slower than the fused copy and one ``abs_``.
+_DIRECT_MIN_AVG_NUMEL = 4096
 
 
 def _runs(labels: list[int], sizes: list[int]) -> tuple[list[int], list[int]]:
@@ -259,8 +275,12 @@ def _reduce(b: _Bucket, grads: Sequence[torch.Tensor]) -> torch.Tensor | list[fl
     (``torch._foreach_norm`` and ``torch._foreach_powsum`` on the gradients themselves
     were measured on the CPU: slower, and ``powsum`` off by ~2e-5 at 0.87M elements.)
     """
-    torch._foreach_copy_(b.views, grads)     # half precision is reduced in float32
-    b.buffer.abs_()
+    if b.direct:                             # same values: |g| is exact in any float type
+        for g, view in zip(grads, b.views, strict=True):
+            torch.abs(g, out=view)
+    else:
+        torch._foreach_copy_(b.views, grads)     # half precision is reduced in float32
+        b.buffer.abs_()
     for seg, out in zip(b.slots, b.abs_out, strict=True):
         torch.sum(seg, 0, out=out)           # each sum in place: no stack, no cat
     if not b.branch_free:
@@ -282,7 +302,9 @@ def _counted_on_cpu(b: _Bucket) -> list[float]:
     allows a non-zero result: zeros only where min |g| is not > 0, non-finite elements
     only where a group's sum |g| is not finite (it can overflow with finite values; the
     count then runs and gives 0)."""
-    low = b.buffer.amin().item() if len(b.buffer) else 1.0
+    # |g| has no sign bit, so an exact zero is the integer 0 and any other value (NaN
+    # included) a positive integer: the integer minimum is a bound without NaN handling.
+    low = b.all_bits.amin().item() if len(b.buffer) else 1
     zeros = ([0] * len(b.groups) if low > 0 else
              [len(seg) - int(n) for seg, n in zip(
                  b.groups, torch.stack([torch.count_nonzero(s) for s in b.bits]).tolist(),
