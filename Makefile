@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(BIN)/esper-ab demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --durations=25 $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow and not gpu" -x $(PYTEST_ARGS)

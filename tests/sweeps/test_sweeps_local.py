@@ -143,9 +143,8 @@ def test_sweep_against_a_real_mlflow_server(ray_local, mlflow_server, tmp_path):
                                                storage_dir=str(tmp_path / "state"),
                                                n_boot=50, n_perm=50))
     assert out.status == "FINISHED"
-    exps = _rest(mlflow_server, "/api/2.0/mlflow/experiments/search",
-                 {"max_results": 10})["experiments"]
-    exp_id = next(e["experiment_id"] for e in exps if e["name"] == "served")
+    exp_id = _rest(mlflow_server, "/api/2.0/mlflow/experiments/get-by-name?experiment_name="
+                   "served")["experiment"]["experiment_id"]       # the server is shared
     runs = _rest(mlflow_server, "/api/2.0/mlflow/runs/search",
                  {"experiment_ids": [exp_id], "max_results": 100})["runs"]
     assert len(runs) == 4 and {r["info"]["status"] for r in runs} == {"FINISHED"}

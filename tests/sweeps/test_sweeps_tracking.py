@@ -249,11 +249,19 @@ def _small_sweep(tmp_path, name: str):
     return tracker, parent, ev, BackgroundWriter(tracker)
 
 
-def test_export_refuses_without_a_winner_unless_forced(tmp_path):
-    tracker, parent, ev, writer = _small_sweep(tmp_path, "nowin")
+@pytest.fixture(scope="module")
+def nowin(tmp_path_factory):
+    """A summarized small sweep of one trial that beats nothing: built once, only read (export
+    writes no tag) by the two tests of the refusal."""
+    tracker, parent, ev, writer = _small_sweep(tmp_path_factory.mktemp("nowin"), "nowin")
     log_trial(writer, parent, "only", TrialParams("exponent", {"a": 0.5}, threshold=0.1), ev)
     writer.drain()
     res = summarize_sweep(tracker, "nowin", parent, n_boot=50, n_perm=50, log=True)
+    return tracker, parent, res
+
+
+def test_export_refuses_without_a_winner_unless_forced(nowin, tmp_path):
+    tracker, parent, res = nowin
     run = tracker.client.get_run(parent)
     kind = run.data.tags["esper_ab.verdict_kind"]
     assert res.winner is None and kind in ("not_better", "undecided")
@@ -270,26 +278,23 @@ def test_export_refuses_without_a_winner_unless_forced(tmp_path):
                  "--out", str(tmp_path / "x.yaml")]) == 2
 
 
-def test_export_refusal_states_the_verdict_it_read_and_the_run(tmp_path, capsys):
+def test_export_refusal_states_the_verdict_it_read_and_the_run(nowin, tmp_path, capsys):
     """The refusal names the verdict kind it read (the tag the summary logged), the sweep run
     by id and name, and comes in short lines; an undecided verdict is never told as 'no
     strategy beats the baseline'."""
-    tracker, parent, ev, writer = _small_sweep(tmp_path, "refuse")
-    log_trial(writer, parent, "only", TrialParams("exponent", {"a": 0.5}, threshold=0.1), ev)
-    writer.drain()
-    summarize_sweep(tracker, "refuse", parent, n_boot=50, n_perm=50, log=True)
+    tracker, parent, _ = nowin
     kind = tracker.run_tags(parent)["esper_ab.verdict_kind"]
     capsys.readouterr()
-    assert main(["export", "--experiment", "refuse", "--tracking-uri", tracker.uri,
+    assert main(["export", "--experiment", "nowin", "--tracking-uri", tracker.uri,
                  "--out", str(tmp_path / "x.yaml")]) == 2
     err = capsys.readouterr().err
     lines = err.rstrip("\n").splitlines()
     lines = lines[next(i for i, x in enumerate(lines) if x.startswith("esper-ab: error:")):]
     assert all(len(line) <= 120 for line in lines), lines
     assert lines[0].endswith(VERDICT_WORDS[kind])
-    name = tracker.run_name(parent)          # renamed by the verdict: 'refuse · <kind> · ...'
-    assert name.startswith("refuse · ") and parent in lines[1] and name in lines[1]
-    assert "'refuse'" in lines[1]
+    name = tracker.run_name(parent)          # renamed by the verdict: 'nowin · <kind> · ...'
+    assert name.startswith("nowin · ") and parent in lines[1] and name in lines[1]
+    assert "'nowin'" in lines[1]
     assert "--force" in lines[-1] and not (tmp_path / "x.yaml").exists()
 
 
