@@ -77,7 +77,8 @@ def _restore(originals) -> None:
 
 def run(args) -> dict:
     """The phases with large buffers kept in the heap, as ``run_episode`` runs them
-    (``--mmap`` leaves glibc's defaults: the page faults of the code before 7 Dec)."""
+    (``--mmap`` leaves glibc's defaults: the page faults episodes paid before
+    ``episodes._memory``)."""
     if args.mmap:
         return _run(args)
     with reused_buffers():
@@ -170,7 +171,7 @@ def main() -> None:
     parser.add_argument("--no-serial", action="store_true", help="skip the one-at-a-time forks")
     parser.add_argument("--mmap", action="store_true",
                         help="leave glibc's malloc thresholds as they are (large buffers "
-                             "mapped and faulted in anew, as before 7 Dec)")
+                             "mapped and faulted in anew, as episodes did before)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     out = run(args)
