@@ -1,6 +1,7 @@
 """A Tune trial worker is a fresh process that imports the trial stack before its first batch:
-scoring a batch of replay configs must not import ``scipy.stats`` or statsmodels (0.7-1 s of
-a worker's start; ``esper_ab.stats._lazy``), and must score as a process that has them."""
+scoring a batch of replay configs must not import scipy (``scipy.stats``, ``scipy.special``)
+or statsmodels (0.7-1 s of a worker's start; ``esper_ab.stats._lazy``), and must score as a
+process that has them."""
 
 from __future__ import annotations
 
@@ -23,8 +24,7 @@ STRATEGIES = [{"name": "exponent", "params": {"a": {"low": 0.0, "high": 1.5}}},
               {"name": "baseline"}, {"name": "zscore"}, {"name": "value_calibrated"}]
 SPACE = space(name="worker_imports", replicates=3, num_samples=8, strategies=STRATEGIES)
 
-# What a trial worker runs: the setup hook, then a batch (Ray and Tune left out: neither
-# imports scipy.stats, checked below in the same process).
+# What a trial worker runs: the setup hook, Tune's import, then a batch.
 WORKER = """
 import json, sys
 from esper_ab.tune_driver.trainables import score_configs, warm_worker
@@ -37,7 +37,7 @@ ev = ReplayEvidence(synthetic_traces(replicates=range(3), epochs=12, steps_per_e
                                      seeds_per_blueprint=2))
 rows = score_configs(spec, ev, json.loads(sys.argv[2]))
 print(json.dumps({"rows": rows, "modules": sorted(m for m in sys.modules
-                  if m == "statsmodels" or m.startswith(("scipy.stats", "statsmodels.")))}))
+                  if m in ("scipy", "statsmodels") or m.startswith(("scipy.", "statsmodels.")))}))
 """
 
 
@@ -52,7 +52,7 @@ def _items(spec, n: int = 8) -> list[dict]:
     return items
 
 
-def test_a_trial_worker_scores_a_batch_without_scipy_stats():
+def test_a_trial_worker_scores_a_batch_without_scipy():
     spec = parse_sweep_spec(SPACE, source="test")
     items = _items(spec)
     env = {**os.environ, "OMP_NUM_THREADS": "1",
@@ -62,7 +62,8 @@ def test_a_trial_worker_scores_a_batch_without_scipy_stats():
     assert out.returncode == 0, out.stderr[-2000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["modules"] == []
-    # the same rows as scoring here, where scipy.stats is loaded
+    # the same rows as scoring here, where scipy is loaded
+    import scipy.special  # noqa: F401
     import scipy.stats  # noqa: F401
 
     ev = ReplayEvidence(synthetic_traces(replicates=range(3), epochs=12, steps_per_epoch=2,
@@ -75,10 +76,12 @@ def test_a_trial_worker_scores_a_batch_without_scipy_stats():
 
 def test_the_statistics_still_reach_scipy_stats_when_used():
     """The proxy hands out scipy's own functions (a test and its p-value, against scipy)."""
+    import scipy.special
     import scipy.stats
 
-    from esper_ab.stats._lazy import sps
+    from esper_ab.stats._lazy import special, sps
 
-    assert sps.spearmanr is scipy.stats.spearmanr
+    assert sps.spearmanr is scipy.stats.spearmanr and special.ndtri is scipy.special.ndtri
     x, y = [1.0, 2.0, 3.0, 4.0, 5.0], [2.0, 1.0, 4.0, 3.0, 5.0]
     assert sps.spearmanr(x, y).pvalue == scipy.stats.spearmanr(x, y).pvalue
+    assert special.ndtri(0.975) == scipy.stats.norm.ppf(0.975)
