@@ -13,7 +13,10 @@ scheduling, the trial workers' start (process + imports), Optuna asks and tells,
 is overhead. The fixed start cost is printed in parts: Ray connect, MLflow run + Optuna
 storage, Tuner construction, Tuner.fit to the first trial result, each worker's process age
 when its first batch began (and its setup hook's imports), the evidence fetch, the first
-batch's Optuna asks, and the imports of a trial worker timed in a fresh process. Then the same configs (enqueued in a fresh study) run through the in-process
+batch's Optuna asks, and the imports of a trial worker timed in a fresh process. Then, per
+lockstep round, the gap before it (for round 1 from Tuner.fit: the worker start; then the
+driver's asks and tells, and Tune staging the next trials), its span and the slot-seconds its
+batches waited at its barrier, from each batch's ``batch_began_at`` / ``batch_ended_at``. Then the same configs (enqueued in a fresh study) run through the in-process
 search (``esper_ab.study.replay_search.search_replay``):
 
     search stage ratio = wall(Tuner.fit) / wall(in-process search)
