@@ -13,7 +13,10 @@ scheduling, the trial workers' start (process + imports), Optuna asks and tells,
 is overhead. The fixed start cost is printed in parts: Ray connect, MLflow run + Optuna
 storage, Tuner construction, Tuner.fit to the first trial result, each worker's process age
 when its first batch began (and its setup hook's imports), the evidence fetch, the first
-batch's Optuna asks, and the imports of a trial worker timed in a fresh process. Then the same configs (enqueued in a fresh study) run through the in-process
+batch's Optuna asks, and the imports of a trial worker timed in a fresh process. Then, per
+lockstep round, the gap before it (for round 1 from Tuner.fit: the worker start; then the
+driver's asks and tells, and Tune staging the next trials), its span and the slot-seconds its
+batches waited at its barrier, from each batch's ``batch_began_at`` / ``batch_ended_at``. Then the same configs (enqueued in a fresh study) run through the in-process
 search (``esper_ab.study.replay_search.search_replay``):
 
     search stage ratio = wall(Tuner.fit) / wall(in-process search)
@@ -135,6 +138,35 @@ def first_batches(sweep_dir: Path) -> list[dict]:
     return rows
 
 
+def batch_results(sweep_dir: Path) -> list[dict]:
+    """Every batch trial's result (its last result.json line), in the order they began."""
+    out = []
+    for path in Path(sweep_dir, "tune").rglob("result.json"):
+        lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+        if lines and "batch_began_at" in (r := json.loads(lines[-1])):
+            out.append(r)
+    return sorted(out, key=lambda r: r["batch_began_at"])
+
+
+def round_times(results: list[dict], width: int, fit_at: float) -> list[dict]:
+    """Per lockstep round (``width`` batches, in the order they began): when its first batch
+    began after the previous round's last ended (``gap_s``: reports, tells, asks, Tune
+    staging the next trial; for the first round, from Tuner.fit: the worker start), its
+    slowest batch's scoring (``span_s``) and the slot-seconds its other batches waited at
+    the barrier (``idle_s``: the round's last end minus each batch's end, plus each batch's
+    late start after the round's first)."""
+    out, prev_end = [], fit_at
+    for i in range(0, len(results), width):
+        rnd = results[i:i + width]
+        began = min(r["batch_began_at"] for r in rnd)
+        end = max(r["batch_ended_at"] for r in rnd)
+        idle = sum((end - r["batch_ended_at"]) + (r["batch_began_at"] - began) for r in rnd)
+        out.append({"gap_s": began - prev_end, "span_s": end - began, "idle_s": idle,
+                     "compute_s": [r["trial_compute_s"] for r in rnd]})
+        prev_end = end
+    return out
+
+
 def inprocess(spec, evidence, rows: list[dict], tmp: Path):
     """The same configs through the in-process search (enqueued: no sampling needed)."""
     import optuna
@@ -190,6 +222,7 @@ def main() -> None:
         batches = len(list(Path(out.sweep_dir, "tune").rglob("result.json")))
         rows = [json.loads(line) for line in
                 (out.sweep_dir / "batches.jsonl").read_text().splitlines() if line.strip()]
+        results = batch_results(out.sweep_dir)
         search = None if args.min_compute else inprocess(spec, evidence, rows, Path(tmp))
     ideal = out.trial_compute_s / args.concurrency
     first = max(starts) if starts else 0.0
@@ -220,6 +253,22 @@ def main() -> None:
               f"{r.get('evidence_fetch_s', 0):.2f} s")
     print("    a trial worker's imports in a fresh process: " +
           ", ".join(f"{k} {v:.2f} s" for k, v in imports.items()))
+    rounds = round_times(results, args.concurrency, ph.get("fit_started_at", 0.0))
+    print("  lockstep rounds (gap: since the previous round's last end, or since Tuner.fit; "
+          "span: the round's scoring; idle: slot-seconds waiting at its barrier):")
+    for i, r in enumerate(rounds):
+        print(f"    round {i + 1}: gap {r['gap_s']:5.2f} s, span {r['span_s']:6.2f} s, idle "
+              f"{r['idle_s']:5.2f} slot-s; batches' compute " +
+              " / ".join(f"{c:.2f}" for c in r["compute_s"]) + " s")
+    if results:
+        tail = out.fit_wall_s - (results[-1]["batch_ended_at"] - ph.get("fit_started_at", 0))
+        gaps = sum(r["gap_s"] for r in rounds[1:])
+        idle = sum(r["idle_s"] for r in rounds)
+        print(f"    between rounds: {gaps:.2f} s in all (driver asks {ph.get('asks_s', 0):.2f} s "
+              f"-- the first batch's {ph.get('first_ask_s', 0):.2f} s before round 1 --, "
+              f"rows + tells {ph.get('tells_s', 0):.2f} s); barrier idle {idle:.2f} slot-s "
+              f"(= {idle / args.concurrency:.2f} s of wall at concurrency "
+              f"{args.concurrency}); after the last batch to fit's end {tail:.2f} s")
     print(f"  Tuner.fit wall          {out.fit_wall_s:8.2f} s (of which the slowest worker "
           f"start {first:.2f} s)")
     print(f"  overhead = wall / (compute / concurrency) = {out.fit_wall_s / ideal:.2f} "

@@ -6,10 +6,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
 from esper_ab.errors import bad_value
 from esper_ab.stats._analysis import analyze
+from esper_ab.stats._lazy import sps
 from esper_ab.stats._simulate import SimulationDesign, StrategySpec, simulate_decisions
 from esper_ab.stats._verdict import SelectionRule
 

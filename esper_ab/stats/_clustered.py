@@ -22,9 +22,9 @@ effect. Here:
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats as sps
 
 from esper_ab.stats._counts import DecisionArrays
+from esper_ab.stats._lazy import sps
 from esper_ab.stats._resample import permutation_pvalue, sign_flips
 from esper_ab.stats._results import TestResult
 

@@ -57,9 +57,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.special import ndtr, ndtri
 
 from esper_ab.stats._counts import FALSE_POS, PASSED, TRUE_POS, VALUABLE, N
+from esper_ab.stats._lazy import special
 from esper_ab.stats._resample import nan_sd, permutation_pvalue_greater, sign_flips
 
 FAIRNESS_METRICS: tuple[str, ...] = ("equalized_odds_gap", "equal_opportunity_gap", "pass_rate_gap")
@@ -130,7 +130,7 @@ def expected_range(mu: np.ndarray, sd: np.ndarray, ok: np.ndarray, *, grid: int 
     lo, hi = np.where(np.isfinite(lo), lo, 0.0), np.where(np.isfinite(hi), hi, 0.0)
     t = lo[..., None] + (hi - lo)[..., None] * np.linspace(0.0, 1.0, grid)   # (..., G)
     z = (t[..., :, None] - np.where(ok, mu, 0.0)[..., None, :]) / np.where(ok, sd, 1.0)[..., None, :]
-    cdf = ndtr(z)
+    cdf = special.ndtr(z)
     below = np.where(ok[..., None, :], cdf, 1.0).prod(axis=-1)       # P(max <= t)
     above = np.where(ok[..., None, :], 1.0 - cdf, 1.0).prod(axis=-1)  # P(min > t)
     return np.trapezoid((1.0 - below) - above, t, axis=-1)
@@ -270,7 +270,7 @@ def normal_ci(point: np.ndarray, boot: np.ndarray, level: float) -> tuple[np.nda
     A percentile interval of a bias-corrected max − min sits too high (each resample adds
     its own noise to the range), so the interval is centred on the estimate instead."""
     se = nan_sd(boot)
-    z = float(ndtri(0.5 + level / 2))
+    z = float(special.ndtri(0.5 + level / 2))
     return np.clip(point - z * se, 0.0, 1.0), np.clip(point + z * se, 0.0, 1.0)
 
 

@@ -28,11 +28,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
 from esper_ab.errors import DataError
 from esper_ab.stats._auc import auc_with_bootstrap, pair_counts
 from esper_ab.stats._counts import DecisionArrays, build_arrays, gap, min_max_ratio
+from esper_ab.stats._lazy import sps
 from esper_ab.stats._resample import bca_ci, bootstrap_weights, jackknife_weights
 from esper_ab.stats._schema import validate_decisions
 

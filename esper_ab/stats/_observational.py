@@ -30,9 +30,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
 from esper_ab.errors import DataError, shown
+from esper_ab.stats._lazy import sps
 
 OBSERVATIONAL_COLUMNS = ("replicate", "blueprint", "strategy", "passed", "pass_epoch",
                          "statistic")

@@ -21,10 +21,10 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats as sps
 
 from esper_ab.errors import DataError, bad_value
 from esper_ab.stats._counts import STRATEGY_METRICS, strategy_metrics
+from esper_ab.stats._lazy import sps
 from esper_ab.stats._power import _clopper_pearson, replicates_for
 from esper_ab.stats._quick import quick_verdict
 from esper_ab.stats._resample import bootstrap_weights, nan_sd

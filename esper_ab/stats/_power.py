@@ -20,10 +20,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
 from esper_ab.errors import DataError, bad_value
 from esper_ab.stats._counts import STRATEGY_METRICS, CountArrays, build_arrays, strategy_metrics
+from esper_ab.stats._lazy import sps
 from esper_ab.stats._paired import paired_metric_tests
 from esper_ab.stats._resample import bootstrap_weights
 from esper_ab.stats._schema import validate_decisions

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import ndtr, ndtri
+
+from esper_ab.stats._lazy import special
 
 # Relative tolerance when comparing a permuted statistic with the observed one, so that
 # exact ties (which are common for discrete statistics) are not broken by rounding noise.
@@ -168,8 +169,8 @@ def bootstrap_ci(
 
 
 def _norm_ppf(p: np.ndarray) -> np.ndarray:
-    return ndtri(p)
+    return special.ndtri(p)
 
 
 def _norm_cdf(x: np.ndarray) -> np.ndarray:
-    return ndtr(x)
+    return special.ndtr(x)

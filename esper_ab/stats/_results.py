@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from statsmodels.stats.multitest import multipletests
 
 Adjustment = Literal["holm", "bh", "none"]
 Scope = Literal["global", "strategy", "blueprint"]
@@ -85,6 +84,8 @@ def _masked(pvalues: Sequence[float], method: str) -> np.ndarray:
         # per family in a process holding pandas/scipy); frozen objects are not walked.
         gc.freeze()
         try:
+            from statsmodels.stats.multitest import multipletests  # imports scipy.stats
+
             out[ok] = multipletests(p[ok], method=method)[1]
         finally:
             gc.unfreeze()

@@ -31,10 +31,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
 from esper_ab.errors import bad_value
 from esper_ab.stats._counts import N_FIELDS
+from esper_ab.stats._lazy import sps
 
 
 @dataclass(frozen=True)

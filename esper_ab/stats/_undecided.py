@@ -28,8 +28,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from scipy import stats as sps
-
+from esper_ab.stats._lazy import sps
 from esper_ab.stats._power import MAX_REPLICATES, replicates_for
 
 

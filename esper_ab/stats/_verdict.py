@@ -48,10 +48,10 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
 import pandas as pd
-from scipy import stats as sps
 
 from esper_ab.errors import bad_value
 from esper_ab.stats._fairness import FairnessTable
+from esper_ab.stats._lazy import sps
 from esper_ab.stats._paired import metric_test_name
 from esper_ab.stats._results import TestResult
 from esper_ab.stats._undecided import minimum_replicates, open_reasons

@@ -14,9 +14,9 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from scipy import stats as sps
 
 from esper_ab.stats._counts import DecisionArrays
+from esper_ab.stats._lazy import sps
 from esper_ab.stats._results import TestResult
 
 CHI2_NAME = "blueprint_pass_independence"

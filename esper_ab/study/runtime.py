@@ -15,6 +15,7 @@ trials.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 import uuid
@@ -41,8 +42,9 @@ from esper_ab.study.spec import SweepSpec
 __all__ = ["DEFAULT_SCHEDULE_TIMEOUT_S", "LOOPBACK", "ScheduleWatch", "close_watchdog",
            "embedded_ray_started",
            "cluster_nodes", "connect_ray", "embedded_helpers", "shutdown_ray",
-           "device_for_trial", "ensure_schedulable", "plan_for_cluster",
-           "quiet_tune_console", "read_state", "shortfall", "trial_error_line", "warm_worker",
+           "device_for_trial", "ensure_schedulable", "finite_number", "plan_for_cluster",
+           "quiet_tune_console", "read_state", "shortfall", "trial_dirname",
+           "trial_error_line", "warm_worker",
            "with_plan", "write_state"]
 
 DEFAULT_SCHEDULE_TIMEOUT_S = 60.0
@@ -209,6 +211,16 @@ def device_for_trial() -> tuple[str, str]:
     if torch.cuda.is_available():
         return "cuda", f"GPU {gpu_ids}"
     return "cpu", f"GPU {gpu_ids} assigned but CUDA is unavailable: CPU fallback"
+
+
+def trial_dirname(trial: Any) -> str:
+    """A Tune trial's folder name: ``trial_<trial id>``."""
+    return f"trial_{trial.trial_id}"
+
+
+def finite_number(v: Any) -> bool:
+    """``v`` is an int or a float, and finite (a metric in Tune's result may be anything)."""
+    return isinstance(v, int | float) and math.isfinite(v)
 
 
 def trial_error_line(trial: Any) -> str:

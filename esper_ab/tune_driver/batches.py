@@ -51,6 +51,7 @@ from esper_ab.study.studies import (
     sweep_study_name,
 )
 from esper_ab.trial import Evidence, TrialParams, metric_key
+from esper_ab.tune_driver._round_tpe import round_cached
 
 __all__ = ["BATCH_ROWS", "MAX_BATCH", "MIN_BATCHED", "BatchPlanner", "batch_size",
            "batch_size_for", "batch_slots", "compute_total", "log_batched_search", "read_rows", "trials_table"]
@@ -105,12 +106,13 @@ class BatchPlanner:
         self.lockstep = lockstep    # batches asked in rounds (keys: Tune trial ids)
         self._ends: dict[str, list[dict[str, Any]]] = {}   # rows on disk, tells held
         self.backend = BatchedJournalBackend(self.folder / "optuna.journal")
+        # a round's asks share one history: TPE builds its estimators once per round
         seeded = spec.model_copy(update={"sampler": spec.sampler.model_copy(
             update={"seed": seed})})
         self.study = optuna.create_study(
             study_name=sweep_study_name(spec.name, sweep_run),
             storage=optuna_storage(spec, self.folder, backend=self.backend),
-            sampler=optuna_sampler(seeded), directions=optuna_directions(spec),
+            sampler=round_cached(optuna_sampler(seeded)), directions=optuna_directions(spec),
             load_if_exists=True)
         self.space = define_by_run(spec)
         if grid and spec.sampler.kind == "grid":   # a fresh grid sweep: every point, queued
@@ -119,6 +121,11 @@ class BatchPlanner:
         self.asked = 0
         self.open: dict[str, list[int]] = {}      # Tune trial id -> its Optuna numbers
         self.ask_s = self.tell_s = self.first_ask_s = 0.0
+
+    def timings(self) -> dict[str, float]:
+        """Seconds the driver spent asking Optuna (the first batch's asks apart) and telling
+        it (rows written, tells): between lockstep rounds both slots wait for them."""
+        return {"first_ask_s": self.first_ask_s, "asks_s": self.ask_s, "tells_s": self.tell_s}
 
     @property
     def done(self) -> bool:

@@ -122,7 +122,8 @@ def batch_trial(config: dict[str, Any], *, spec: SweepSpec, evidence_ref: list,
     warm) for the next batches it runs (``reuse_actors``). A worker's first batch also
     reports how old its process was (``worker_start_s``: process start and imports, before
     any work), how long of that its setup hook's imports took (``worker_setup_s``) and how
-    long the evidence took to arrive (``evidence_fetch_s``)."""
+    long the evidence took to arrive (``evidence_fetch_s``). ``batch_began_at`` and
+    ``batch_ended_at`` (epoch seconds) time its scoring: a lockstep round's idle slots."""
     key, started, fetch, setup = evidence_ref[0].hex(), 0.0, 0.0, 0.0
     if key not in _WORKER_EVIDENCE:   # this worker's first batch: its start-up, the fetch
         started = time.time() - psutil.Process().create_time()
@@ -131,10 +132,11 @@ def batch_trial(config: dict[str, Any], *, spec: SweepSpec, evidence_ref: list,
         _WORKER_EVIDENCE.clear()
         _WORKER_EVIDENCE[key] = ray.get(evidence_ref[0])
         fetch = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    t0, began = time.perf_counter(), time.time()
     rows = score_configs(spec, _WORKER_EVIDENCE[key], config["batch"])
     hooks.report({"batch_rows": json.dumps(rows, allow_nan=True), "configs": len(rows),
-                  "trial_compute_s": time.perf_counter() - t0, "worker_start_s": started,
+                  "trial_compute_s": time.perf_counter() - t0, "batch_began_at": began,
+                  "batch_ended_at": time.time(), "worker_start_s": started,
                   "worker_setup_s": setup, "evidence_fetch_s": fetch,
                   "replicates_evaluated": len(spec.replicates),
                   **_where("cpu", "replay scores on the CPU")})

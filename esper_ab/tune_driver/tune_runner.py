@@ -49,9 +49,11 @@ from esper_ab.study.runtime import (
     ScheduleWatch,
     connect_ray,
     ensure_schedulable,
+    finite_number,
     plan_for_cluster,
     quiet_tune_console,
     shutdown_ray,
+    trial_dirname,
     trial_error_line,
     with_plan,
     write_state,
@@ -144,10 +146,6 @@ class _BatchWatch(Callback):
 
 
 # -- tracking from the driver --------------------------------------------------------------
-def _trial_dirname(trial: Any) -> str:
-    return f"trial_{trial.trial_id}"
-
-
 class _TrackingCallback(Callback):
     """Opens, feeds and ends the child run of every trial. Runs in the driver; every MLflow
     call goes through the tracker's ordered background writer, so Tune never waits. Its
@@ -226,7 +224,7 @@ class _TrackingCallback(Callback):
             trial.checkpoint.to_directory(str(folder))
             self.writer.submit("log_trial_folder", rid, str(folder), remove=True)
             nan = [o.metric for o in self.spec.objectives
-                   if not _finite(result.get(f"g2.{o.metric}"))]
+                   if not finite_number(result.get(f"g2.{o.metric}"))]
             reason = f"completed all {total} replicates"
             if nan:
                 reason += f"; objective(s) {nan} are NaN (undefined for this config): the " \
@@ -239,10 +237,6 @@ class _TrackingCallback(Callback):
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         self.writer.drain()
-
-
-def _finite(v: Any) -> bool:
-    return isinstance(v, int | float) and math.isfinite(v)
 
 
 # -- searcher, scheduler ------------------------------------------------------------------
@@ -327,7 +321,7 @@ def _tuner(spec: SweepSpec, life: Any, trainable: Any, watch: ScheduleWatch, n: 
         tune_config=TuneConfig(search_alg=searcher,
                                scheduler=_scheduler(spec) if batch == 1 else None,
                                num_samples=remaining, max_concurrent_trials=spec.max_concurrent,
-                               reuse_actors=True, trial_dirname_creator=_trial_dirname),
+                               reuse_actors=True, trial_dirname_creator=trial_dirname),
         run_config=RunConfig(
             name=run_name, storage_path=str((life.folder / "tune").resolve()),
             failure_config=FailureConfig(max_failures=spec.failure.max_failures),
@@ -386,7 +380,8 @@ def run_sweep(spec: SweepSpec, *, evidence: Evidence | None = None,
                       n, study, storage, options, batch)
         t_fit, grid = time.perf_counter(), []
         marks.append(t_fit)
-        phases = {k: marks[i + 1] - marks[i] for i, k in enumerate(START_PHASES)}
+        phases = {k: marks[i + 1] - marks[i] for i, k in enumerate(START_PHASES)} | {
+            "fit_started_at": time.time()}
         if todo is not None:
             with life.fitting():
                 grid = todo[0].fit()
@@ -394,7 +389,7 @@ def run_sweep(spec: SweepSpec, *, evidence: Evidence | None = None,
                 todo[1].writer.drain()
             else:
                 phases.update({f"first_{k}_s": t - t_fit for k, t in todo[1].first.items()},
-                              first_ask_s=todo[2].first_ask_s)
+                              **todo[2].timings())
         fit_wall = time.perf_counter() - t_fit
         if life.interrupted:
             raise KeyboardInterrupt

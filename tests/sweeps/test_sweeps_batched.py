@@ -129,6 +129,8 @@ def test_planner_times_its_first_batch_of_asks(tmp_path):
     assert first > 0 and first == planner.ask_s
     planner.suggest("t1")
     assert planner.first_ask_s == first and planner.ask_s > first
+    t = planner.timings()       # what run_sweep puts in its phases
+    assert t == {"first_ask_s": first, "asks_s": planner.ask_s, "tells_s": 0.0}
 
 
 def test_the_tune_searcher_writes_and_tells_a_batch_at_its_report(tmp_path, evidence):
@@ -191,9 +193,15 @@ def test_a_batched_sweep_on_local_ray(ray_local, tmp_path):
     # The start's parts: every phase timed, in order within Tuner.fit.
     ph = out.phases
     assert set(ph) == {"connect_s", "tracking_storage_s", "evidence_s", "schedulable_tuner_s",
-                       "first_result_s", "first_ask_s"}
+                       "fit_started_at", "first_result_s", "first_ask_s", "asks_s", "tells_s"}
     assert all(v >= 0 for v in ph.values()) and ph["first_result_s"] <= out.fit_wall_s
-    firsts = [r for p in (out.sweep_dir / "tune").rglob("result.json")
-              for r in map(json.loads, p.read_text().splitlines()) if r["worker_start_s"] > 0]
+    assert ph["asks_s"] >= ph["first_ask_s"] and ph["tells_s"] > 0
+    results = [r for p in (out.sweep_dir / "tune").rglob("result.json")
+               for r in map(json.loads, p.read_text().splitlines())]
+    firsts = [r for r in results if r["worker_start_s"] > 0]
     assert firsts and all(r["worker_setup_s"] >= 0 and r["evidence_fetch_s"] >= 0
                           for r in firsts)
+    # every batch's scoring timed, within Tuner.fit (the benchmark's lockstep rounds)
+    assert len(results) == 4 and all(
+        ph["fit_started_at"] <= r["batch_began_at"] <= r["batch_ended_at"]
+        <= ph["fit_started_at"] + out.fit_wall_s for r in results)

@@ -1,0 +1,80 @@
+"""Optuna's TPE sampler, asking a lockstep round's batch from one history only once.
+
+A batched sweep asks a whole round of configs (``max_concurrent`` batches of up to 64) while
+no trial of the round has been told (``esper_ab.study.studies.Lockstep``): every ask of the
+round sees the same finished trials. Optuna's ``TPESampler`` splits those trials into
+"below" and "above" and builds both Parzen estimators again for every parameter of every
+ask -- most of an ask's time with a few hundred trials, and on the critical path between
+rounds, when every slot waits for the next round's asks.
+
+``round_cached`` keeps the split and the "below" estimator while the finished trials stay
+the same (keyed by their numbers and the search space asked, in order): the split and
+the "below" estimator depend on the finished trials alone, and the draws take the sampler's
+random state in the same order, so every config is the one the plain sampler draws
+(``tests/sweeps/test_round_tpe.py`` compares them with a plain ``TPESampler``). With
+``constant_liar`` (Optuna's default) the round's running trials join "above", which is then
+built for each ask as Optuna builds it; without, "above" is kept too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from optuna.samplers import TPESampler
+from optuna.samplers._tpe.sampler import _split_trials, default_gamma, default_gamma_multiobjective
+from optuna.trial import TrialState
+
+__all__ = ["round_cached"]
+
+_FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+class _RoundCachedTPE(TPESampler):
+    """``TPESampler`` whose split and Parzen estimators are kept per set of finished trials
+    (no state of its own beyond that cache: ``round_cached`` turns a built sampler into one).
+    """
+
+    def __getstate__(self) -> dict[str, Any]:     # Tune pickles its searcher: no cache
+        return {k: v for k, v in self.__dict__.items() if k != "_round_cache"}
+
+    def _sample(self, study: Any, trial: Any, search_space: dict[str, Any]) -> dict[str, Any]:
+        liar = self._constant_liar     # running trials go "above" (Optuna's default since 4)
+        trials = study._get_trials(deepcopy=False, states=_FINISHED + (TrialState.RUNNING,)
+                                   if liar else _FINISHED, use_cache=not liar)
+        running = [t for t in trials if t.state == TrialState.RUNNING and t.number != trial.number]
+        finished = [t for t in trials if t.state != TrialState.RUNNING]
+        history = tuple(t.number for t in finished)
+        cache = getattr(self, "_round_cache", None)
+        if cache is None or cache[0] != history:
+            cache = self._round_cache = (history, {})
+        key = tuple((name, repr(dist)) for name, dist in search_space.items())
+        if key not in cache[1]:    # Optuna's split of the finished trials, and "below"
+            if self._gamma is None:
+                self._gamma = default_gamma if len(study.directions) <= 1 \
+                    else default_gamma_multiobjective
+            below, above = _split_trials(study, finished, self._gamma(len(finished)))
+            cache[1][key] = (self._build_parzen_estimator(study, search_space, below,
+                                                          handle_below=True), above, None)
+        mpe_below, above, mpe_above = cache[1][key]
+        if running:     # as Optuna's split: the running trials above, in number order
+            mpe_above = self._build_parzen_estimator(
+                study, search_space, sorted(above + running, key=lambda t: t.number),
+                handle_below=False)
+        elif mpe_above is None:
+            mpe_above = self._build_parzen_estimator(study, search_space, above,
+                                                     handle_below=False)
+            cache[1][key] = (mpe_below, above, mpe_above)
+        samples = mpe_below.sample(self._rng.rng, self._n_ei_candidates)
+        ret = TPESampler._compare(samples,
+                                  self._compute_acquisition_func(samples, mpe_below, mpe_above))
+        for name, dist in search_space.items():
+            ret[name] = dist.to_external_repr(ret[name])
+        return ret
+
+
+def round_cached(sampler: Any) -> Any:
+    """``sampler`` itself, made to keep a round's estimators when it is a plain
+    ``TPESampler``; any other sampler is returned as it is."""
+    if type(sampler) is TPESampler:
+        sampler.__class__ = _RoundCachedTPE
+    return sampler
