@@ -1,5 +1,5 @@
-"""Fixtures of the sweep tests: one local Ray per module that needs it, and one real
-``mlflow server`` on 127.0.0.1 for the session's tests that need one."""
+"""Fixtures of the sweep tests: one local Ray per module that needs it, and a real
+``mlflow server`` on 127.0.0.1 per test that needs one."""
 
 from __future__ import annotations
 
@@ -35,12 +35,10 @@ def ray_local():
     ray.shutdown()
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory):
-    """A real ``mlflow server`` on a free loopback port (sqlite store in a temporary folder),
-    shared by the tests of the session and stopped by its PID at its end. Its users only add
-    runs to experiments of their own names and read those back (a start costs ~10-20 s)."""
-    tmp_path = tmp_path_factory.mktemp("mlflow_server")
+@pytest.fixture()
+def mlflow_server(tmp_path):
+    """A real ``mlflow server`` on a free loopback port (sqlite store in ``tmp_path``),
+    stopped by its PID after the test."""
     port = free_port()
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     exe = Path(sys.executable).with_name("mlflow")
