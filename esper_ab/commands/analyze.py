@@ -27,8 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="significance level (default: 0.05)")
     p.add_argument("--settings-from", metavar="ANALYSIS.json", default=None,
                    help="reuse the baseline, alpha, selection rule and resampling (n_boot, "
-                        "n_perm, seed) of an earlier analysis: a sweep's analysis.json (in "
-                        "its --out folder and under sweep/ in MLflow) reproduces the sweep's "
+                        "n_perm, seed) of an earlier analysis: a sweep's analysis.json (under "
+                        "sweep/ in MLflow, or in a 'report --out' folder) reproduces the sweep's "
                         "verdict from its decisions.csv; flags given here still win")
     p.add_argument("--json", dest="json_out", metavar="OUT", default=None,
                    help="also write the analysis as JSON to OUT")
@@ -140,7 +140,7 @@ def _earlier_settings(path: str) -> dict:
     existing_file(path, "--settings-from", "give the analysis.json of an earlier analysis "
                   "or sweep")
     fix = ("give the analysis.json written by 'esper-ab analyze --json' or by a sweep "
-           "(its --out folder, or sweep/analysis.json in MLflow)")
+           "(sweep/analysis.json in MLflow, or a 'report --out' folder)")
     try:
         with open(path, encoding="utf-8") as f:
             doc = json.load(f)

@@ -20,7 +20,7 @@ from esper_ab.study.agreement import (
     render_fidelity_html,
     replay_predictions,
 )
-from esper_ab.study.analysis import REPRODUCE
+from esper_ab.study.analysis import analysis_text
 from esper_ab.study.outcome import kind_of, stage_result
 from esper_ab.study.spec import SweepSpec
 from esper_ab.trial import BASELINE_LABEL, batch_trial_metrics, metric_key
@@ -188,7 +188,7 @@ def log_confirmation(tracker: Any, parent: str, conf: Any, *, search_summary: An
     tracker.log_folder(parent, str(confirm_dir), artifact_path="confirm", remove=True)
     sweep_dir = Path(tempfile.mkdtemp(prefix="esper_ab_sweep_"))
     _json(sweep_dir, "analysis.json", {**conf.analysis.to_dict(), "confirmation": conf.to_dict()})
-    (sweep_dir / "analysis.txt").write_text(f"{conf.analysis.format_table()}\n\n{REPRODUCE}\n")
+    (sweep_dir / "analysis.txt").write_text(analysis_text(conf.analysis))
     conf.decisions.to_csv(sweep_dir / "decisions.csv", index=False)
     tracker.log_folder(parent, str(sweep_dir), artifact_path="sweep", remove=True)
     v = conf.verdict

@@ -14,6 +14,7 @@ test). A confirmation sweep on fresh replicates removes the bias.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -60,10 +61,16 @@ class TrialRecord:
             and self.decisions is not None
 
 
-# the analysis of a sweep's trials from the files it writes beside each other (its --out
-# folder; sweep/ in MLflow): the same rule and resampling, so the same verdict
+# the analysis of a sweep's trials from the files written beside each other (sweep/ in
+# MLflow, a 'report --out' folder): the same rule and resampling, so the same verdict
 REPRODUCE = ("reproduce this analysis: esper-ab analyze decisions.csv --settings-from "
              "analysis.json")
+
+
+def analysis_text(analysis: Any) -> str:
+    """``analysis.txt``: the analysis as text, ending with the command that reproduces it
+    from the ``decisions.csv`` and ``analysis.json`` written beside it."""
+    return f"{analysis.format_table()}\n\n{REPRODUCE}\n"
 
 
 @dataclass(frozen=True)
@@ -94,16 +101,15 @@ class SweepAnalysis:
     winner: TrialRecord | None
     reason: str
 
-    @property
+    @functools.cached_property
     def decisions(self) -> pd.DataFrame | None:
-        """The combined decisions table the analysis ran on."""
+        """The combined decisions table the analysis ran on (combined once: the summary
+        writes it and the tracker logs it)."""
         return None if not self.selected else _combined(self.selected)
 
     def analysis_text(self) -> str:
-        """The analysis as text (``analysis.txt``), ending with the command that reproduces
-        it from the ``decisions.csv`` and ``analysis.json`` written beside it."""
-        return (f"{self.analysis.format_table()}\n\n{REPRODUCE}\n" if self.analysis is not None
-                else "")
+        """``analysis_text`` of the analysis ("" when nothing was compared)."""
+        return analysis_text(self.analysis) if self.analysis is not None else ""
 
     @property
     def kind(self) -> str:
