@@ -12,9 +12,12 @@ fidelities never share a history).
 ``Lockstep`` makes a seeded sampler's draws independent of the order in which concurrent
 trials end: configs are asked in rounds of ``max_concurrent``, a round starts only once the
 study knows every trial of the previous one, and an end within a round that is still being
-asked is told once the round is full. Both Tune paths use it: a trial per config
-(``resume.DurableSearch``) and batched trials (``tune_driver.batches.BatchPlanner``: a
-round is ``max_concurrent`` batches).
+asked is told once the round is full. The Tune path with a trial per config
+(``resume.DurableSearch``) uses it. ``Pipeline`` gives batched trials
+(``tune_driver.batches.BatchPlanner``) the same independence without rounds: the i-th batch
+asked sees exactly the batches up to i - ``max_concurrent`` told, so a slot asks its next
+batch as soon as its own has ended, while the others still run (no round's barrier, and
+only one slot waits for each batch's asks).
 
 ``BatchedJournalBackend`` buffers journal writes and appends them with one ``fsync`` per
 ``flush()``: the plain file backend pays one ``fsync`` per operation (about 5 ms per trial,
@@ -33,7 +36,8 @@ from filelock import FileLock, Timeout
 from esper_ab.errors import ConfigError
 from esper_ab.study._journal import recover_torn_tail
 
-__all__ = ["REPLAY_JOURNAL", "SWEEP_JOURNAL", "BatchedJournalBackend", "Lockstep", "SweepFolderLock",
+__all__ = ["REPLAY_JOURNAL", "SWEEP_JOURNAL", "BatchedJournalBackend", "Lockstep", "Pipeline",
+           "SweepFolderLock",
            "optuna_directions", "optuna_sampler", "optuna_storage", "store_dir", "sweep_dir_for",
            "sweep_study_name"]
 
@@ -115,6 +119,60 @@ class Lockstep:
     def told(self, key: Hashable) -> None:
         with self._lock:
             self._told.add(key)
+
+
+class Pipeline:
+    """Asks in a pipeline ``width`` deep, so that a seeded sampler draws the same configs
+    however trials end, without rounds.
+
+    The i-th key asked (of ``total``) sees exactly keys 0 .. i - ``width`` told: :meth:`may_ask`
+    is False until they are, and :meth:`ended` holds the end of key j until key
+    j + ``width`` - 1 has been asked (that ask must not see it), returning the ends that may
+    be told now; :meth:`asked` returns the held ends its ask releases. With ``width`` slots
+    each slot asks its next key when its own has ended, while the other ``width - 1`` run.
+    The same interface as ``Lockstep``; thread-safe.
+    """
+
+    def __init__(self, width: int, total: int) -> None:
+        self.width, self.left = max(1, int(width)), max(0, int(total))
+        self._index: dict[Hashable, int] = {}     # key -> its place in the ask order
+        self._told: set[int] = set()
+        self._prefix = 0                          # keys 0 .. _prefix - 1 are all told
+        self._held: list[Hashable] = []
+        self._lock = threading.Lock()
+
+    __getstate__ = Lockstep.__getstate__
+    __setstate__ = Lockstep.__setstate__
+
+    def may_ask(self) -> bool:
+        with self._lock:
+            return self.left > 0 and self._prefix >= len(self._index) - self.width + 1
+
+    def _may_tell(self, key: Hashable) -> bool:
+        j = self._index.get(key)
+        return j is None or self.left <= 0 or len(self._index) >= j + self.width
+
+    def asked(self, key: Hashable) -> list[Hashable]:
+        with self._lock:
+            self._index[key] = len(self._index)
+            self.left -= 1
+            free = [k for k in self._held if self._may_tell(k)]
+            self._held = [k for k in self._held if k not in free]
+            return free
+
+    def ended(self, key: Hashable) -> list[Hashable]:
+        with self._lock:
+            if self._may_tell(key):
+                return [key]
+            self._held.append(key)
+            return []
+
+    def told(self, key: Hashable) -> None:
+        with self._lock:
+            if key in self._index:
+                self._told.add(self._index[key])
+            while self._prefix in self._told:
+                self._prefix += 1
 
 
 def optuna_sampler(spec: Any) -> Any:

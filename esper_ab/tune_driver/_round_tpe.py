@@ -13,13 +13,17 @@ the "below" estimator depend on the finished trials alone, and the draws take th
 random state in the same order, so every config is the one the plain sampler draws
 (``tests/sweeps/test_round_tpe.py`` compares them with a plain ``TPESampler``). With
 ``constant_liar`` (Optuna's default) the round's running trials join "above", which is then
-built for each ask as Optuna builds it; without, "above" is kept too.
+built for each ask as Optuna builds it; without, "above" is kept too. Building it reads every
+trial's parameters into the estimator's arrays; a trial's values never change once it holds
+them, so each trial's row is read once (``_get_internal_repr``) and the arrays are made from
+the kept rows, in the trials' order, as Optuna makes them.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from optuna.samplers import TPESampler
 from optuna.samplers._tpe.sampler import _split_trials, default_gamma, default_gamma_multiobjective
 from optuna.trial import TrialState
@@ -27,6 +31,8 @@ from optuna.trial import TrialState
 __all__ = ["round_cached"]
 
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+_CACHES = ("_round_cache", "_repr_cache")
+_UNREAD = object()
 
 
 class _RoundCachedTPE(TPESampler):
@@ -35,7 +41,30 @@ class _RoundCachedTPE(TPESampler):
     """
 
     def __getstate__(self) -> dict[str, Any]:     # Tune pickles its searcher: no cache
-        return {k: v for k, v in self.__dict__.items() if k != "_round_cache"}
+        return {k: v for k, v in self.__dict__.items() if k not in _CACHES}
+
+    def _get_internal_repr(self, trials: list[Any], search_space: dict[str, Any],
+                           study: Any) -> dict[str, np.ndarray]:
+        """Optuna's arrays of the trials' internal values, each trial's row read once. The
+        trial being asked is never among ``trials``, and the planner asks one trial at a time:
+        every other trial has all the parameters it will ever have, and a value never changes
+        once set, so a row (or its absence, for a trial without one of the names) is final."""
+        caches = self.__dict__.setdefault("_repr_cache", {})
+        key = (id(study._storage), study._study_id,
+               tuple((name, repr(dist)) for name, dist in search_space.items()))
+        cache = caches.setdefault(key, {})
+        names, rows = search_space.keys(), []
+        for trial in trials:
+            row = cache.get(trial.number, _UNREAD)
+            if row is _UNREAD:
+                params = self._get_params(trial, study)
+                row = tuple(dist.to_internal_repr(params[name])
+                            for name, dist in search_space.items()) \
+                    if names <= params.keys() else None
+                cache[trial.number] = row
+            if row is not None:
+                rows.append(row)
+        return {name: np.asarray([row[i] for row in rows]) for i, name in enumerate(names)}
 
     def _sample(self, study: Any, trial: Any, search_space: dict[str, Any]) -> dict[str, Any]:
         liar = self._constant_liar     # running trials go "above" (Optuna's default since 4)

@@ -7,10 +7,13 @@ one trial per config, tagged with its Tune trial and sweep run), the worker repl
 config over every replicate and scores them all in one pass (``trainables.score_configs``: the in-process
 search's batched scoring, ``trial.batch_trial_metrics``), and the driver appends the batch's
 rows to ``batches.jsonl`` in the sweep folder (fsync) *before* it tells Optuna each config's
-objective(s): a config final in Optuna has its row on disk. With a ``Lockstep``
-(``esper_ab.study.studies``; the Tune driver always passes one) batches are asked in rounds
-of ``max_concurrent``, as the per-config path asks configs: a seeded sampler draws the same
-configs whatever order the batches end in. Ray Tune stays the scheduler: the
+objective(s): a config final in Optuna has its row on disk. With a ``Pipeline``
+(``esper_ab.study.studies``; the Tune driver always passes one) the i-th batch is asked
+from the batches up to i - ``max_concurrent`` told, as soon as they are: a seeded sampler
+draws the same configs whatever order the batches end in, and a slot asks its next batch
+when its own has ended, while the others run. (A ``Lockstep``, rounds of ``max_concurrent``
+batches as the per-config path asks configs, gives the same independence with a barrier
+per round.) Ray Tune stays the scheduler: the
 batches run wherever the cluster has room, with Tune's retries.
 
 MLflow gets the compact layout of the in-process replay sweep: the parent run holds the table
@@ -45,6 +48,7 @@ from esper_ab.study.spec import SweepSpec
 from esper_ab.study.studies import (
     BatchedJournalBackend,
     Lockstep,
+    Pipeline,
     optuna_directions,
     optuna_sampler,
     optuna_storage,
@@ -97,13 +101,13 @@ class BatchPlanner:
     def __init__(self, spec: SweepSpec, folder: Path, *, sweep_run: str, seed: int,
                  batch_size: int, n_configs: int, grid: bool = True,
                  on_told: Callable[[int], None] | None = None,
-                 lockstep: Lockstep | None = None) -> None:
+                 lockstep: Lockstep | Pipeline | None = None) -> None:
         import optuna
 
         self.spec, self.folder, self.sweep_run = spec, Path(folder), sweep_run
         self.batch_size, self.n_configs = batch_size, n_configs
         self.on_told = on_told
-        self.lockstep = lockstep    # batches asked in rounds (keys: Tune trial ids)
+        self.lockstep = lockstep    # draws independent of end order (keys: Tune trial ids)
         self._ends: dict[str, list[dict[str, Any]]] = {}   # rows on disk, tells held
         self.backend = BatchedJournalBackend(self.folder / "optuna.journal")
         # a round's asks share one history: TPE builds its estimators once per round
@@ -124,7 +128,7 @@ class BatchPlanner:
 
     def timings(self) -> dict[str, float]:
         """Seconds the driver spent asking Optuna (the first batch's asks apart) and telling
-        it (rows written, tells): between lockstep rounds both slots wait for them."""
+        it (rows written, tells): a slot waits for them between its batches."""
         return {"first_ask_s": self.first_ask_s, "asks_s": self.ask_s, "tells_s": self.tell_s}
 
     @property
@@ -134,7 +138,7 @@ class BatchPlanner:
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         """The config of the next Tune trial: ``{"batch": [items]}`` (None: budget spent,
-        see ``done``, or the lockstep waits for the previous round's ends)."""
+        see ``done``, or the lockstep waits for earlier batches' ends)."""
         n = min(self.batch_size, self.n_configs - self.asked)
         if n <= 0 or (self.lockstep is not None and not self.lockstep.may_ask()):
             return None
@@ -151,14 +155,14 @@ class BatchPlanner:
         self.open[trial_id] = [it["number"] for it in items]
         self.ask_s += time.perf_counter() - t0
         self.first_ask_s = self.first_ask_s or self.ask_s    # the first batch's asks
-        if self.lockstep is not None:      # ends of this round held until it was asked
+        if self.lockstep is not None:      # ends held until this ask was made
             for tid in self.lockstep.asked(trial_id):
                 self._tell(tid)
         return {"batch": items}
 
     def complete(self, trial_id: str, result: dict[str, Any] | None, error: bool) -> None:
         """Record a finished Tune trial: its rows on disk first, then Optuna's tells (held,
-        under a lockstep, until the trial's round has been asked in full)."""
+        under a lockstep, until every ask that must not see it has been made)."""
         numbers = self.open.pop(trial_id, [])
         if not numbers:
             return

@@ -13,7 +13,7 @@ import pytest
 from sweep_helpers import space
 
 from esper_ab.study.spec import parse_sweep_spec
-from esper_ab.study.studies import Lockstep, sweep_study_name
+from esper_ab.study.studies import Lockstep, Pipeline, sweep_study_name
 
 WIDTH, TOTAL = 2, 12
 
@@ -144,6 +144,38 @@ def test_lockstep_pickles_with_its_state():
     gate.asked("a")
     copy = pickle.loads(pickle.dumps(gate))
     assert copy.may_ask() and copy.asked("b") == [] and not copy.may_ask()
+
+
+def test_the_pipeline_holds_an_end_until_the_last_ask_that_must_not_see_it():
+    """Width 2: key i is asked from keys 0 .. i-2; key j told only after key j+1 was asked."""
+    gate = Pipeline(2, 5)
+    assert gate.may_ask() and gate.asked("a") == []
+    assert gate.ended("a") == []                     # b not asked yet: b must not see a
+    assert gate.may_ask() and gate.asked("b") == ["a"]
+    assert not gate.may_ask()                        # c needs a told
+    gate.told("a")
+    assert gate.may_ask() and gate.asked("c") == []
+    assert not gate.may_ask()                        # d needs b told
+    assert gate.ended("c") == []                     # d not asked: held (the order flipped)
+    assert gate.ended("b") == ["b"]                  # c was asked: b may be told
+    gate.told("b")
+    assert gate.may_ask() and gate.asked("d") == ["c"]
+    gate.told("c")
+    assert gate.may_ask() and gate.asked("e") == []  # the last key
+    assert not gate.may_ask()                        # all 5 asked
+    assert gate.ended("e") == ["e"] and gate.ended("d") == ["d"]   # no ask left to spoil
+
+
+def test_the_pipeline_pickles_with_its_state():
+    import pickle
+
+    gate = Pipeline(2, 3)
+    gate.asked("a")
+    gate.asked("b")
+    copy = pickle.loads(pickle.dumps(gate))
+    assert not copy.may_ask() and copy.ended("a") == ["a"]
+    copy.told("a")
+    assert copy.may_ask() and copy.asked("c") == [] and not copy.may_ask()
 
 
 @pytest.mark.slow
