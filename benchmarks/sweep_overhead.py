@@ -14,9 +14,11 @@ is overhead. The fixed start cost is printed in parts: Ray connect, MLflow run +
 storage, Tuner construction, Tuner.fit to the first trial result, each worker's process age
 when its first batch began (and its setup hook's imports), the evidence fetch, the first
 batch's Optuna asks, and the imports of a trial worker timed in a fresh process. Then, per
-lockstep round, the gap before it (for round 1 from Tuner.fit: the worker start; then the
-driver's asks and tells, and Tune staging the next trials), its span and the slot-seconds its
-batches waited at its barrier, from each batch's ``batch_began_at`` / ``batch_ended_at``. Then the same configs (enqueued in a fresh study) run through the in-process
+slot (a trial worker process), the wall it did not spend scoring: before its first batch
+(the worker start), between its batches (the driver's tells and asks of its next batch, a
+wait for a batch that ask must see, Tune staging the trial) and after its last, from each
+batch's ``batch_began_at`` / ``batch_ended_at``. Then the same configs (enqueued in a fresh
+study) run through the in-process
 search (``esper_ab.study.replay_search.search_replay``):
 
     search stage ratio = wall(Tuner.fit) / wall(in-process search)
@@ -148,22 +150,23 @@ def batch_results(sweep_dir: Path) -> list[dict]:
     return sorted(out, key=lambda r: r["batch_began_at"])
 
 
-def round_times(results: list[dict], width: int, fit_at: float) -> list[dict]:
-    """Per lockstep round (``width`` batches, in the order they began): when its first batch
-    began after the previous round's last ended (``gap_s``: reports, tells, asks, Tune
-    staging the next trial; for the first round, from Tuner.fit: the worker start), its
-    slowest batch's scoring (``span_s``) and the slot-seconds its other batches waited at
-    the barrier (``idle_s``: the round's last end minus each batch's end, plus each batch's
-    late start after the round's first)."""
-    out, prev_end = [], fit_at
-    for i in range(0, len(results), width):
-        rnd = results[i:i + width]
-        began = min(r["batch_began_at"] for r in rnd)
-        end = max(r["batch_ended_at"] for r in rnd)
-        idle = sum((end - r["batch_ended_at"]) + (r["batch_began_at"] - began) for r in rnd)
-        out.append({"gap_s": began - prev_end, "span_s": end - began, "idle_s": idle,
-                     "compute_s": [r["trial_compute_s"] for r in rnd]})
-        prev_end = end
+def slot_times(results: list[dict], fit_at: float, fit_wall: float) -> list[dict]:
+    """Per trial worker process (a slot; Tune's ``pid`` in each result), in seconds of wall:
+    before its first batch began (from Tuner.fit: the worker start), between its batches
+    (the driver's rows, tells and asks of its next batch, any wait for a batch the next ask
+    must see, Tune staging the trial) and after its last batch until fit's end; the sum
+    over slots plus the batches' scoring is concurrency x Tuner.fit."""
+    by_pid: dict[int, list[dict]] = {}
+    for r in results:
+        by_pid.setdefault(r.get("pid", 0), []).append(r)
+    out = []
+    for rs in by_pid.values():
+        rs.sort(key=lambda r: r["batch_began_at"])
+        out.append({"batches": len(rs), "start_s": rs[0]["batch_began_at"] - fit_at,
+                    "between_s": [b["batch_began_at"] - a["batch_ended_at"]
+                                  for a, b in zip(rs, rs[1:], strict=False)],
+                    "tail_s": fit_at + fit_wall - rs[-1]["batch_ended_at"],
+                    "scoring_s": sum(r["batch_ended_at"] - r["batch_began_at"] for r in rs)})
     return out
 
 
@@ -235,10 +238,10 @@ def main() -> None:
             "NOT MET: rerun with a larger --min-compute"
         print(f"  scaled for >= {args.min_compute:g} s of trial compute: {scaled}; "
               f"target {met}")
-    churn = " (Tune kept only one idle actor across a round's end)" \
+    churn = " (Tune did not keep an idle actor between batches)" \
         if len(starts) > args.concurrency else ""
-    print(f"  batched trials: {batches} batches in {math.ceil(batches / args.concurrency)} "
-          f"lockstep round(s); {len(starts)} worker process(es) started{churn}; sum of trial "
+    print(f"  batched trials: {batches} batches, asked in a pipeline {args.concurrency} deep; "
+          f"{len(starts)} worker process(es) started{churn}; sum of trial "
           f"compute {out.trial_compute_s:.2f} s")
     print("  fixed start cost, in parts:")
     print(f"    Ray connect (embedded, prestarted workers)  {connect:6.2f} s  (before run_sweep)")
@@ -253,22 +256,22 @@ def main() -> None:
               f"{r.get('evidence_fetch_s', 0):.2f} s")
     print("    a trial worker's imports in a fresh process: " +
           ", ".join(f"{k} {v:.2f} s" for k, v in imports.items()))
-    rounds = round_times(results, args.concurrency, ph.get("fit_started_at", 0.0))
-    print("  lockstep rounds (gap: since the previous round's last end, or since Tuner.fit; "
-          "span: the round's scoring; idle: slot-seconds waiting at its barrier):")
-    for i, r in enumerate(rounds):
-        print(f"    round {i + 1}: gap {r['gap_s']:5.2f} s, span {r['span_s']:6.2f} s, idle "
-              f"{r['idle_s']:5.2f} slot-s; batches' compute " +
-              " / ".join(f"{c:.2f}" for c in r["compute_s"]) + " s")
-    if results:
-        tail = out.fit_wall_s - (results[-1]["batch_ended_at"] - ph.get("fit_started_at", 0))
-        gaps = sum(r["gap_s"] for r in rounds[1:])
-        idle = sum(r["idle_s"] for r in rounds)
-        print(f"    between rounds: {gaps:.2f} s in all (driver asks {ph.get('asks_s', 0):.2f} s "
-              f"-- the first batch's {ph.get('first_ask_s', 0):.2f} s before round 1 --, "
-              f"rows + tells {ph.get('tells_s', 0):.2f} s); barrier idle {idle:.2f} slot-s "
-              f"(= {idle / args.concurrency:.2f} s of wall at concurrency "
-              f"{args.concurrency}); after the last batch to fit's end {tail:.2f} s")
+    fit_at = ph.get("fit_started_at", 0.0)
+    slots = slot_times(results, fit_at, out.fit_wall_s)
+    print("  per slot (a trial worker process), seconds of wall not spent scoring a batch:")
+    for i, sl in enumerate(slots):
+        print(f"    slot {i + 1}: {sl['batches']} batches, scoring {sl['scoring_s']:6.2f} s; "
+              f"before the first {sl['start_s']:5.2f} s, between batches "
+              f"{sum(sl['between_s']):5.2f} s (" + " / ".join(
+                  f"{g:.2f}" for g in sl["between_s"]) + f"), after the last {sl['tail_s']:5.2f} s")
+    if slots:
+        between = sum(sum(sl["between_s"]) for sl in slots)
+        print(f"    between batches: {between:.2f} slot-s in all (= {between / args.concurrency:.2f}"
+              f" s of wall at concurrency {args.concurrency}); the driver's asks "
+              f"{ph.get('asks_s', 0):.2f} s in all (the first batch's "
+              f"{ph.get('first_ask_s', 0):.2f} s before any slot began), rows + tells "
+              f"{ph.get('tells_s', 0):.2f} s; after the last batches "
+              f"{sum(sl['tail_s'] for sl in slots):.2f} slot-s")
     print(f"  Tuner.fit wall          {out.fit_wall_s:8.2f} s (of which the slowest worker "
           f"start {first:.2f} s)")
     print(f"  overhead = wall / (compute / concurrency) = {out.fit_wall_s / ideal:.2f} "

@@ -8,7 +8,7 @@ config over every replicate and scores them all in one pass (``trainables.score_
 search's batched scoring, ``trial.batch_trial_metrics``), and the driver appends the batch's
 rows to ``batches.jsonl`` in the sweep folder (fsync) *before* it tells Optuna each config's
 objective(s): a config final in Optuna has its row on disk. With a ``Pipeline``
-(``esper_ab.study.studies``; the Tune driver always passes one) the i-th batch is asked
+(``esper_ab.study.studies``; the Tune driver passes ``slots``) the i-th batch is asked
 from the batches up to i - ``max_concurrent`` told, as soon as they are: a seeded sampler
 draws the same configs whatever order the batches end in, and a slot asks its next batch
 when its own has ended, while the others run. (A ``Lockstep``, rounds of ``max_concurrent``
@@ -96,17 +96,20 @@ class BatchPlanner:
     grid sweep, ``grid``, queues every grid point first).
 
     Journal writes are buffered and land with one fsync per batch asked and per batch told
-    (``BatchedJournalBackend``: the planner is the study's only writer while Tune runs)."""
+    (``BatchedJournalBackend``: the planner is the study's only writer while Tune runs).
+    ``slots``: ask in a ``Pipeline`` that deep (unless a ``lockstep`` is given)."""
 
     def __init__(self, spec: SweepSpec, folder: Path, *, sweep_run: str, seed: int,
                  batch_size: int, n_configs: int, grid: bool = True,
                  on_told: Callable[[int], None] | None = None,
-                 lockstep: Lockstep | Pipeline | None = None) -> None:
+                 lockstep: Lockstep | Pipeline | None = None, slots: int | None = None) -> None:
         import optuna
 
         self.spec, self.folder, self.sweep_run = spec, Path(folder), sweep_run
         self.batch_size, self.n_configs = batch_size, n_configs
         self.on_told = on_told
+        if lockstep is None and slots is not None:   # the Tune driver's: a pipeline
+            lockstep = Pipeline(slots, math.ceil(n_configs / max(1, batch_size)))
         self.lockstep = lockstep    # draws independent of end order (keys: Tune trial ids)
         self._ends: dict[str, list[dict[str, Any]]] = {}   # rows on disk, tells held
         self.backend = BatchedJournalBackend(self.folder / "optuna.journal")

@@ -60,8 +60,7 @@ from esper_ab.study.runtime import (
 )
 from esper_ab.study.space import define_by_run, grid_points, params_from_flat, space_summary
 from esper_ab.study.spec import SweepSpec
-from esper_ab.study.studies import (Lockstep, Pipeline, optuna_sampler, optuna_storage,
-                                    sweep_study_name)
+from esper_ab.study.studies import Lockstep, optuna_sampler, optuna_storage, sweep_study_name
 from esper_ab.tracking import TRIAL_ID, BackgroundWriter, SweepTracker
 from esper_ab.trial import Evidence
 from esper_ab.tune_driver.batches import BatchPlanner, batch_size, compute_total, log_batched_search
@@ -307,7 +306,7 @@ def _tuner(spec: SweepSpec, life: Any, trainable: Any, watch: ScheduleWatch, n: 
         searcher, callback = _BatchSearch(planner := BatchPlanner(
             spec, life.folder, sweep_run=life.parent, seed=seed, batch_size=batch,
             n_configs=remaining, grid=not options.resume,
-            lockstep=Pipeline(spec.max_concurrent, math.ceil(remaining / batch)))), \
+            slots=spec.max_concurrent)), \
             _BatchWatch(watch)
         remaining = watch.total = math.ceil(remaining / batch)
     else:
