@@ -1,11 +1,11 @@
-"""Optuna's TPE sampler, asking a lockstep round's batch from one history only once.
+"""Optuna's TPE sampler, asking a batch's configs from one history only once.
 
-A batched sweep asks a whole round of configs (``max_concurrent`` batches of up to 64) while
-no trial of the round has been told (``esper_ab.study.studies.Lockstep``): every ask of the
-round sees the same finished trials. Optuna's ``TPESampler`` splits those trials into
-"below" and "above" and builds both Parzen estimators again for every parameter of every
-ask -- most of an ask's time with a few hundred trials, and on the critical path between
-rounds, when every slot waits for the next round's asks.
+A batched sweep asks a whole batch of configs (up to 64) while no trial is told: the
+``Pipeline`` (``esper_ab.study.studies``) tells an end only between asks, and a
+``Lockstep`` between rounds, so every ask of a batch (of a round) sees the same finished
+trials. Optuna's ``TPESampler`` splits those trials into "below" and "above" and builds both
+Parzen estimators again for every parameter of every ask -- most of an ask's time with a
+few hundred trials, and on the critical path: a slot waits for its next batch's asks.
 
 ``round_cached`` keeps the split and the "below" estimator while the finished trials stay
 the same (keyed by their numbers and the search space asked, in order): the split and

@@ -49,27 +49,53 @@ def _rounds(sampler, spec, directions) -> list[dict]:
             asked.append(t)
             drawn.append({**t.params, **fixed})
         for t in asked:
-            if t.number % 7 == 3:
-                study.tell(t, state=TrialState.FAIL)
-            elif t.number % 5 == 4:
-                study.tell(t, state=TrialState.PRUNED)
-            else:
-                values = [_value(t.params, k) for k in range(len(directions))]
-                study.tell(t, values if len(values) > 1 else values[0])
+            _tell(study, t, directions)
     return drawn
 
 
+def _tell(study, t, directions) -> None:
+    if t.number % 7 == 3:
+        study.tell(t, state=TrialState.FAIL)
+    elif t.number % 5 == 4:
+        study.tell(t, state=TrialState.PRUNED)
+    else:
+        values = [_value(t.params, k) for k in range(len(directions))]
+        study.tell(t, values if len(values) > 1 else values[0])
+
+
+def _pipelined(sampler, spec, directions) -> list[dict]:
+    """Batches as the ``Pipeline`` asks them: batch i from batches 0 .. i - WIDTH told, the
+    batches in between still running (so "above" holds running trials of several batches)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=sampler, directions=directions)
+    fn, drawn, batches = define_by_run(spec), [], []
+    for i in range(ROUNDS * WIDTH):
+        if i >= WIDTH:
+            for t in batches[i - WIDTH]:
+                _tell(study, t, directions)
+        batch = []
+        for _ in range(BATCH):
+            t = study.ask()
+            fixed = fn(t)
+            batch.append(t)
+            drawn.append({**t.params, **fixed})
+        batches.append(batch)
+    return drawn
+
+
+@pytest.mark.parametrize("pattern", ["rounds", "pipeline"])
 @pytest.mark.parametrize("liar", [True, False])
 @pytest.mark.parametrize("directions", [["maximize"], ["maximize", "minimize"]])
-def test_round_cached_tpe_draws_what_optuna_tpe_draws(liar, directions):
+def test_round_cached_tpe_draws_what_optuna_tpe_draws(liar, directions, pattern):
     spec = _spec()
+    drive = {"rounds": _rounds, "pipeline": _pipelined}[pattern]
 
     def plain():
         return optuna.samplers.TPESampler(seed=3, n_startup_trials=8, constant_liar=liar)
 
     cached = round_cached(plain())
     assert type(cached) is not optuna.samplers.TPESampler   # the cached sampler is in play
-    ours, optunas = _rounds(cached, spec, directions), _rounds(plain(), spec, directions)
+    ours, optunas = drive(cached, spec, directions), drive(plain(), spec, directions)
     assert len(ours) == ROUNDS * WIDTH * BATCH
     assert ours == optunas
     assert len({p["strategy"] for p in ours[-WIDTH * BATCH:]}) >= 1
