@@ -10,6 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 from suite_plan import HEAVY_FIRST, ensure_ray_token, heavy_first, module_of
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,6 +64,7 @@ def test_a_missing_token_is_created_private_and_an_existing_one_is_left_alone(tm
 def test_the_controller_of_an_xdist_run_writes_the_token_before_the_workers(tmp_path):
     """A real ``pytest -n 2`` run in a scratch folder with this conftest: the workers see
     the token the controller wrote (one token, the same in both)."""
+    pytest.importorskip("xdist")
     (tmp_path / "conftest.py").write_text((ROOT / "tests" / "conftest.py").read_text())
     (tmp_path / "suite_plan.py").write_text((ROOT / "tests" / "suite_plan.py").read_text())
     (tmp_path / "test_seen.py").write_text(textwrap.dedent("""
