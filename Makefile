@@ -4,6 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Two pytest-xdist workers, one whole module per worker at a time (module-scoped fixtures: one
+# Ray or one recording per module, as serially), the longest modules first (tests/suite_plan.py);
+# `make test XDIST=` runs in one process.
+XDIST ?= -n 2 --dist loadscope --no-loadscope-reorder
 
 .PHONY: venv demo test test-fast lint bench clean
 
@@ -21,10 +25,10 @@ demo: $(STAMP)
 	$(BIN)/esper-ab demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q --durations=25 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --durations=25 $(XDIST) $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow and not gpu" -x $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m "not slow and not gpu" -x $(XDIST) $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check esper_ab tests benchmarks jobs

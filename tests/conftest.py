@@ -1,15 +1,27 @@
-"""Shared pytest configuration: markers and the CUDA skip for `gpu` tests."""
+"""Shared pytest configuration: markers, the CUDA skip for `gpu` tests, and the xdist plan
+(suite_plan: the longest modules first; one Ray token before the workers start)."""
 
 from __future__ import annotations
 
 import os
 
 import pytest
+from suite_plan import ensure_ray_token, heavy_first, ray_token_path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+def pytest_configure(config):
+    workers = getattr(config.option, "numprocesses", None)
+    controller = not os.environ.get("PYTEST_XDIST_WORKER")
+    auth_on = os.environ.get("RAY_AUTH_MODE", "").lower() != "disabled"
+    if workers and controller and auth_on and not os.environ.get("RAY_AUTH_TOKEN"):
+        ensure_ray_token(ray_token_path())
+
+
 def pytest_collection_modifyitems(config, items):
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items[:] = heavy_first(items)
     try:
         import torch
 
