@@ -113,7 +113,7 @@ class BatchPlanner:
         self.lockstep = lockstep    # draws independent of end order (keys: Tune trial ids)
         self._ends: dict[str, list[dict[str, Any]]] = {}   # rows on disk, tells held
         self.backend = BatchedJournalBackend(self.folder / "optuna.journal")
-        # a round's asks share one history: TPE builds its estimators once per round
+        # a batch's asks share one history: TPE builds its split and "below" once per batch
         seeded = spec.model_copy(update={"sampler": spec.sampler.model_copy(
             update={"seed": seed})})
         self.study = optuna.create_study(

@@ -123,7 +123,8 @@ def batch_trial(config: dict[str, Any], *, spec: SweepSpec, evidence_ref: list,
     reports how old its process was (``worker_start_s``: process start and imports, before
     any work), how long of that its setup hook's imports took (``worker_setup_s``) and how
     long the evidence took to arrive (``evidence_fetch_s``). ``batch_began_at`` and
-    ``batch_ended_at`` (epoch seconds) time its scoring: a lockstep round's idle slots."""
+    ``batch_ended_at`` (epoch seconds) time its scoring (benchmarks/sweep_overhead.py: a
+    slot's wall between its batches)."""
     key, started, fetch, setup = evidence_ref[0].hex(), 0.0, 0.0, 0.0
     if key not in _WORKER_EVIDENCE:   # this worker's first batch: its start-up, the fetch
         started = time.time() - psutil.Process().create_time()
