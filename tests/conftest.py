@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 
 import pytest
-from suite_plan import ensure_ray_token, heavy_first, ray_token_path
+from suite_plan import heavy_first
+
+from esper_ab.study.auth import ensure_token
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -16,7 +18,7 @@ def pytest_configure(config):
     controller = not os.environ.get("PYTEST_XDIST_WORKER")
     auth_on = os.environ.get("RAY_AUTH_MODE", "").lower() != "disabled"
     if workers and controller and auth_on and not os.environ.get("RAY_AUTH_TOKEN"):
-        ensure_ray_token(ray_token_path())
+        ensure_token()
 
 
 def pytest_collection_modifyitems(config, items):

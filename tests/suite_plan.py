@@ -10,23 +10,20 @@ last and leave one worker running them alone at the end. ``heavy_first`` moves t
 them and end together on short modules; the order within a module, and of every other
 module, stays pytest's.
 
-``HEAVY_FIRST``: module times of the serial runs in /work/notes/s4_durations.log and
-ci_fresh11.log and of a first ``-n 2`` run (s5_run1.log). Only the order matters, and only
-for the wall time: a module missing here still runs, only later.
+``HEAVY_FIRST``: from module times measured on 2 cores (December 2026: two serial runs and
+a first ``-n 2`` run). Only the order matters, and only for the wall time: a module missing
+here still runs, only later.
 
-``ensure_ray_token``: a local ``ray.init()`` writes ``~/.ray/auth_token`` when it is missing,
-with a plain ``open(path, "w")``; two workers starting their first Ray at once on a fresh
-machine could each write their own token, and the cluster of one would then meet the token
-of the other. The xdist controller writes the token once before the workers start, as Ray
-would (64 hex characters, 256 random bits), created exclusively and readable by its owner
-only; an existing token is never touched, and token authentication stays on.
+The Ray token: a local ``ray.init()`` writes ``~/.ray/auth_token`` when it is missing, with a
+plain ``open(path, "w")``; two workers starting their first Ray at once on a fresh machine
+could each write their own token, and the cluster of one would then meet the token of the
+other. The xdist controller (``tests/conftest.py``) writes the token once before the workers
+start, with ``esper_ab.study.auth.ensure_token``; an existing token is never touched, and
+token authentication stays on.
 """
 
 from __future__ import annotations
 
-import os
-import secrets
-from pathlib import Path
 from typing import Any
 
 HEAVY_FIRST = (
@@ -61,22 +58,3 @@ def heavy_first(items: list[Any], heavy: tuple[str, ...] = HEAVY_FIRST) -> list[
     that order; a stable sort, so everything else keeps its order."""
     rank = {m: i for i, m in enumerate(heavy)}
     return sorted(items, key=lambda it: rank.get(module_of(it.nodeid), len(heavy)))
-
-
-def ray_token_path() -> Path:
-    """Where Ray looks for the token of a local cluster (``RAY_AUTH_TOKEN_PATH`` or
-    ``~/.ray/auth_token``)."""
-    return Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
-
-
-def ensure_ray_token(path: Path) -> bool:
-    """Create the token file at ``path`` (0600) unless it exists; True when this call
-    created it. Exclusive creation: a concurrent creator wins and is left alone."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return False
-    with os.fdopen(fd, "w") as fh:
-        fh.write(secrets.token_hex(32))
-    return True

@@ -3,6 +3,7 @@ in pytest's order, and one Ray token written before the workers start."""
 
 from __future__ import annotations
 
+import os
 import re
 import stat
 import subprocess
@@ -11,7 +12,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from suite_plan import HEAVY_FIRST, ensure_ray_token, heavy_first, module_of
+from suite_plan import HEAVY_FIRST, heavy_first, module_of
+
+from esper_ab.study.auth import ensure_token
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,14 +54,14 @@ def test_make_test_keeps_the_collection_order_of_whole_modules():
 
 def test_a_missing_token_is_created_private_and_an_existing_one_is_left_alone(tmp_path):
     path = tmp_path / "home" / ".ray" / "auth_token"
-    assert ensure_ray_token(path) is True
+    assert ensure_token(path) is True
     token = path.read_text()
     assert re.fullmatch(r"[0-9a-f]{64}", token)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert ensure_ray_token(path) is False and path.read_text() == token
+    assert ensure_token(path) is False and path.read_text() == token
     mine = tmp_path / "mine"
     mine.write_text("user-token")
-    assert ensure_ray_token(mine) is False and mine.read_text() == "user-token"
+    assert ensure_token(mine) is False and mine.read_text() == "user-token"
 
 
 def test_the_controller_of_an_xdist_run_writes_the_token_before_the_workers(tmp_path):
@@ -78,7 +81,8 @@ def test_the_controller_of_an_xdist_run_writes_the_token_before_the_workers(tmp_
     token, seen = tmp_path / "ray" / "auth_token", tmp_path / "seen"
     seen.mkdir()
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "RAY_AUTH_TOKEN_PATH": str(token),
-           "SEEN_DIR": str(seen)}
+           "SEEN_DIR": str(seen),    # the conftest imports esper_ab: this checkout's
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                         "-n", "2", "--dist", "loadscope", "--no-loadscope-reorder",
                         "--rootdir", str(tmp_path), str(tmp_path)],

@@ -20,18 +20,42 @@ clients that present the token. esper-ab never switches it off, and never guesse
 from __future__ import annotations
 
 import os
+import secrets
 import sys
 from pathlib import Path
 
-__all__ = ["AUTH_HINT", "auth_mode", "job_client_auth", "token_available"]
+__all__ = ["AUTH_HINT", "auth_mode", "ensure_token", "job_client_auth", "token_available",
+           "token_path"]
 
 AUTH_HINT = ("for a token cluster export RAY_AUTH_MODE=token and put the cluster's token in "
              "~/.ray/auth_token (or RAY_AUTH_TOKEN)")
 
 
+def token_path() -> Path:
+    """Where Ray looks for a local cluster's token (``RAY_AUTH_TOKEN_PATH``, else
+    ``~/.ray/auth_token``)."""
+    return Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
+
+
 def token_available() -> bool:
-    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
-    return bool(os.environ.get("RAY_AUTH_TOKEN")) or path.is_file()
+    return bool(os.environ.get("RAY_AUTH_TOKEN")) or token_path().is_file()
+
+
+def ensure_token(path: Path | None = None) -> bool:
+    """Create the token file (default ``token_path()``) as Ray would, 64 hex characters,
+    readable by its owner only, unless it exists; True when this call created it. Ray writes
+    a missing token with a plain ``open(path, "w")``, so two local clusters starting at once
+    on a fresh home could each write their own; creating it first, exclusively, leaves one
+    token for both (a concurrent creator wins and is left alone)."""
+    path = path or token_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_hex(32))
+    return True
 
 
 def auth_mode() -> str:
