@@ -2,17 +2,37 @@
 tracker's calls (``esper_ab.tracking.SweepTracker``) in order on one background thread, so
 Tune never waits on the store and a run's end is written after everything logged to it
 (MLflow's own ``synchronous=False`` queue cost ~1 s per run end). ``esper_ab.tracking``
-re-exports it."""
+re-exports it.
+
+A Ctrl-C must end the driver even while that thread waits on a tracking server that died
+(MLflow's client retries each call for up to ``$ESPER_AB_TRACKING_TIMEOUT_S``):
+
+- :meth:`BackgroundWriter.drain` waits in short slices, so the interrupt that
+  ``esper_ab.study.lifecycle`` raises in the main thread (``_thread.interrupt_main``, which,
+  unlike a real signal, wakes no blocking wait) ends it within ``DRAIN_POLL_S``. A plain
+  ``Future.result()`` could not be interrupted: a driver stopped during Tune's end-of-fit
+  drain hung until the queued calls had exhausted their retries (minutes);
+- the thread is a daemon, so the process never waits for it at exit (a
+  ``ThreadPoolExecutor``'s thread is joined, queued calls included). Whatever it had not
+  written is what ``--resume`` reconciles from the Optuna journal and MLflow.
+"""
 
 from __future__ import annotations
 
+import queue
 import sys
-from concurrent.futures import Future, ThreadPoolExecutor
+import threading
+import weakref
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from esper_ab.errors import disk_full
 
-__all__ = ["BackgroundWriter"]
+__all__ = ["DRAIN_POLL_S", "BackgroundWriter"]
+
+DRAIN_POLL_S = 0.2      # how often a drain lets a pending interrupt through
 
 
 class BackgroundWriter:
@@ -25,7 +45,7 @@ class BackgroundWriter:
 
     def __init__(self, tracker: Any, on_disk_full: Any | None = None) -> None:
         self.tracker = tracker
-        self._pool: ThreadPoolExecutor | None = None
+        self._queue: queue.SimpleQueue | None = None
         self.failures = 0
         # called with the full device's path when a write fails for lack of space: a run
         # whose end cannot be written is never told to Optuna, so the sweep must stop
@@ -33,12 +53,21 @@ class BackgroundWriter:
         self.on_disk_full = on_disk_full
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"tracker": self.tracker, "_pool": None, "failures": 0, "on_disk_full": None}
+        return {"tracker": self.tracker, "_queue": None, "failures": 0, "on_disk_full": None}
+
+    def _put(self, fn: Callable[[], Any]) -> Future:
+        """Queue ``fn`` for the writer thread (started on first use); its future."""
+        if self._queue is None:
+            self._queue = queue.SimpleQueue()
+            threading.Thread(target=_work, args=(self._queue,), daemon=True,
+                             name="esper-ab-mlflow").start()
+            weakref.finalize(self, self._queue.put, None)   # a dropped writer's thread ends
+        fut: Future = Future()
+        self._queue.put((fut, fn))
+        return fut
 
     def submit(self, method: str, *args: Any, **kwargs: Any) -> Future:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="esper-ab-mlflow")
-        return self._pool.submit(self._call, method, args, kwargs)
+        return self._put(lambda: self._call(method, args, kwargs))
 
     def _call(self, method: str, args: tuple, kwargs: dict) -> Any:
         args = tuple(a.result() if isinstance(a, Future) else a for a in args)
@@ -55,9 +84,17 @@ class BackgroundWriter:
             return None
 
     def drain(self) -> None:
-        """Wait until every queued call is written."""
-        if self._pool is not None:
-            self._pool.submit(lambda: None).result()
+        """Wait until every queued call is written; an interrupt of the main thread ends
+        the wait within ``DRAIN_POLL_S`` (module doc)."""
+        if self._queue is None:
+            return
+        done = self._put(lambda: None)
+        while True:
+            try:
+                done.result(timeout=DRAIN_POLL_S)
+                return
+            except FutureTimeout:
+                continue
 
     def submit_then(self, then: Any, method: str, *args: Any, **kwargs: Any) -> Future:
         """``submit(method, ...)``; once that call is written without an error, ``then()``
@@ -75,6 +112,19 @@ class BackgroundWriter:
                           f"{' '.join(str(exc).split())[:300]}", file=sys.stderr)
             return out
 
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="esper-ab-mlflow")
-        return self._pool.submit(run)
+        return self._put(run)
+
+
+def _work(calls: queue.SimpleQueue) -> None:
+    """The writer thread: run queued calls in order until its writer is dropped."""
+    while (item := calls.get()) is not None:
+        _run_one(*item)
+        del item            # it holds its writer: drop it before waiting for the next
+
+
+def _run_one(fut: Future, fn: Callable[[], Any]) -> None:
+    if fut.set_running_or_notify_cancel():
+        try:
+            fut.set_result(fn())
+        except BaseException as exc:  # noqa: BLE001 - the caller of result() sees it
+            fut.set_exception(exc)

@@ -8,7 +8,9 @@ CLI: 0, 2 (one error line), 130 (interrupted).
 
 from __future__ import annotations
 
+import faulthandler
 import os
+import signal
 import sys
 
 from esper_ab.errors import EsperABError
@@ -33,6 +35,7 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    faulthandler.register(signal.SIGUSR2, all_threads=True)   # a test that waited too long
     rc = main(sys.argv[1:])
     from esper_ab.study.runtime import embedded_ray_started
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import random
+import signal
 import socket
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +64,23 @@ def free_port() -> int:
             continue
         return port
     raise RuntimeError(f"no free port in {low}-{high}")
+
+
+def finish_or_dump(proc: subprocess.Popen, timeout: float) -> tuple[str, str]:
+    """``proc.communicate(timeout)``; a driver still running then (``kill_driver.py``, which
+    registers ``faulthandler`` on SIGUSR2) is asked for every thread's stack, killed, and
+    the test fails with those stacks, so a hang seen once in CI says where it waited."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR2)
+        try:
+            out, err = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate(timeout=30)
+        raise AssertionError(f"the driver still ran {timeout:.0f} s later; its threads "
+                             f"then:\n{(err or '')[-6000:]}") from None
 
 
 class CrashingEvidence(ReplayEvidence):

@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from sweep_helpers import free_port, write_space
+from sweep_helpers import finish_or_dump, free_port, write_space
 
 from esper_ab.errors import ConfigError
 from esper_ab.study._tracking_watch import server_answers, tracking_timeout_s
@@ -134,7 +134,7 @@ def test_a_dying_server_stops_the_sweep_in_one_line_and_resume_finishes(tmp_path
     proc = _driver(tmp_path, space, server.url, wait_s="8")
     _wait_for_a_child(server, "t_dying", proc)
     server.kill()
-    out, err = proc.communicate(timeout=240)     # a hang is a failure, not a wait
+    out, err = finish_or_dump(proc, 240)     # a hang is a failure, not a wait
     assert proc.returncode == 2, err[-3000:]
     assert "Traceback" not in err and "NoneType" not in err
     lines = [x for x in err.splitlines() if x.startswith("esper-ab: error")]
@@ -144,7 +144,7 @@ def test_a_dying_server_stops_the_sweep_in_one_line_and_resume_finishes(tmp_path
 
     server.start()                                  # the same store, the same port
     again = _driver(tmp_path, space, server.url, "--resume", wait_s="60")
-    out, err = again.communicate(timeout=400)
+    out, err = finish_or_dump(again, 400)
     assert again.returncode == 0, err[-3000:]
     runs = server.runs("t_dying")
     kids = _children(runs)
@@ -164,7 +164,7 @@ def test_sigint_is_honoured_while_mlflow_retries(tmp_path):
     server.kill()
     time.sleep(2.0)                                 # MLflow's client is retrying by now
     os.kill(proc.pid, signal.SIGINT)                # one Ctrl-C
-    out, err = proc.communicate(timeout=120)
+    out, err = finish_or_dump(proc, 120)
     assert proc.returncode == 130, err[-3000:]
     assert "Traceback" not in err
     state = json.loads((tmp_path / "esper_ab_sweeps" / "t_sigint" / "state.json").read_text())
