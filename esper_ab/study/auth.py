@@ -4,7 +4,9 @@ Ray 2.60 turns token authentication on by default: a local ``ray.init()`` and ``
 --head`` create ``~/.ray/auth_token`` when it is missing, and a token cluster accepts only
 clients that present the token. esper-ab never switches it off, and never guesses:
 
-- embedded local Ray (no ``--address``): nothing to do; Ray creates and uses the token.
+- embedded local Ray (no ``--address``): Ray uses the token; esper-ab creates a missing
+  ``~/.ray/auth_token`` first, exclusively and 0600 (``ensure_token``), so two commands
+  starting at once on a fresh home cannot each write their own.
 - joining a cluster (``--address``): Ray's own rule applies. With ``--address auto`` Ray
   enables token mode by itself when a token is available; with an explicit address it
   does not, so for a token cluster export ``RAY_AUTH_MODE=token`` and provide the cluster's
