@@ -103,6 +103,40 @@ def test_cnn_groups_match_reference():
     assert_matches(stats["head"], ref, bt)
 
 
+@pytest.mark.parametrize("branch_free", [False, True])
+def test_gradients_kept_in_the_graph_are_measured_and_left_there(branch_free):
+    """``backward(create_graph=True)``, as a gradient penalty does: the statistics equal
+    those of a plain backward (hand-computed reference), the collector adds nothing to the
+    graph, and the second-order backward that follows still runs."""
+    torch.manual_seed(3)
+    m = SmallCNN()
+    x = torch.randn(4, 3, 8, 8)
+    groups = {"body": nn.ModuleList([m.conv, m.gn, m.bn]), "head": m.fc}
+    m(x).logsumexp(1).sum().backward()
+    plain = GradientCollector(groups).measure()
+    m.zero_grad(set_to_none=True)
+    m(x).logsumexp(1).sum().backward(create_graph=True)
+    assert m.fc.weight.grad.requires_grad
+    collector = GradientCollector(groups)
+    collector._branch_free = branch_free
+    kept = collector.measure()
+    ref, bt = reference([(m.fc.weight, "linear"), (m.fc.bias, "linear")])
+    assert_matches(kept["head"], ref, bt)
+    ref, bt = reference([(p, "conv") for p in m.conv.parameters()]
+                        + [(p, "norm") for p in [*m.gn.parameters(), *m.bn.parameters()]])
+    assert_matches(kept["body"], ref, bt)
+    for name in groups:   # the double-backward kernels round a little differently
+        for field in ("sum_sq", "sum_abs"):
+            assert getattr(kept[name], field) == pytest.approx(getattr(plain[name], field),
+                                                               rel=1e-5)
+        assert (kept[name].numel, kept[name].n_with_grad) == \
+            (plain[name].numel, plain[name].n_with_grad)
+    penalty = sum(p.grad.pow(2).sum() for p in m.parameters() if p.grad is not None)
+    m.fc.weight.grad = None
+    penalty.backward()                         # the second order still flows
+    assert m.conv.weight.grad is not None and torch.isfinite(m.conv.weight.grad).all()
+
+
 def test_tied_embedding_counted_once_as_embedding():
     torch.manual_seed(1)
     m = TiedLM()

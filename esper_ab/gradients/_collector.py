@@ -165,8 +165,12 @@ class GradientCollector:
         plan = self._plan
         if plan is None or plan.key != key:
             plan = self._plan = self._make_plan(grads, key)
-        return PendingStats(values=tuple(_reduce(b, b.pick(grads)) for b in plan.buckets),
-                            targets=plan.targets, n_with_grad=plan.n_with_grad)
+        # no_grad: after ``backward(create_graph=True)`` (a gradient penalty, second-order
+        # methods) each ``.grad`` is part of the graph, and the in-place reductions into the
+        # buffer's views are refused under autograd; a measurement never joins the graph.
+        with torch.no_grad():
+            values = tuple(_reduce(b, b.pick(grads)) for b in plan.buckets)
+        return PendingStats(values=values, targets=plan.targets, n_with_grad=plan.n_with_grad)
 
     def materialize(self, pending: Sequence[PendingStats]) -> list[dict[str, GradStats]]:
         """Turn pending accumulators into GradStats, one dict per step."""
