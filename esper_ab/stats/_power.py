@@ -87,7 +87,7 @@ def replicates_for(effect: float, sd: float, alpha: float, target_power: float) 
         return None
     z = sps.norm.isf(alpha / 2) + sps.norm.ppf(target_power)
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-        ratio = z * sd / abs(effect)
+        ratio = float(z * sd / abs(effect))     # a Python float: its square overflows quietly
     if not math.isfinite(ratio) or ratio * ratio > MAX_REPLICATES:
         return None
     lo, hi = 1, max(2, math.ceil(ratio * ratio))
