@@ -17,8 +17,12 @@ import textwrap
 from esper_ab.study.writer import BackgroundWriter
 
 STUCK = textwrap.dedent("""
-    import _thread, sys, threading
+    import _thread, signal, sys, threading
     from esper_ab.study.writer import BackgroundWriter
+
+    # as the sweep's lifecycle does: a process started in the background by a shell
+    # inherits SIGINT ignored, and interrupt_main then does nothing
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     class Stuck:                      # a tracking server that never answers
         def log_metrics(self, *args):
