@@ -16,6 +16,7 @@ be well separated; near ties the gap estimator is biased upward and the estimate
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,8 +73,10 @@ def _power_at(n: int, effect: float, sd: float, alpha: float) -> float:
     crit = float(sps.t.isf(alpha / 2, n - 1))
     if not math.isfinite(nc) or nc > 1e6:  # the noncentral t gives NaN far out: power is 1
         return 1.0
-    p = float(sps.nct.sf(crit, n - 1, nc) + sps.nct.cdf(-crit, n - 1, nc))
-    if not math.isfinite(p):  # the normal approximation where the noncentral t fails
+    with warnings.catch_warnings(record=True) as failed:   # boost: "did not converge"
+        warnings.simplefilter("always", RuntimeWarning)
+        p = float(sps.nct.sf(crit, n - 1, nc) + sps.nct.cdf(-crit, n - 1, nc))
+    if failed or not math.isfinite(p):  # the normal approximation where the t fails
         p = float(sps.norm.sf(crit - nc) + sps.norm.cdf(-crit - nc))
     return min(max(p, 0.0), 1.0)
 

@@ -177,3 +177,25 @@ def test_a_huge_effect_is_narrowed_by_bisection_not_jumps():
     # the answer is the smallest n seen to pass, and every n below it that was tried failed
     bar = acceptance_bar(0.8, 40)
     assert all(p < bar for n, p in plan.evaluated if n < plan.n_replicates)
+
+
+def test_power_where_the_noncentral_t_does_not_converge_is_quiet_and_normal(recwarn):
+    """At df = 1, noncentrality 9e5 and alpha 1e-6, scipy's noncentral t warns that its
+    series did not converge and returns NaN; the power there is the normal approximation's
+    (1.0, hand-checked: crit - nc is about -9e5), with no warning on the console. Elsewhere
+    it is scipy's two-sided noncentral-t power, computed here independently."""
+    import math
+    import warnings
+
+    from esper_ab.stats._power import _power_at
+
+    crit = sps.t.isf(1e-6 / 2, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert math.isnan(sps.nct.sf(crit, 1, 9e5) + sps.nct.cdf(-crit, 1, 9e5))
+    assert _power_at(2, 9e5 / math.sqrt(2), 1.0, 1e-6) == 1.0
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+    for n, effect, sd, alpha in ((10, 0.5, 1.0, 0.05), (4, 2.0, 1.5, 0.01), (40, 0.1, 0.3, 0.1)):
+        nc, crit = math.sqrt(n) * effect / sd, sps.t.isf(alpha / 2, n - 1)
+        expected = sps.nct.sf(crit, n - 1, nc) + sps.nct.cdf(-crit, n - 1, nc)
+        assert _power_at(n, effect, sd, alpha) == pytest.approx(expected, rel=1e-12)
