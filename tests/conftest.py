@@ -8,17 +8,15 @@ import os
 import pytest
 from suite_plan import heavy_first
 
-from esper_ab.study.auth import ensure_token
+from esper_ab.study.auth import claim_token
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def pytest_configure(config):
     workers = getattr(config.option, "numprocesses", None)
-    controller = not os.environ.get("PYTEST_XDIST_WORKER")
-    auth_on = os.environ.get("RAY_AUTH_MODE", "").lower() != "disabled"
-    if workers and controller and auth_on and not os.environ.get("RAY_AUTH_TOKEN"):
-        ensure_token()
+    if workers and not os.environ.get("PYTEST_XDIST_WORKER"):   # the controller
+        claim_token()
 
 
 def pytest_collection_modifyitems(config, items):

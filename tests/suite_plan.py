@@ -18,8 +18,8 @@ The Ray token: a local ``ray.init()`` writes ``~/.ray/auth_token`` when it is mi
 plain ``open(path, "w")``; two workers starting their first Ray at once on a fresh machine
 could each write their own token, and the cluster of one would then meet the token of the
 other. The xdist controller (``tests/conftest.py``) writes the token once before the workers
-start, with ``esper_ab.study.auth.ensure_token``; an existing token is never touched, and
-token authentication stays on.
+start, with ``esper_ab.study.auth.claim_token`` (as every embedded Ray of esper-ab does); an
+existing token is never touched, and token authentication stays on.
 """
 
 from __future__ import annotations

@@ -74,13 +74,13 @@ def test_the_controller_of_an_xdist_run_writes_the_token_before_the_workers(tmp_
         import os, pathlib, pytest
         @pytest.mark.parametrize("k", range(4))
         def test_token(k):
-            p = pathlib.Path(os.environ["RAY_AUTH_TOKEN_PATH"])
+            p = pathlib.Path.home() / ".ray" / "auth_token"
             out = pathlib.Path(os.environ["SEEN_DIR"]) / os.environ["PYTEST_XDIST_WORKER"]
             out.write_text(p.read_text())
     """))
-    token, seen = tmp_path / "ray" / "auth_token", tmp_path / "seen"
+    token, seen = tmp_path / ".ray" / "auth_token", tmp_path / "seen"
     seen.mkdir()
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "RAY_AUTH_TOKEN_PATH": str(token),
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),    # the default token path
            "SEEN_DIR": str(seen),    # the conftest imports esper_ab: this checkout's
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",

@@ -26,8 +26,8 @@ import secrets
 import sys
 from pathlib import Path
 
-__all__ = ["AUTH_HINT", "auth_mode", "ensure_token", "job_client_auth", "token_available",
-           "token_path"]
+__all__ = ["AUTH_HINT", "auth_mode", "claim_token", "ensure_token", "job_client_auth",
+           "token_available", "token_path"]
 
 AUTH_HINT = ("for a token cluster export RAY_AUTH_MODE=token and put the cluster's token in "
              "~/.ray/auth_token (or RAY_AUTH_TOKEN)")
@@ -58,6 +58,22 @@ def ensure_token(path: Path | None = None) -> bool:
     with os.fdopen(fd, "w") as fh:
         fh.write(secrets.token_hex(32))
     return True
+
+
+def claim_token() -> None:
+    """Before a local Ray starts: create its token file exclusively (``ensure_token``), so
+    that Rays starting at once on a fresh home share one token instead of each writing its
+    own over the other's. Only the default ``~/.ray/auth_token``, the one Ray itself
+    creates: not when token authentication is off, nor for a token from ``RAY_AUTH_TOKEN``
+    or a path the user named (``RAY_AUTH_TOKEN_PATH``: Ray asks for that file to exist). A
+    file that cannot be created is left to Ray."""
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled" or \
+            os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return
+    try:
+        ensure_token()
+    except OSError:
+        pass
 
 
 def auth_mode() -> str:

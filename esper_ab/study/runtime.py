@@ -28,7 +28,7 @@ import ray
 
 from esper_ab.errors import ConfigError, shown
 from esper_ab.study._reaper import TAG_VAR, Watchdog, helper_processes, set_owner_tag
-from esper_ab.study.auth import AUTH_HINT, auth_mode, ensure_token, token_path
+from esper_ab.study.auth import AUTH_HINT, auth_mode, claim_token, token_path
 from esper_ab.study.lifecycle import read_state, write_state
 from esper_ab.study.preflight import check_ray_address
 from esper_ab.study.resources import (
@@ -77,7 +77,7 @@ def connect_ray(address: str | None, *, num_cpus: int | None = None,
         # address="local": always a new embedded instance, never a cluster that some
         # `ray start` on this machine advertised in /tmp/ray/ray_current_cluster.
         close_watchdog()
-        _claim_token()
+        claim_token()     # one token for Rays starting at once (auth.claim_token)
         tag = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
         _start_local(num_cpus=num_cpus, setup_hook=setup_hook, quiet=quiet, tag=tag)
         set_owner_tag(tag)
@@ -157,23 +157,6 @@ def _loopback_only() -> Iterator[None]:
             os.environ.pop(key, None)
         else:
             os.environ[key] = before_env
-
-
-def _claim_token() -> None:
-    """Before an embedded Ray starts: create its token file exclusively, as Ray would
-    (``auth.ensure_token``), so two esper-ab commands starting their first local Ray at once
-    on a fresh home share one token instead of each writing its own over the other's. Only
-    the default ``~/.ray/auth_token``, the one Ray itself creates: not when token
-    authentication is off, nor for a token from ``RAY_AUTH_TOKEN`` or a path the user named
-    (``RAY_AUTH_TOKEN_PATH``: Ray asks for that file to exist). A file that cannot be
-    created is left to Ray, as before."""
-    if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled" or \
-            os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
-        return
-    try:
-        ensure_token()
-    except OSError:
-        pass
 
 
 def _private_token_file() -> None:

@@ -210,11 +210,11 @@ def test_the_token_file_ray_writes_is_made_private(tmp_path, monkeypatch):
 
 
 def test_an_embedded_ray_claims_one_token_first(tmp_path, monkeypatch):
-    """``_claim_token`` (run before every embedded ``ray.init``) creates the token Ray would
+    """``claim_token`` (run before every embedded ``ray.init``) creates the token Ray would
     create at ``~/.ray/auth_token``, once: 64 hex characters, 0600; an existing token, a
     token from the environment, a path the user named and auth switched off are all left
     alone."""
-    from esper_ab.study.runtime import _claim_token
+    from esper_ab.study.auth import claim_token
 
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     token = tmp_path / "home" / ".ray" / "auth_token"
@@ -222,20 +222,20 @@ def test_an_embedded_ray_claims_one_token_first(tmp_path, monkeypatch):
     monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(named))
     monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
     monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
-    _claim_token()
+    claim_token()
     assert not named.exists() and not token.exists()
     monkeypatch.delenv("RAY_AUTH_TOKEN_PATH")
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-    _claim_token()
+    claim_token()
     assert not token.exists()
     monkeypatch.setenv("RAY_AUTH_TOKEN", "from-the-environment")
     monkeypatch.delenv("RAY_AUTH_MODE")
-    _claim_token()
+    claim_token()
     assert not token.exists()
     monkeypatch.delenv("RAY_AUTH_TOKEN")
-    _claim_token()
+    claim_token()
     first = token.read_text()
     assert len(first) == 64 and int(first, 16) >= 0
     assert token.stat().st_mode & 0o777 == 0o600
-    _claim_token()                                  # a second command: the same token
+    claim_token()                                  # a second command: the same token
     assert token.read_text() == first
