@@ -73,9 +73,10 @@ def _power_at(n: int, effect: float, sd: float, alpha: float) -> float:
     crit = float(sps.t.isf(alpha / 2, n - 1))
     if not math.isfinite(nc) or nc > 1e6:  # the noncentral t gives NaN far out: power is 1
         return 1.0
-    with warnings.catch_warnings(record=True) as failed:   # boost: "did not converge"
+    with warnings.catch_warnings(record=True) as caught:   # boost: "did not converge"
         warnings.simplefilter("always", RuntimeWarning)
         p = float(sps.nct.sf(crit, n - 1, nc) + sps.nct.cdf(-crit, n - 1, nc))
+    failed = any(issubclass(w.category, RuntimeWarning) for w in caught)
     if failed or not math.isfinite(p):  # the normal approximation where the t fails
         p = float(sps.norm.sf(crit - nc) + sps.norm.cdf(-crit - nc))
     return min(max(p, 0.0), 1.0)

@@ -40,7 +40,16 @@ def _run(body: str) -> subprocess.CompletedProcess:
 
 def test_an_interrupt_ends_a_drain_that_waits_on_a_stuck_call():
     done = _run("""
-        threading.Timer(0.5, _thread.interrupt_main).start()   # as lifecycle's FIT_GRACE_S
+        import time, traceback
+
+        def interrupt_once_draining():      # as lifecycle's forced stop, once main drains
+            main = threading.main_thread().ident
+            while not any(f.name == "drain" for f in
+                          traceback.extract_stack(sys._current_frames()[main])):
+                time.sleep(0.05)
+            _thread.interrupt_main()
+
+        threading.Thread(target=interrupt_once_draining, daemon=True).start()
         try:
             writer.drain()
         except KeyboardInterrupt:
